@@ -1,0 +1,140 @@
+"""Run folders: every notebook, training run and sweep writes into one folder under ``runs/``.
+
+A run folder holds a ``manifest.json`` (what ran, with which parameters, package versions, git
+commit, data fingerprint) next to the artefacts it produced, so any number can be traced back
+to the run that made it.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import json
+import os
+import platform
+import subprocess
+import sys
+from importlib import metadata
+from pathlib import Path
+from typing import Any, Iterable
+
+RUNS_ROOT_ENV = "INSTRUCTLAB_RUNS"
+TRACKED_PACKAGES = (
+    "torch", "transformers", "trl", "peft", "datasets", "accelerate", "evaluate",
+    "papermill", "tokenizers", "numpy", "instructlab-kit",
+)
+
+
+def runs_root() -> Path:
+    """The folder that holds run folders: ``$INSTRUCTLAB_RUNS`` or ``runs/`` under the repo root
+    (the current directory when the kit is not inside its repository)."""
+    env = os.environ.get(RUNS_ROOT_ENV)
+    if env:
+        return Path(env)
+    repo = Path(__file__).resolve().parent.parent
+    return (repo / "runs") if (repo / "pyproject.toml").exists() else Path.cwd() / "runs"
+
+
+def new_run_dir(kind: str, name: str | None = None, root: str | Path | None = None) -> Path:
+    """Create and return a fresh run folder ``<root>/<UTC timestamp>-<kind>[-<name>]``.
+
+    The folder name sorts by time; a numeric suffix keeps two runs started in the same second apart.
+    """
+    root = Path(root) if root else runs_root()
+    stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%d-%H%M%S")
+    base = f"{stamp}-{kind}" + (f"-{name}" if name else "")
+    path, i = root / base, 1
+    while True:
+        try:
+            path.mkdir(parents=True, exist_ok=False)
+            return path
+        except FileExistsError:
+            i += 1
+            path = root / f"{base}-{i}"
+
+
+def ensure_run_dir(run_dir: str | Path | None, kind: str, name: str | None = None) -> Path:
+    """Notebook helper: use ``run_dir`` when given (creating it), else make a new one."""
+    if run_dir:
+        path = Path(run_dir)
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+    return new_run_dir(kind, name)
+
+
+def package_versions(packages: Iterable[str] = TRACKED_PACKAGES) -> dict[str, str | None]:
+    """Installed versions of the packages that decide a result (None when not installed)."""
+    out: dict[str, str | None] = {"python": platform.python_version()}
+    for pkg in packages:
+        try:
+            out[pkg] = metadata.version(pkg)
+        except metadata.PackageNotFoundError:
+            out[pkg] = None
+    return out
+
+
+def git_commit(path: str | Path | None = None) -> str | None:
+    """The commit of the kit's repository, with ``-dirty`` when it has uncommitted changes; None outside git."""
+    cwd = Path(path) if path else Path(__file__).resolve().parent
+    try:
+        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True,
+                             text=True, timeout=10, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=cwd,
+                               capture_output=True, text=True, timeout=10).stdout.strip()
+        return sha + ("-dirty" if dirty else "")
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def fingerprint(records: Iterable[Any]) -> str:
+    """A stable SHA-256 over records (any JSON-serialisable objects), in order.
+
+    Two datasets get the same fingerprint exactly when they hold the same examples in the same order.
+    """
+    h = hashlib.sha256()
+    for rec in records:
+        h.update(json.dumps(rec, sort_keys=True, ensure_ascii=False, default=str).encode("utf-8"))
+        h.update(b"\n")
+    return h.hexdigest()
+
+
+def write_json(path: str | Path, obj: Any) -> Path:
+    """Write ``obj`` as indented JSON, atomically (a temporary file renamed into place)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=2, ensure_ascii=False, default=str) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+    return path
+
+
+def write_jsonl(path: str | Path, rows: Iterable[Any]) -> Path:
+    """Write one JSON object per line, atomically."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    with tmp.open("w", encoding="utf-8") as f:
+        for row in rows:
+            f.write(json.dumps(row, ensure_ascii=False, default=str) + "\n")
+    os.replace(tmp, path)
+    return path
+
+
+def read_jsonl(path: str | Path) -> list[Any]:
+    """Read a JSONL file written by :func:`write_jsonl`."""
+    with Path(path).open(encoding="utf-8") as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def write_manifest(run_dir: str | Path, **fields: Any) -> Path:
+    """Write ``manifest.json`` into ``run_dir``: the given fields plus time, command line,
+    package versions and git commit. Existing fields are updated, not lost."""
+    path = Path(run_dir) / "manifest.json"
+    manifest = json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
+    manifest.update(fields)
+    manifest.setdefault("created_utc", _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"))
+    manifest["updated_utc"] = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+    manifest.setdefault("argv", sys.argv)
+    manifest.setdefault("packages", package_versions())
+    manifest.setdefault("git_commit", git_commit())
+    return write_json(path, manifest)
