@@ -1,0 +1,111 @@
+"""Generate notebooks/00_base_vs_instruct.ipynb (run: .venv/bin/python notebooks/_src/make_00_base_vs_instruct.py)."""
+
+from pathlib import Path
+
+import nbformat
+from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
+
+md, code = new_markdown_cell, new_code_cell
+cells = [
+    md("""# 00 · Base model vs instruction-tuned model
+
+**What you will learn.** A *base* language model is trained only to continue text; an *instruction-tuned*
+model has been fine-tuned on conversations so that it answers. We send the same prompts to both:
+
+* **Gemma-3-270M (base)** gets each prompt as raw text and simply continues it;
+* **SmolLM2-135M-Instruct** gets each prompt wrapped in its chat template and answers it;
+* as a control, the base model also gets the prompt inside a chat template (the kit's default Gemma-style
+  one, since base models ship without a template): a template alone does not teach a model to answer.
+
+**Why it matters.** This gap is exactly what instruction tuning closes, and what the rest of the kit
+(data building, loss masking, LoRA training, evaluation) is about. Both models are embedded in the kit and
+run offline; the first run converts their GGUF files once (about a minute each) into `~/.cache/instructlab`."""),
+    code("""base_model = "gemma-3-270m"
+instruct_model = "smollm2-135m-instruct"
+prompts = [
+    "What is the capital of France?",
+    "Write a haiku about the sea.",
+    "Give three tips for writing a clear email.",
+    "Our change request CR-12345 was rejected by the Change Advisory Board. Draft a short reply to the requester.",
+]
+max_new_tokens = 64
+profile = "quick"  # "smoke" | "quick" | "full"
+run_dir = \"\"""", metadata={"tags": ["parameters"]}),
+    code("""from IPython.display import HTML, display
+import pandas as pd
+from instructlab import models, runs
+
+if profile == "smoke":  # tests: tiny random models, a few tokens
+    base_model = instruct_model = "tiny-random"
+    prompts, max_new_tokens = prompts[:2], min(max_new_tokens, 8)
+    print("profile 'smoke': both models replaced by 'tiny-random', max_new_tokens =", max_new_tokens)
+run_dir = runs.ensure_run_dir(run_dir, "base-vs-instruct")
+settings = models.device_settings()
+print("run folder:", run_dir)
+print("device:", settings.description)"""),
+    md("""## Load both models
+
+`load_model` / `load_tokenizer` take the kit's model names (or any local folder or hub id). The device and
+precision come from one place, `models.device_settings()`. Watch for the notice that the base model got a
+default chat template: the kit never applies one silently."""),
+    code("""base_tok = models.load_tokenizer(base_model)
+base = models.load_model(base_model)
+inst_tok = models.load_tokenizer(instruct_model)
+inst = models.load_model(instruct_model)
+for name, tok, model in [(base_model, base_tok, base), (instruct_model, inst_tok, inst)]:
+    n_params = sum(p.numel() for p in model.parameters()) / 1e6
+    print(f"{name}: {type(model).__name__}, {n_params:.0f}M parameters, {model.dtype}")
+    print("   template:", tok.instructlab_template_note or "the model's own chat template")"""),
+    md("""## What each model actually sees
+
+The base model reads the prompt as plain text. The instruct model reads it inside its chat template
+(ChatML for SmolLM2: `<|im_start|>user ... <|im_end|>`), ending with the start of an assistant turn: the
+model was trained to write what comes next and to close the turn with its end-of-turn token."""),
+    code("""chat = [{"role": "user", "content": prompts[0]}]
+print("base model input:\\n" + prompts[0])
+print("\\ninstruct model input:\\n" + inst_tok.apply_chat_template(chat, tokenize=False, add_generation_prompt=True))
+print("base model inside the default template (control):\\n"
+      + base_tok.apply_chat_template(chat, tokenize=False, add_generation_prompt=True))"""),
+    md("""## Same prompts, side by side
+
+Greedy decoding (no sampling), so every run gives the same text."""),
+    code("""rows = []
+for prompt in prompts:
+    rows.append({
+        "prompt": prompt,
+        f"base: {base_model} (raw text)": models.complete_text(base, base_tok, prompt, max_new_tokens),
+        f"instruct: {instruct_model} (chat)": models.complete_text(inst, inst_tok, prompt, max_new_tokens, chat=True),
+        f"control: {base_model} (chat template)": models.complete_text(base, base_tok, prompt, max_new_tokens, chat=True),
+    })
+table = pd.DataFrame(rows)
+display(HTML(table.to_html(index=False).replace("<td>", '<td style="white-space: pre-wrap; text-align: left">')))"""),
+    md("""## Save the results
+
+Answers go to `answers.jsonl` and `answers.csv` in the run folder, next to a `manifest.json` recording the
+models, parameters and package versions."""),
+    code("""runs.write_jsonl(run_dir / "answers.jsonl", rows)
+table.to_csv(run_dir / "answers.csv", index=False)
+runs.write_manifest(run_dir, notebook="00_base_vs_instruct", profile=profile, base_model=base_model,
+                    instruct_model=instruct_model, prompts=prompts, max_new_tokens=max_new_tokens,
+                    device=settings.description, base_template_note=base_tok.instructlab_template_note,
+                    outputs=["answers.jsonl", "answers.csv"])
+print(sorted(p.name for p in run_dir.iterdir()))"""),
+    md("""## What was shown, what to try next
+
+* The base model treats a question as the start of a document: it continues, repeats or drifts. The
+  instruct model, though half its size, answers, because it was fine-tuned on conversations.
+* Wrapping a prompt in a chat template does not by itself make a base model answer: the format must be
+  learned, which is what instruction tuning (and the loss masking in `instructlab.masking`) does.
+* The Kestrel prompt shows the next gap: even the instruct model does not know the company's tone,
+  terminology (change request, CR, Change Advisory Board, CAB) or when to decline.
+
+**Try next:** add your own prompts in the parameters cell; raise `max_new_tokens`; pass a local folder or a
+hub id as `base_model`; then continue with `01_data_building.ipynb` (building the Kestrel dataset) and
+`02_lora_training.ipynb` (teaching a model that standard)."""),
+]
+nb = new_notebook(cells=cells, metadata={
+    "kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"},
+    "language_info": {"name": "python"}})
+out = Path(__file__).resolve().parent.parent / "00_base_vs_instruct.ipynb"
+nbformat.write(nb, out)
+print("wrote", out)
