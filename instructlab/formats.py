@@ -1,0 +1,318 @@
+"""Instruction-data formats: Alpaca, ShareGPT and chat ``messages``, to and from one shape.
+
+Every conversation inside the kit is a list of ``{"role": "system"|"user"|"assistant",
+"content": str}`` dicts. This module converts the three common on-disk formats into that shape,
+checks them, and writes them back:
+
+* Alpaca:   ``{"instruction", "input" (optional), "output", "system" (optional)}``
+* ShareGPT: ``{"conversations": [{"from": "system"|"human"|"gpt"|"user"|"assistant", "value"}]}``
+* chat:     ``{"messages": [{"role", "content"}]}``
+
+Bad input never disappears silently: it raises :class:`FormatError` naming the file, line, field,
+what was expected and what to do, or (with ``skip_bad=True``) comes back as :class:`BadRecord`
+entries with the reason.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable
+
+from .runs import write_jsonl
+
+ROLES = ("system", "user", "assistant")
+SHAREGPT_ROLES = {"system": "system", "human": "user", "user": "user", "gpt": "assistant",
+                  "assistant": "assistant"}
+SHAREGPT_NAMES = {"system": "system", "user": "human", "assistant": "gpt"}
+FORMAT_KEYS = {"alpaca": ("instruction", "input", "output", "system"),
+               "sharegpt": ("conversations", "system"), "messages": ("messages",)}
+
+
+class FormatError(ValueError):
+    """A record that cannot be read as a conversation.
+
+    Attributes: ``path`` (file or None), ``line`` (1-based line or row, or None), ``field``
+    (e.g. ``"messages[2].role"`` or None), ``problem``, ``expected`` and ``hint`` (what to do).
+    """
+
+    def __init__(self, problem: str, *, path=None, line=None, field=None, expected=None, hint=None):
+        self.path, self.line, self.field = (str(path) if path else None), line, field
+        self.problem, self.expected, self.hint = problem, expected, hint
+        where = ":".join(str(x) for x in (self.path, self.line) if x is not None)
+        head = f"{where}: " if where else ""
+        text = f"{head}{f'field {field!r}: ' if field else ''}{problem}"
+        if expected:
+            text += f". Expected {expected}"
+        if hint:
+            text += f". {hint}"
+        super().__init__(text)
+
+    def at(self, path=None, line=None) -> "FormatError":
+        """A copy of this error located in ``path`` at ``line``."""
+        return FormatError(self.problem, path=path or self.path, line=line or self.line,
+                           field=self.field, expected=self.expected, hint=self.hint)
+
+
+@dataclass
+class BadRecord:
+    """A record skipped by ``skip_bad=True``: where it was, which field, why, and the raw record."""
+
+    path: str | None
+    line: int | None
+    field: str | None
+    reason: str
+    record: Any
+
+
+def detect_format(record: Any) -> str:
+    """``"messages"``, ``"sharegpt"`` or ``"alpaca"`` for one record; FormatError otherwise."""
+    if not isinstance(record, dict):
+        raise FormatError(f"record is a {type(record).__name__}, not a JSON object",
+                          expected="an object such as {\"messages\": [...]}")
+    if "messages" in record:
+        return "messages"
+    if "conversations" in record:
+        return "sharegpt"
+    if "instruction" in record or "output" in record:
+        return "alpaca"
+    raise FormatError(f"unknown record format with keys {sorted(record)}",
+                      expected="'messages' (chat), 'conversations' (ShareGPT) or "
+                               "'instruction'/'output' (Alpaca)",
+                      hint="Rename the keys or convert the file to one of these formats")
+
+
+def _text(value: Any, field: str, *, allow_empty: bool = True) -> str:
+    if not isinstance(value, str):
+        raise FormatError(f"content is {type(value).__name__} ({str(value)[:40]!r}), not a string",
+                          field=field, expected="a string",
+                          hint="Join multi-part content into one string before loading")
+    if not allow_empty and not value.strip():
+        raise FormatError("empty response", field=field, expected="a non-empty assistant answer",
+                          hint="Remove the record or fill in the response")
+    return value
+
+
+def _turns(items: Any, name: str, role_key: str, text_key: str, role_map: dict) -> list[dict]:
+    if not isinstance(items, list) or not items:
+        raise FormatError(f"{name!r} is {type(items).__name__ if items != [] else 'empty'}",
+                          field=name, expected="a non-empty list of turns")
+    out = []
+    for i, turn in enumerate(items):
+        field = f"{name}[{i}]"
+        if not isinstance(turn, dict):
+            raise FormatError(f"turn is a {type(turn).__name__}", field=field,
+                              expected=f"an object with {role_key!r} and {text_key!r}")
+        for key in (role_key, text_key):
+            if key not in turn:
+                raise FormatError(f"missing field {key!r} (keys: {sorted(turn)})", field=f"{field}.{key}",
+                                  expected=f"an object with {role_key!r} and {text_key!r}")
+        role = turn[role_key]
+        if not isinstance(role, str) or role.lower() not in role_map:
+            raise FormatError(f"unknown role {role!r}", field=f"{field}.{role_key}",
+                              expected=f"one of {sorted(role_map)}",
+                              hint="Map this role to system/user/assistant before loading")
+        out.append({"role": role_map[role.lower()], "content": _text(turn[text_key], f"{field}.{text_key}")})
+    return out
+
+
+def _alpaca(record: dict) -> list[dict]:
+    for key in ("instruction", "output"):
+        if key not in record:
+            raise FormatError(f"missing field {key!r} (keys: {sorted(record)})", field=key,
+                              expected="an Alpaca record with 'instruction', optional 'input', 'output'")
+    instruction = _text(record["instruction"], "instruction")
+    if not instruction.strip():
+        raise FormatError("empty instruction", field="instruction", expected="a non-empty instruction")
+    extra = _text(record.get("input") or "", "input")
+    user = f"{instruction}\n\n{extra}" if extra.strip() else instruction
+    msgs = [{"role": "user", "content": user},
+            {"role": "assistant", "content": _text(record["output"], "output", allow_empty=False)}]
+    if record.get("system"):
+        msgs.insert(0, {"role": "system", "content": _text(record["system"], "system")})
+    return msgs
+
+
+def _check_conversation(msgs: list[dict], name: str) -> list[dict]:
+    assistants = [i for i, m in enumerate(msgs) if m["role"] == "assistant"]
+    if not assistants:
+        raise FormatError("no assistant turn", field=name,
+                          expected="at least one assistant (ShareGPT: gpt) turn to learn from",
+                          hint="Add the response or drop the record")
+    for i in assistants:
+        if not msgs[i]["content"].strip():
+            raise FormatError("empty response", field=f"{name}[{i}]",
+                              expected="a non-empty assistant answer",
+                              hint="Remove the record or fill in the response")
+    return msgs
+
+
+def to_messages(record: Any) -> list[dict]:
+    """Convert one Alpaca, ShareGPT or chat record into ``[{"role", "content"}, ...]``.
+
+    Alpaca ``input`` is appended to the instruction after a blank line; a top-level ``system``
+    string (Alpaca or ShareGPT) becomes the first message. A bare list of role/content dicts is
+    accepted as a conversation. Raises FormatError (missing fields, unknown roles, non-string
+    content, no assistant turn, empty response) with ``.field`` set; ``.path``/``.line`` are
+    filled in by the loaders.
+    """
+    if isinstance(record, list):
+        record = {"messages": record}
+    fmt = detect_format(record)
+    if fmt == "alpaca":
+        return _alpaca(record)
+    if fmt == "sharegpt":
+        turns = record["conversations"]
+        keys = ("role", "content") if _uses_role_keys(turns) else ("from", "value")
+        msgs = _turns(turns, "conversations", *keys, SHAREGPT_ROLES)
+        if isinstance(record.get("system"), str) and record["system"] and msgs[0]["role"] != "system":
+            msgs.insert(0, {"role": "system", "content": record["system"]})
+        return _check_conversation(msgs, "conversations")
+    msgs = _turns(record["messages"], "messages", "role", "content", {r: r for r in ROLES})
+    return _check_conversation(msgs, "messages")
+
+
+def _uses_role_keys(turns: Any) -> bool:
+    """ShareGPT files sometimes use role/content inside 'conversations'; accept both spellings."""
+    return (isinstance(turns, list) and bool(turns) and isinstance(turns[0], dict)
+            and "from" not in turns[0] and "role" in turns[0])
+
+
+def to_alpaca(messages: list[dict]) -> dict:
+    """One instruction/response conversation (optionally with a system message) as an Alpaca record.
+
+    Returns ``{"instruction", "input": "", "output"}`` plus ``"system"`` when present. Raises
+    FormatError for anything Alpaca cannot hold (several turns); use :func:`to_sharegpt` then.
+    """
+    msgs = to_messages(messages)
+    body = msgs[1:] if msgs[0]["role"] == "system" else msgs
+    if [m["role"] for m in body] != ["user", "assistant"]:
+        raise FormatError(f"conversation has roles {[m['role'] for m in msgs]}",
+                          field="messages", expected="[system?], user, assistant for Alpaca",
+                          hint="Alpaca holds a single instruction and response; save multi-turn "
+                               "conversations as 'messages' or 'sharegpt'")
+    out = {"instruction": body[0]["content"], "input": "", "output": body[1]["content"]}
+    if body is not msgs:
+        out["system"] = msgs[0]["content"]
+    return out
+
+
+def to_sharegpt(messages: list[dict]) -> dict:
+    """A conversation as ``{"conversations": [{"from": "system"|"human"|"gpt", "value"}]}``."""
+    msgs = to_messages(messages)
+    return {"conversations": [{"from": SHAREGPT_NAMES[m["role"]], "value": m["content"]} for m in msgs]}
+
+
+def _records_json(text: str, path: Path) -> list[tuple[int, Any]]:
+    """(line, record) pairs of a JSON array file; line numbers point at each record's start."""
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise FormatError(f"malformed JSON: {e.msg} (column {e.colno})", path=path, line=e.lineno,
+                          expected="a JSON array of records", hint="Fix the file (or save it as .jsonl)")
+    if not isinstance(data, list):
+        raise FormatError(f"top level is a {type(data).__name__}", path=path, line=1,
+                          expected="a JSON array of records",
+                          hint="Wrap the records in [...] or save one record per line as .jsonl")
+    decoder, pos, lines = json.JSONDecoder(), text.index("[") + 1, []
+    for _ in data:  # walk the array once more to learn where each record starts
+        while text[pos] in " \t\r\n,":
+            pos += 1
+        lines.append(text.count("\n", 0, pos) + 1)
+        pos = decoder.raw_decode(text, pos)[1]
+    return list(zip(lines, data))
+
+
+def _records_jsonl(text: str, path: Path) -> Iterable[tuple[int, Any, FormatError | None]]:
+    for n, raw in enumerate(text.splitlines(), start=1):
+        if not raw.strip():
+            continue
+        try:
+            yield n, json.loads(raw), None
+        except json.JSONDecodeError as e:
+            yield n, raw, FormatError(f"malformed JSON line: {e.msg} (column {e.colno})", path=path,
+                                      line=n, expected="one JSON object per line",
+                                      hint="Fix or delete this line")
+
+
+def _read(path: str | Path) -> list[tuple[int, Any, FormatError | None]]:
+    path = Path(path)
+    text = path.read_text(encoding="utf-8")
+    if path.suffix == ".jsonl":
+        return list(_records_jsonl(text, path))
+    if path.suffix == ".json":
+        return [(n, r, None) for n, r in _records_json(text, path)]
+    raise FormatError(f"unsupported file type {path.suffix!r}", path=path,
+                      expected="a .json (array) or .jsonl (one record per line) file")
+
+
+def _convert(rows, path, skip_bad: bool, keep_extra: bool):
+    good, bad = [], []
+    for line, record, error in rows:
+        try:
+            if error is not None:
+                raise error
+            msgs = to_messages(record)
+            if keep_extra:
+                own = FORMAT_KEYS[detect_format(record)]
+                msgs = {"messages": msgs, **{k: v for k, v in record.items() if k not in own}}
+            good.append(msgs)
+        except FormatError as e:
+            located = e.at(path, line)
+            if not skip_bad:
+                raise located from None
+            bad.append(BadRecord(located.path, line, located.field, str(located), record))
+    return (good, bad) if skip_bad else good
+
+
+def load_messages(path: str | Path, skip_bad: bool = False):
+    """Read a .json (array) or .jsonl file of Alpaca, ShareGPT or chat records (mixed is fine).
+
+    Returns a list of conversations (lists of role/content dicts). With ``skip_bad=True`` returns
+    ``(good, bad)`` where ``bad`` lists :class:`BadRecord` (path, line, field, reason, record).
+    Raises FormatError naming file, line and field for the first bad record otherwise.
+    """
+    return _convert(_read(path), path, skip_bad, keep_extra=False)
+
+
+def load_records(path: str | Path, skip_bad: bool = False):
+    """Like :func:`load_messages` but each item is ``{"messages": [...], **extra}`` keeping the
+    record's other fields (``category``, ``task_type``, ``expected_terms``, ``id`` ...)."""
+    return _convert(_read(path), path, skip_bad, keep_extra=True)
+
+
+def messages_from_dataset(ds, skip_bad: bool = False, keep_extra: bool = False):
+    """Conversations from a Hugging Face ``datasets.Dataset`` (or any iterable of dict rows).
+
+    Rows may be in any of the three formats; ``line`` in errors is the 1-based row number.
+    ``keep_extra=True`` returns records like :func:`load_records`. A ``DatasetDict`` raises
+    FormatError asking for a split.
+    """
+    if type(ds).__name__ in ("DatasetDict", "IterableDatasetDict") or isinstance(ds, dict):
+        raise FormatError(f"got a {type(ds).__name__} with splits {list(ds.keys())}",
+                          expected="a single split", hint="Pass ds['train'] (or another split)")
+    name = f"<dataset {getattr(ds, 'info', None) and ds.info.dataset_name or type(ds).__name__}>"
+    rows = ((i, row, None) for i, row in enumerate(ds, start=1))
+    return _convert(rows, name, skip_bad, keep_extra)
+
+
+def save_jsonl(path: str | Path, conversations: Iterable, fmt: str = "messages") -> Path:
+    """Write conversations (message lists or records with ``"messages"`` and extra fields) as JSONL.
+
+    ``fmt``: ``"messages"``, ``"alpaca"`` or ``"sharegpt"``; extra fields are kept. Raises
+    FormatError when a conversation cannot be expressed in ``fmt``. Written atomically.
+    """
+    if fmt not in FORMAT_KEYS:
+        raise FormatError(f"unknown format {fmt!r}", expected=f"one of {sorted(FORMAT_KEYS)}")
+    convert = {"messages": lambda m: {"messages": m}, "alpaca": to_alpaca, "sharegpt": to_sharegpt}[fmt]
+    rows = []
+    for i, conv in enumerate(conversations, start=1):
+        extra = {k: v for k, v in conv.items() if k != "messages"} if isinstance(conv, dict) else {}
+        msgs = conv["messages"] if isinstance(conv, dict) else conv
+        try:
+            rows.append({**convert(to_messages(msgs)), **extra})
+        except FormatError as e:
+            raise FormatError(e.problem, path=path, field=e.field, expected=e.expected,
+                              hint=f"conversation {i}: {e.hint or 'fix it or choose another fmt'}") from None
+    return write_jsonl(path, rows)
