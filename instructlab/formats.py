@@ -134,9 +134,9 @@ def _alpaca(record: dict) -> list[dict]:
     return msgs
 
 
-def _check_conversation(msgs: list[dict], name: str) -> list[dict]:
+def _check_conversation(msgs: list[dict], name: str, require_response: bool = True) -> list[dict]:
     assistants = [i for i, m in enumerate(msgs) if m["role"] == "assistant"]
-    if not assistants:
+    if not assistants and require_response:
         raise FormatError("no assistant turn", field=name,
                           expected="at least one assistant (ShareGPT: gpt) turn to learn from",
                           hint="Add the response or drop the record")
@@ -148,14 +148,15 @@ def _check_conversation(msgs: list[dict], name: str) -> list[dict]:
     return msgs
 
 
-def to_messages(record: Any) -> list[dict]:
+def to_messages(record: Any, require_response: bool = True) -> list[dict]:
     """Convert one Alpaca, ShareGPT or chat record into ``[{"role", "content"}, ...]``.
 
     Alpaca ``input`` is appended to the instruction after a blank line; a top-level ``system``
     string (Alpaca or ShareGPT) becomes the first message. A bare list of role/content dicts is
     accepted as a conversation. Raises FormatError (missing fields, unknown roles, non-string
     content, no assistant turn, empty response) with ``.field`` set; ``.path``/``.line`` are
-    filled in by the loaders.
+    filled in by the loaders. ``require_response=False`` accepts prompt-only chat records
+    (evaluation prompts: system/user turns with no assistant answer yet).
     """
     if isinstance(record, list):
         record = {"messages": record}
@@ -168,9 +169,9 @@ def to_messages(record: Any) -> list[dict]:
         msgs = _turns(turns, "conversations", *keys, SHAREGPT_ROLES)
         if isinstance(record.get("system"), str) and record["system"] and msgs[0]["role"] != "system":
             msgs.insert(0, {"role": "system", "content": record["system"]})
-        return _check_conversation(msgs, "conversations")
+        return _check_conversation(msgs, "conversations", require_response)
     msgs = _turns(record["messages"], "messages", "role", "content", {r: r for r in ROLES})
-    return _check_conversation(msgs, "messages")
+    return _check_conversation(msgs, "messages", require_response)
 
 
 def _uses_role_keys(turns: Any) -> bool:
@@ -247,13 +248,13 @@ def _read(path: str | Path) -> list[tuple[int, Any, FormatError | None]]:
                       expected="a .json (array) or .jsonl (one record per line) file")
 
 
-def _convert(rows, path, skip_bad: bool, keep_extra: bool):
+def _convert(rows, path, skip_bad: bool, keep_extra: bool, require_response: bool = True):
     good, bad = [], []
     for line, record, error in rows:
         try:
             if error is not None:
                 raise error
-            msgs = to_messages(record)
+            msgs = to_messages(record, require_response)
             if keep_extra:
                 own = FORMAT_KEYS[detect_format(record)]
                 msgs = {"messages": msgs, **{k: v for k, v in record.items() if k not in own}}
@@ -276,10 +277,11 @@ def load_messages(path: str | Path, skip_bad: bool = False):
     return _convert(_read(path), path, skip_bad, keep_extra=False)
 
 
-def load_records(path: str | Path, skip_bad: bool = False):
+def load_records(path: str | Path, skip_bad: bool = False, require_response: bool = True):
     """Like :func:`load_messages` but each item is ``{"messages": [...], **extra}`` keeping the
-    record's other fields (``category``, ``task_type``, ``expected_terms``, ``id`` ...)."""
-    return _convert(_read(path), path, skip_bad, keep_extra=True)
+    record's other fields (``category``, ``task_type``, ``expected_terms``, ``id`` ...).
+    ``require_response=False`` reads prompt-only files such as ``data/kestrel/eval.jsonl``."""
+    return _convert(_read(path), path, skip_bad, keep_extra=True, require_response=require_response)
 
 
 def messages_from_dataset(ds, skip_bad: bool = False, keep_extra: bool = False):

@@ -183,3 +183,13 @@ def test_sharegpt_with_role_content_keys_and_top_level_system():
     rec = {"system": "Be brief.", "conversations": [{"role": "user", "content": "Hi"},
                                                       {"role": "assistant", "content": "Hello!"}]}
     assert to_messages(rec) == CHAT
+
+
+def test_load_records_prompt_only_eval_file():
+    from pathlib import Path
+    path = Path(__file__).resolve().parent.parent / "data" / "kestrel" / "eval.jsonl"
+    with pytest.raises(FormatError, match="no assistant turn"):
+        load_records(path)
+    recs = load_records(path, require_response=False)
+    assert len(recs) >= 200 and all(r["messages"][-1]["role"] == "user" for r in recs)
+    assert {r["category"] for r in recs} == {"domain", "decline", "lookalike"}
