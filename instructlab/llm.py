@@ -1,0 +1,351 @@
+"""Chat backends shared by the data-building teacher and the LLM judge.
+
+Two backends with the same two methods:
+
+* :class:`OpenAIChat` talks to any OpenAI-compatible endpoint (OpenAI, vLLM, ``transformers serve``,
+  llama.cpp server ...) through the official ``openai`` client. The API key is read from an
+  environment variable at call time only; it is never stored on the object, in ``settings()``,
+  in the response cache or in a log.
+* :class:`LocalChat` runs a local transformers model (an embedded model name, a folder or a hub id,
+  optionally with a LoRA adapter) through :func:`instructlab.models.load_model`.
+
+Both expose ``.complete(messages) -> str`` and ``.settings() -> dict``. :func:`complete_many` runs
+many prompts with a bounded thread pool, a progress bar and an on-disk :class:`ResponseCache`, so
+a re-run costs nothing and an interrupted run resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import random
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Sequence
+from urllib.parse import urlsplit, urlunsplit
+
+Messages = list[dict[str, str]]
+
+# Settings that change how a request is sent but not what the model answers: left out of cache keys.
+TRANSPORT_SETTINGS = frozenset({"timeout", "max_retries", "backoff"})
+
+
+class MissingAPIKeyError(RuntimeError):
+    """The environment variable that should hold the API key is not set."""
+
+
+# --------------------------------------------------------------------------------------------
+# Retries
+# --------------------------------------------------------------------------------------------
+
+def is_transient(exc: BaseException) -> bool:
+    """True for errors worth retrying: timeouts, connection errors, HTTP 5xx and 429 (rate limit).
+
+    Other HTTP 4xx errors (bad request, wrong model name, authentication) are the caller's mistake
+    and fail at once: retrying them only hides the problem.
+    """
+    try:
+        import openai
+    except ImportError:  # pragma: no cover - openai is a declared dependency
+        openai = None
+    if isinstance(exc, (TimeoutError, ConnectionError)):
+        return True
+    if openai is not None:
+        if isinstance(exc, openai.APIConnectionError):  # includes APITimeoutError
+            return True
+        if isinstance(exc, openai.APIStatusError):
+            return exc.status_code >= 500 or exc.status_code == 429
+    status = getattr(exc, "status_code", None)
+    return isinstance(status, int) and (status >= 500 or status == 429)
+
+
+def retry_call(fn: Callable[[], Any], max_retries: int = 4, backoff: float = 0.5,
+               max_delay: float = 30.0, sleep: Callable[[float], None] = time.sleep) -> Any:
+    """Call ``fn()``; on a transient error (:func:`is_transient`) wait and try again.
+
+    The wait doubles each time (``backoff * 2**attempt``, plus up to 10% jitter, capped at
+    ``max_delay`` seconds). After ``max_retries`` retries the last error is raised; a
+    non-transient error is raised at once.
+    """
+    for attempt in range(max_retries + 1):
+        try:
+            return fn()
+        except Exception as exc:  # noqa: BLE001 - classified just below
+            if attempt >= max_retries or not is_transient(exc):
+                raise
+            delay = min(max_delay, backoff * (2 ** attempt))
+            sleep(delay * (1.0 + 0.1 * random.random()))
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+# --------------------------------------------------------------------------------------------
+# Backends
+# --------------------------------------------------------------------------------------------
+
+def _strip_credentials(url: str) -> str:
+    """``http://user:pass@host/v1`` -> ``http://host/v1`` so that a URL can be logged safely."""
+    parts = urlsplit(url)
+    if parts.username or parts.password:
+        netloc = parts.hostname or ""
+        if parts.port:
+            netloc += f":{parts.port}"
+        parts = parts._replace(netloc=netloc)
+    return urlunsplit(parts)
+
+
+class OpenAIChat:
+    """A chat model behind an OpenAI-compatible ``/v1/chat/completions`` endpoint.
+
+    Args:
+        base_url: e.g. ``"https://api.openai.com/v1"`` or ``"http://127.0.0.1:8000/v1"``.
+        model: the model name the server expects (for ``transformers serve`` started with a model,
+            exactly the string given on its command line).
+        api_key_env: name of the environment variable holding the key, read at every call. ``None``
+            for a local server without authentication (a placeholder key is sent).
+        temperature, max_tokens: generation settings (part of the cache key).
+        timeout: seconds per request. max_retries: retries on timeouts, connection errors, 429
+            and 5xx, with exponential backoff starting at ``backoff`` seconds. HTTP 4xx is not retried.
+
+    Raises (from :meth:`complete`): :class:`MissingAPIKeyError` when ``api_key_env`` is not set;
+    the ``openai`` exception of the last attempt when retries are exhausted.
+    """
+
+    def __init__(self, base_url: str, model: str, api_key_env: str | None = "OPENAI_API_KEY",
+                 temperature: float = 0.0, max_tokens: int = 512, timeout: float = 60,
+                 max_retries: int = 4, backoff: float = 0.5):
+        if not base_url or not model:
+            raise ValueError("OpenAIChat needs both base_url (e.g. http://127.0.0.1:8000/v1) and model")
+        self.base_url = base_url.rstrip("/")
+        self.model = model
+        self.api_key_env = api_key_env
+        self.temperature = temperature
+        self.max_tokens = max_tokens
+        self.timeout = timeout
+        self.max_retries = max_retries
+        self.backoff = backoff
+
+    def __repr__(self) -> str:
+        return f"OpenAIChat(base_url={_strip_credentials(self.base_url)!r}, model={self.model!r})"
+
+    def settings(self) -> dict:
+        """What decides the answers (and the transport), without secrets: safe to log and cache."""
+        return {"backend": "openai", "base_url": _strip_credentials(self.base_url), "model": self.model,
+                "temperature": self.temperature, "max_tokens": self.max_tokens,
+                "timeout": self.timeout, "max_retries": self.max_retries, "backoff": self.backoff}
+
+    def _api_key(self) -> str:
+        if not self.api_key_env:
+            return "not-needed"
+        key = os.environ.get(self.api_key_env)
+        if not key:
+            raise MissingAPIKeyError(
+                f"environment variable {self.api_key_env} is not set: export it before starting "
+                f"(never write the key into a notebook), or pass api_key_env=None for a local "
+                f"server without authentication")
+        return key
+
+    def _request(self, messages: Messages) -> str:
+        from openai import OpenAI
+
+        # A client per request: the key lives only for the duration of this call.
+        with OpenAI(base_url=self.base_url, api_key=self._api_key(), timeout=self.timeout,
+                    max_retries=0) as client:
+            resp = client.chat.completions.create(model=self.model, messages=messages,
+                                                  temperature=self.temperature,
+                                                  max_tokens=self.max_tokens)
+        return resp.choices[0].message.content or ""
+
+    def complete(self, messages: Messages) -> str:
+        """Send one chat (list of ``{"role", "content"}``) and return the assistant's text."""
+        key = self._api_key()  # fail fast, without retries, when the key is missing
+        try:
+            return retry_call(lambda: self._request(messages), self.max_retries, self.backoff)
+        except Exception as exc:
+            # A server may echo the key in its error text; that text ends up in logs and reports.
+            if self.api_key_env and key in str(exc):
+                raise RuntimeError(str(exc).replace(key, "***")) from None
+            raise
+
+
+class LocalChat:
+    """A local transformers chat model, greedy decoding.
+
+    Args:
+        model_name_or_path: an embedded name (``"smollm2-135m-instruct"``, ``"tiny-random"``), a
+            local folder or a hub id; see :func:`instructlab.models.load_model`.
+        adapter: optional PEFT adapter folder (or a run folder containing ``adapter/``).
+        max_new_tokens: generation budget per answer.
+
+    The model is loaded on the first call. Calls are serialised (one generation at a time),
+    so :func:`complete_many` runs a local model with concurrency 1.
+    """
+
+    max_concurrency = 1
+
+    def __init__(self, model_name_or_path: str, adapter: str | None = None, max_new_tokens: int = 256):
+        self.model_name_or_path = str(model_name_or_path)
+        self.adapter = str(adapter) if adapter else None
+        self.max_new_tokens = max_new_tokens
+        self._model = None
+        self._tokenizer = None
+        self._lock = threading.Lock()
+
+    def __repr__(self) -> str:
+        return f"LocalChat({self.model_name_or_path!r}, adapter={self.adapter!r})"
+
+    def settings(self) -> dict:
+        return {"backend": "local", "model": self.model_name_or_path, "adapter": self.adapter,
+                "max_new_tokens": self.max_new_tokens, "do_sample": False}
+
+    def _load(self):
+        if self._model is None:
+            from instructlab.models import load_model, load_tokenizer
+
+            self._tokenizer = load_tokenizer(self.model_name_or_path)
+            self._model = load_model(self.model_name_or_path, adapter=self.adapter)
+        return self._model, self._tokenizer
+
+    @property
+    def tokenizer(self):
+        """The model's tokenizer (loads the model on first use)."""
+        return self._load()[1]
+
+    def complete(self, messages: Messages) -> str:
+        """Greedy answer to one chat, without the prompt and special tokens."""
+        import torch
+
+        with self._lock:
+            model, tok = self._load()
+            ids = tok.apply_chat_template(messages, add_generation_prompt=True, return_tensors="pt",
+                                          return_dict=True)
+            ids = {k: v.to(model.device) for k, v in ids.items()}
+            with torch.no_grad():
+                out = model.generate(**ids, max_new_tokens=self.max_new_tokens, do_sample=False,
+                                     pad_token_id=tok.pad_token_id)
+            return tok.decode(out[0, ids["input_ids"].shape[1]:], skip_special_tokens=True).strip()
+
+
+# --------------------------------------------------------------------------------------------
+# Cache and batch completion
+# --------------------------------------------------------------------------------------------
+
+def cache_key(messages: Messages, settings: dict) -> str:
+    """sha256 over the chat and the answer-deciding settings (transport settings left out)."""
+    semantic = {k: v for k, v in settings.items() if k not in TRANSPORT_SETTINGS}
+    blob = json.dumps({"messages": messages, "settings": semantic}, sort_keys=True, ensure_ascii=False)
+    return hashlib.sha256(blob.encode("utf-8")).hexdigest()
+
+
+class ResponseCache:
+    """Answers on disk, one JSON line per answer: ``{"key", "text", "settings", "time"}``.
+
+    Append-only, so an interrupted run loses at most the line being written (a torn last line
+    is skipped on load). Thread-safe within a process; only successful answers are stored, so
+    failed prompts are tried again on the next run.
+    """
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.Lock()
+        self._data: dict[str, str] = {}
+        self.skipped_lines = 0
+        if self.path.exists():
+            with self.path.open(encoding="utf-8") as f:
+                for line in f:
+                    try:
+                        row = json.loads(line)
+                        self._data[row["key"]] = row["text"]
+                    except (json.JSONDecodeError, KeyError, TypeError):
+                        self.skipped_lines += 1
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+    def __contains__(self, key: str) -> bool:
+        return key in self._data
+
+    def get(self, key: str) -> str | None:
+        return self._data.get(key)
+
+    def put(self, key: str, text: str, settings: dict | None = None) -> None:
+        row = {"key": key, "text": text, "settings": settings or {}, "time": round(time.time(), 3)}
+        line = json.dumps(row, ensure_ascii=False) + "\n"
+        with self._lock:
+            with self.path.open("a", encoding="utf-8") as f:
+                f.write(line)
+                f.flush()
+            self._data[key] = text
+
+
+@dataclass
+class Completion:
+    """One prompt's outcome: ``text`` (None on failure), ``error`` ("Type: message" or None),
+    ``cached`` (True when the answer came from the cache and no request was made)."""
+
+    text: str | None
+    error: str | None = None
+    cached: bool = False
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None and self.text is not None
+
+
+def _progress(total: int, desc: str, enabled: bool):
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=desc or "completions", disable=not enabled, leave=True)
+
+
+def complete_many(backend, prompts: Sequence[Messages], cache: ResponseCache | None = None,
+                  concurrency: int = 4, desc: str = "", progress: bool = True) -> list[Completion]:
+    """Complete every prompt with ``backend`` and return one :class:`Completion` per prompt, in order.
+
+    Cached answers are returned without a request. The others run on a thread pool of at most
+    ``concurrency`` workers (capped by ``backend.max_concurrency`` when set); each answer is
+    written to the cache as soon as it arrives, so an interrupted run resumes where it stopped.
+    A failing prompt is recorded (``Completion.error``), never raised mid-run. Transient errors
+    are retried inside the backend (see :class:`OpenAIChat`). A ``KeyboardInterrupt`` cancels
+    the prompts not yet started and is re-raised.
+    """
+    settings = backend.settings()
+    keys = [cache_key(list(p), settings) for p in prompts]
+    results: list[Completion | None] = [None] * len(prompts)
+    todo = []
+    for i, key in enumerate(keys):
+        hit = cache.get(key) if cache is not None else None
+        if hit is not None:
+            results[i] = Completion(hit, None, True)
+        else:
+            todo.append(i)
+    workers = max(1, min(concurrency, getattr(backend, "max_concurrency", concurrency) or concurrency))
+    bar = _progress(len(prompts), desc, progress)
+    bar.update(len(prompts) - len(todo))
+
+    def run(i: int) -> Completion:
+        try:
+            text = backend.complete(list(prompts[i]))
+        except Exception as exc:  # noqa: BLE001 - recorded per prompt, by design
+            return Completion(None, f"{type(exc).__name__}: {exc}", False)
+        if cache is not None:
+            cache.put(keys[i], text, {k: v for k, v in settings.items() if k not in TRANSPORT_SETTINGS})
+        return Completion(text, None, False)
+
+    pool = ThreadPoolExecutor(max_workers=workers)
+    try:
+        futures = {pool.submit(run, i): i for i in todo}
+        for fut in as_completed(futures):
+            results[futures[fut]] = fut.result()
+            bar.update(1)
+    except BaseException:
+        pool.shutdown(wait=False, cancel_futures=True)
+        raise
+    finally:
+        bar.close()
+    pool.shutdown(wait=True)
+    return results  # type: ignore[return-value]

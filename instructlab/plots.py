@@ -1,0 +1,249 @@
+"""Shared plotting helpers: every figure the kit makes is saved as PNG and SVG and shown.
+
+Other modules may append their own plotting functions here; keep each one small, take data
+(lists, dicts, rows) rather than file paths, and return the matplotlib ``Figure`` so a notebook
+can both ``save_figure`` it and display it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+
+def _pyplot():
+    """Import pyplot lazily, on a headless backend when no display and no notebook is present."""
+    import matplotlib
+
+    if "inline" not in matplotlib.get_backend().lower():
+        try:
+            import IPython  # noqa: F401
+
+            if IPython.get_ipython() is None:
+                matplotlib.use("Agg")
+        except ImportError:
+            matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def save_figure(fig: Any, path_without_suffix: str | Path, dpi: int = 150) -> tuple[Path, Path]:
+    """Save ``fig`` as ``<path>.png`` and ``<path>.svg``, creating parent folders.
+
+    Inputs: a matplotlib Figure and a path without suffix (a suffix that is there is replaced).
+    Returns (png_path, svg_path). Raises ValueError when ``fig`` is not a matplotlib Figure.
+    """
+    if not hasattr(fig, "savefig"):
+        raise ValueError(f"save_figure needs a matplotlib Figure, got {type(fig).__name__}; "
+                         "pass the `fig` from `fig, ax = plt.subplots()`")
+    base = Path(path_without_suffix)
+    if base.suffix.lower() in {".png", ".svg", ".pdf"}:
+        base = base.with_suffix("")
+    base.parent.mkdir(parents=True, exist_ok=True)
+    png, svg = base.with_name(base.name + ".png"), base.with_name(base.name + ".svg")
+    fig.savefig(png, dpi=dpi, bbox_inches="tight")
+    fig.savefig(svg, bbox_inches="tight")
+    return png, svg
+
+
+def plot_counts(counts: dict[str, int], title: str, xlabel: str = "count") -> Any:
+    """Horizontal bar chart of ``{label: count}`` (largest on top), each bar annotated with its count.
+
+    Returns the Figure (save it with :func:`save_figure`). Added by the data-building module.
+    """
+    plt = _pyplot()
+    items = sorted(counts.items(), key=lambda kv: kv[1])
+    fig, ax = plt.subplots(figsize=(6, 0.35 * max(len(items), 2) + 1.2))
+    bars = ax.barh([str(k) for k, _ in items], [v for _, v in items], color="#4C72B0")
+    ax.bar_label(bars, padding=2, fontsize=8)
+    ax.set_xlabel(xlabel)
+    ax.set_title(title)
+    ax.margins(x=0.12)
+    fig.tight_layout()
+    return fig
+
+
+def plot_length_histograms(series: dict[str, list[int]], title: str, bins: int = 30) -> Any:
+    """One histogram panel per ``{name: values}`` (e.g. prompt and response lengths in words),
+    with the median marked. Returns the Figure. Added by the data-building module."""
+    import statistics
+
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, max(len(series), 1), figsize=(4.5 * max(len(series), 1), 3.2), squeeze=False)
+    for ax, (name, values) in zip(axes[0], series.items()):
+        ax.hist(values or [0], bins=bins, color="#55A868")
+        if values:
+            med = statistics.median(values)
+            ax.axvline(med, color="black", linestyle="--", linewidth=1, label=f"median {med:g}")
+            ax.legend(fontsize=8)
+        ax.set_xlabel(name)
+        ax.set_ylabel("examples")
+    fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def plot_before_after(rows: list[dict], title: str = "Before versus after tuning") -> Any:
+    """Bar chart of the case study's metrics, before and after (added by the evaluation module).
+
+    ``rows``: dicts with ``metric`` (label), ``unit`` ("score 1-5" or "share"), ``before`` and ``after``
+    (raw values; None = not measured), e.g. from ``instructlab.metrics.before_after_rows``. Scores go
+    on a 1-5 panel, shares on a 0-100% panel. Returns the Figure.
+    """
+    plt = _pyplot()
+    panels = [("score 1-5", [r for r in rows if r["unit"].startswith("score")]),
+              ("share", [r for r in rows if not r["unit"].startswith("score")])]
+    panels = [(u, rs) for u, rs in panels if rs]
+    widths = [max(len(rs), 1) for _, rs in panels]
+    fig, axes = plt.subplots(1, len(panels), figsize=(3 + 2.2 * sum(widths), 4.2), squeeze=False,
+                             gridspec_kw={"width_ratios": widths})
+    for ax, (unit, rs) in zip(axes[0], panels):
+        scale = 1 if unit.startswith("score") else 100
+        xs = range(len(rs))
+        for off, side, colour in ((-0.2, "before", "#9aa5b1"), (0.2, "after", "#2a6f97")):
+            vals = [(r[side] * scale) if r.get(side) is not None else 0 for r in rs]
+            bars = ax.bar([x + off for x in xs], vals, width=0.4, label=side, color=colour)
+            for b, r in zip(bars, rs):
+                if r.get(side) is not None:
+                    ax.annotate(f"{r[side]:.1f}" if scale == 1 else f"{r[side] * 100:.0f}%",
+                                (b.get_x() + b.get_width() / 2, b.get_height()), ha="center", va="bottom", fontsize=8)
+        ax.set_xticks(list(xs))
+        ax.set_xticklabels([r["metric"].replace(" (", "\n(") for r in rs], fontsize=8)
+        ax.set_ylim(*((1, 5.4) if scale == 1 else (0, 108)))
+        ax.set_ylabel("score (1 to 5)" if scale == 1 else "% of prompts")
+    axes[0][0].legend(loc="upper left", fontsize=8)
+    fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+# ---- ablation plots (added by the pipeline module) ---------------------------------------------
+
+
+def _metric_scale(metric: str) -> tuple[float, str]:
+    """(multiplier, axis label): shares in %, 1-5 scores and losses as they are."""
+    if "tone" in metric:
+        return 1.0, "score (1 to 5)"
+    if "loss" in metric:
+        return 1.0, "loss"
+    return 100.0, "% of prompts"
+
+
+def _metric_ylim(ax: Any, metric: str) -> None:
+    """Fixed ranges, so panels of different runs compare at a glance: 1-5 for tone, 0-100% for shares."""
+    if "tone" in metric:
+        ax.set_ylim(0.9, 5.1)
+    elif "loss" not in metric:
+        ax.set_ylim(-3, 103)
+
+
+def plot_metric_vs_size(summary: list[dict], rows: list[dict], metrics: list[str], variant: str,
+                        labels: dict[str, str] | None = None, reference: dict[str, float] | None = None,
+                        title: str = "Metric versus number of training examples") -> Any:
+    """One panel per metric: mean over seeds against subset size (log x axis) with the 95% CI as a
+    band, each seed's value as a dot, and ``reference[metric]`` (e.g. the untuned model) dashed.
+
+    ``summary``: rows of ``ablation.summarize`` (variant, size, metric, mean, ci_low, ci_high);
+    ``rows``: per-run results (for the seed dots). Returns the Figure.
+    """
+    plt = _pyplot()
+    labels, reference = labels or {}, reference or {}
+    fig, axes = plt.subplots(1, len(metrics), figsize=(3.6 * len(metrics), 3.4), squeeze=False)
+    for ax, metric in zip(axes[0], metrics):
+        scale, unit = _metric_scale(metric)
+        pts = sorted((s for s in summary if s["variant"] == variant and s["metric"] == metric), key=lambda s: s["size"])
+        xs = [p["size"] for p in pts]
+        ax.plot(xs, [p["mean"] * scale for p in pts], "o-", color="#2a6f97", label="mean over seeds")
+        band = [p for p in pts if p.get("ci_low") is not None]
+        if band:
+            ax.fill_between([p["size"] for p in band], [p["ci_low"] * scale for p in band],
+                            [p["ci_high"] * scale for p in band], color="#2a6f97", alpha=0.18, label="95% CI")
+        seeds = [r for r in rows if r.get("variant") == variant and r.get(metric) is not None
+                 and r.get("status", "succeeded") == "succeeded"]
+        ax.scatter([r["size"] for r in seeds], [r[metric] * scale for r in seeds], s=12, color="black",
+                   alpha=0.6, zorder=3, label="one seed")
+        if reference.get(metric) is not None:
+            ax.axhline(reference[metric] * scale, color="#c0392b", linestyle="--", linewidth=1, label="untuned model")
+        _metric_ylim(ax, metric)
+        ax.set_xscale("log")
+        ax.set_xticks(xs)
+        ax.set_xticklabels([str(x) for x in xs])
+        ax.minorticks_off()
+        ax.set_xlabel("training examples (log scale)")
+        ax.set_ylabel(unit)
+        ax.set_title(labels.get(metric, metric), fontsize=10)
+    axes[0][0].legend(fontsize=7)
+    fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def plot_variant_bars(summary: list[dict], rows: list[dict], metrics: list[str], size: int,
+                      variants: dict[str, str], labels: dict[str, str] | None = None,
+                      title: str = "") -> Any:
+    """Bars of the mean over seeds for each variant at one subset ``size``, one panel per metric,
+    95% CI as error bars and each seed as a dot. ``variants``: {variant id: bar label}."""
+    plt = _pyplot()
+    labels = labels or {}
+    colours = ["#9aa5b1", "#2a6f97", "#55A868", "#C44E52"]
+    fig, axes = plt.subplots(1, len(metrics), figsize=(2.2 + 1.1 * len(variants) * len(metrics), 3.4), squeeze=False)
+    for ax, metric in zip(axes[0], metrics):
+        scale, unit = _metric_scale(metric)
+        for i, (variant, label) in enumerate(variants.items()):
+            s = next((s for s in summary if s["variant"] == variant and s["size"] == size and s["metric"] == metric), None)
+            if s is None:
+                continue
+            err = None
+            if s.get("ci_low") is not None:
+                err = [[(s["mean"] - s["ci_low"]) * scale], [(s["ci_high"] - s["mean"]) * scale]]
+            ax.bar(i, s["mean"] * scale, yerr=err, capsize=4, color=colours[i % len(colours)], width=0.6)
+            dots = [r[metric] * scale for r in rows if r.get("variant") == variant and r.get("size") == size
+                    and r.get(metric) is not None and r.get("status", "succeeded") == "succeeded"]
+            ax.scatter([i] * len(dots), dots, s=12, color="black", alpha=0.6, zorder=3)
+        _metric_ylim(ax, metric)
+        ax.set_xticks(range(len(variants)))
+        ax.set_xticklabels(list(variants.values()), fontsize=8)
+        ax.set_ylabel(unit)
+        ax.set_title(labels.get(metric, metric), fontsize=10)
+    fig.suptitle(title or f"Variants at {size} examples (mean over seeds, 95% CI)")
+    fig.tight_layout()
+    return fig
+
+
+def plot_loss_curves(curves: dict[str, list[dict]], colour_by: dict[str, str] | None = None,
+                     title: str = "Training loss of every run") -> Any:
+    """Overlaid loss curves ``{run id: [{"step", "loss"}]}``; runs sharing a ``colour_by`` group
+    (e.g. the subset size) share a colour and one legend entry. Returns the Figure."""
+    plt = _pyplot()
+    colour_by = colour_by or {k: k for k in curves}
+    groups = sorted(set(colour_by.get(k, k) for k in curves), key=lambda g: (len(g), g))
+    cmap = plt.get_cmap("viridis", max(len(groups), 2))
+    fig, ax = plt.subplots(figsize=(6.5, 4))
+    shown = set()
+    for run_id, points in sorted(curves.items()):
+        group = colour_by.get(run_id, run_id)
+        ax.plot([p["step"] for p in points], [p["loss"] for p in points], color=cmap(groups.index(group)),
+                alpha=0.75, linewidth=1.2, marker="o" if len(points) < 20 else None, markersize=3,
+                label=None if group in shown else group)
+        shown.add(group)
+    ax.set_xlabel("optimizer step")
+    ax.set_ylabel("training loss")
+    ax.legend(fontsize=7, title="run group", title_fontsize=8)
+    ax.set_title(title)
+    fig.tight_layout()
+    return fig
+
+
+def show(fig: Any) -> None:
+    """Display ``fig`` once in a notebook and close it (so the inline backend does not draw it a
+    second time at the end of the cell); outside IPython it is only closed."""
+    try:
+        from IPython import get_ipython
+        from IPython.display import display
+
+        if get_ipython() is not None:
+            display(fig)
+    except ImportError:
+        pass
+    _pyplot().close(fig)
