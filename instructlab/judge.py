@@ -1,0 +1,332 @@
+"""Judges: an LLM tone judge (1 to 5), a pairwise judge (A versus B), and agreement with human scores.
+
+An LLM judge is a measuring instrument with known defects: it can return text that is not a score,
+it flips when the two answers swap places, and it tends to prefer the longer answer. This module
+makes those defects visible instead of assuming them away:
+
+* :class:`ToneJudge` scores answers against the brief's rubric (:data:`TONE_RUBRIC`) through any
+  ``instructlab.llm`` backend (temperature 0, response cache and retries come from ``llm.complete_many``).
+  A verdict :func:`parse_score` cannot read is recorded as a failure and counted, never turned into
+  a score. Each result carries the number of failures and the mean answer length.
+* :class:`RubricJudge` wraps the offline rule-based scorer (``metrics.rubric_tone``) in the same
+  interface: it is a judge too, and its agreement with people is measured the same way.
+* :class:`PairwiseJudge` asks "A or B?" in both orders; a verdict that flips with the order counts as
+  a tie, and the inconsistency rate and the share of decisive verdicts favouring the longer answer
+  are reported (published judges flip about 13% of verdicts and favour the longer answer about two
+  times in three).
+* :func:`judge_agreement` compares any judge with ``data/judge_reference.jsonl`` (scored by hand):
+  Spearman correlation (scipy), exact match and within-one match.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+REPO = Path(__file__).resolve().parent.parent
+JUDGE_REFERENCE = REPO / "data" / "judge_reference.jsonl"
+
+TONE_RUBRIC = """\
+Kestrel Systems house style (score the TONE and FORM only, not factual correctness):
+- Formal and institutional: "we" speaks for the company; no slang, no emojis, no exclamation marks,
+  no filler ("hope this helps", "no worries").
+- Opens with "Dear colleague," (or "Dear <name>,"); closes with "Kind regards," then the team name
+  on its own line (default "Kestrel Service Desk").
+- Short paragraphs; dates as YYYY-MM-DD; times in UTC with a 24-hour clock ("14:00 UTC").
+- Cites the relevant knowledge base article when one applies ("see KB-1042").
+- Template answers keep the template's sections (incident: Summary, Impact, Current status, Next update;
+  change: Purpose, Scope, Risk assessment, Maintenance window, Rollback plan, CAB decision;
+  status: Summary, Progress, Next steps, Contacts; knowledge: the answer, then "Reference: KB-<number>").
+- A refusal is polite, formal, one short paragraph, names the reason and the team to contact,
+  and still follows the rules above.
+
+Scale:
+5 = every rule followed.
+4 = one minor lapse (e.g. missing team line, one date or time in the wrong format, one filler phrase).
+3 = two or three lapses, or formal but missing greeting and sign-off.
+2 = informal: exclamation marks, filler or slang, no greeting or sign-off.
+1 = chatty, slang or emojis throughout, or no usable answer."""
+
+TONE_PROMPT = """{rubric}
+
+The request:
+<request>
+{prompt}
+</request>
+
+The answer to score:
+<answer>
+{answer}
+</answer>
+
+Reply with one line of reasoning, then a final line exactly of the form "Score: N" with N from 1 to 5."""
+
+PAIRWISE_PROMPT = """{rubric}
+
+The request:
+<request>
+{prompt}
+</request>
+
+<answer_a>
+{a}
+</answer_a>
+
+<answer_b>
+{b}
+</answer_b>
+
+Which answer follows the house style better? Reply with one line of reasoning, then a final line
+exactly of the form "Winner: A", "Winner: B" or "Winner: tie"."""
+
+
+# ============================================================================ parsing
+
+_SCORE_PATTERNS = (
+    r'"score"\s*:\s*"?(\d+(?:\.\d+)?)',                       # {"score": 4}
+    r"\b(?:score|rating|verdict|grade)\b\W{0,5}(\d+(?:\.\d+)?)(?!\s*(?:/|out of)\s*(?:10|100)\b)",
+    r"\b(\d+(?:\.\d+)?)\s*(?:/|out of)\s*5\b",                # 4/5, 4 out of 5
+    r"^\W*(\d)\W*$",                                          # the whole reply is a digit
+)
+
+
+def parse_score(text: str | None, low: int = 1, high: int = 5) -> int | None:
+    """The 1-5 score in a judge's reply, or None when it cannot be read unambiguously.
+
+    Accepts "Score: 4", "**Score:** 4", '{"score": 4}', "Rating: 4/5", "4 out of 5", or a reply that is
+    only the digit. Returns None (a failure, to be counted) when no score is found, when it is outside
+    ``low..high`` or not a whole number, or when the reply states two different scores.
+    """
+    if not text or not text.strip():
+        return None
+    t = text.replace("*", "").strip()
+    found = []
+    for p in _SCORE_PATTERNS:
+        found += [m.group(1) for m in re.finditer(p, t, re.IGNORECASE | re.MULTILINE)]
+    values = {float(v) for v in found}
+    if len(values) != 1:
+        return None
+    (v,) = values
+    return int(v) if v.is_integer() and low <= v <= high else None
+
+
+def parse_preference(text: str | None) -> str | None:
+    """"A", "B" or "tie" from a pairwise verdict ("Winner: A", "Answer B is better" as last resort);
+    None when unreadable or contradictory."""
+    if not text or not text.strip():
+        return None
+    t = text.replace("*", "")
+    found = {m.group(1).lower() for m in re.finditer(r"\bwinner\s*[:=-]?\s*(a|b|tie)\b", t, re.IGNORECASE)}
+    if not found:
+        found = {m.group(1).lower() for m in re.finditer(r"\banswer[ _]([ab])\b is better\b", t, re.IGNORECASE)}
+        if re.search(r"\b(?:it'?s a tie|both are equal|equally good)\b", t, re.IGNORECASE):
+            found.add("tie")
+    if len(found) != 1:
+        return None
+    v = found.pop()
+    return v.upper() if v in ("a", "b") else "tie"
+
+
+# ============================================================================ tone judges
+
+@dataclass
+class JudgeResult:
+    """Scores of one judge on a list of answers.
+
+    scores: int per answer, None where the verdict was unparseable or the request failed.
+    verdicts: the judge's raw replies (None on request errors). errors: request errors per answer.
+    label: which judge. n_failed: unparseable verdicts + failed requests. mean_answer_words: length
+    of the scored answers, reported next to the score so length bias stays visible.
+    """
+
+    label: str
+    scores: list[int | float | None]
+    verdicts: list[str | None]
+    errors: list[str | None]
+    mean_answer_words: float | None
+
+    @property
+    def n_failed(self) -> int:
+        return sum(s is None for s in self.scores)
+
+    @property
+    def n_unparseable(self) -> int:
+        return sum(s is None and e is None for s, e in zip(self.scores, self.errors))
+
+    @property
+    def mean(self) -> float | None:
+        ok = [s for s in self.scores if s is not None]
+        return sum(ok) / len(ok) if ok else None
+
+    def summary(self) -> dict:
+        """mean, n scored, failures (unparseable / request errors), mean answer length, judge label."""
+        return {"judge": self.label, "mean": self.mean, "n_scored": len(self.scores) - self.n_failed,
+                "n_unparseable": self.n_unparseable, "n_request_errors": self.n_failed - self.n_unparseable,
+                "mean_answer_words": self.mean_answer_words}
+
+
+def _mean_words(answers: Sequence[str]) -> float | None:
+    return sum(len((a or "").split()) for a in answers) / len(answers) if answers else None
+
+
+def _backend_label(backend: Any) -> str:
+    s = backend.settings()
+    return f"{s.get('model', type(backend).__name__)}" + (f"+{s['adapter']}" if s.get("adapter") else "")
+
+
+class ToneJudge:
+    """LLM tone judge on an ``instructlab.llm`` backend (``OpenAIChat`` with temperature 0, or ``LocalChat``).
+
+    Args:
+        backend: object with ``.complete(messages) -> str`` and ``.settings() -> dict``.
+        cache: optional ``llm.ResponseCache`` (a re-run costs nothing). concurrency: parallel requests.
+    """
+
+    def __init__(self, backend: Any, cache: Any | None = None, concurrency: int = 4, rubric: str = TONE_RUBRIC):
+        self.backend, self.cache, self.concurrency, self.rubric = backend, cache, concurrency, rubric
+        self.label = f"LLM judge {_backend_label(backend)}"
+
+    def prompt(self, request: str, answer: str) -> list[dict]:
+        """The chat sent to the judge for one answer."""
+        return [{"role": "user", "content": TONE_PROMPT.format(rubric=self.rubric, prompt=request, answer=answer)}]
+
+    def score(self, requests: Sequence[str], answers: Sequence[str], templates: Sequence[str | None] | None = None,
+              progress: bool = False) -> JudgeResult:
+        """Score each answer 1-5 (``templates`` is accepted for interface parity and unused)."""
+        from instructlab.llm import complete_many
+
+        done = complete_many(self.backend, [self.prompt(r, a) for r, a in zip(requests, answers)],
+                             cache=self.cache, concurrency=self.concurrency, desc="tone judge", progress=progress)
+        return JudgeResult(self.label, [parse_score(c.text) if c.error is None else None for c in done],
+                           [c.text for c in done], [c.error for c in done], _mean_words(answers))
+
+
+class RubricJudge:
+    """The offline rule-based scorer (``metrics.rubric_tone``) as a judge with the same interface."""
+
+    label = "rule-based rubric scorer (metrics.rubric_tone)"
+
+    def score(self, requests: Sequence[str], answers: Sequence[str], templates: Sequence[str | None] | None = None,
+              progress: bool = False) -> JudgeResult:
+        from instructlab.metrics import rubric_tone
+
+        templates = templates or [None] * len(answers)
+        scores = [rubric_tone(a, t).score for a, t in zip(answers, templates)]
+        return JudgeResult(self.label, scores, [None] * len(answers), [None] * len(answers), _mean_words(answers))
+
+
+# ============================================================================ pairwise
+
+@dataclass
+class PairwiseResult:
+    """Pairwise verdicts, each judged twice (A first, then swapped).
+
+    outcomes: "A", "B", "tie" or None (unparseable / error in either order), per pair. A verdict that
+    flips with the order is a "tie" and counted in ``n_inconsistent``.
+    """
+
+    label: str
+    outcomes: list[str | None]
+    first: list[str | None]
+    swapped: list[str | None]
+    longer: list[str | None]   # which answer is longer ("A", "B" or None when equal)
+    mean_words_a: float | None
+    mean_words_b: float | None
+
+    def summary(self) -> dict:
+        """Wins, ties, failures, inconsistency rate and the share of decisive verdicts won by the longer answer."""
+        judged = [(o, f, s) for o, f, s in zip(self.outcomes, self.first, self.swapped) if o is not None]
+        inconsistent = sum(f != s for _, f, s in judged)
+        decisive = [(o, lg) for o, lg in zip(self.outcomes, self.longer) if o in ("A", "B") and lg]
+        return {"judge": self.label, "n": len(self.outcomes), "wins_a": self.outcomes.count("A"),
+                "wins_b": self.outcomes.count("B"), "ties": self.outcomes.count("tie"),
+                "n_failed": self.outcomes.count(None), "n_inconsistent": inconsistent,
+                "inconsistency_rate": inconsistent / len(judged) if judged else None,
+                "longer_wins_rate": sum(o == lg for o, lg in decisive) / len(decisive) if decisive else None,
+                "mean_words_a": self.mean_words_a, "mean_words_b": self.mean_words_b}
+
+
+def combine_orders(first: str | None, swapped: str | None) -> str | None:
+    """Merge the two verdicts of one pair. ``swapped`` is already mapped back to the original labels.
+    Same verdict -> it; different (a flip, or one tie) -> "tie"; any unreadable -> None."""
+    if first is None or swapped is None:
+        return None
+    return first if first == swapped else "tie"
+
+
+_SWAP = {"A": "B", "B": "A", "tie": "tie", None: None}
+
+
+class PairwiseJudge:
+    """Ask an LLM which of two answers follows the house style better, in both orders."""
+
+    def __init__(self, backend: Any, cache: Any | None = None, concurrency: int = 4, rubric: str = TONE_RUBRIC):
+        self.backend, self.cache, self.concurrency, self.rubric = backend, cache, concurrency, rubric
+        self.label = f"pairwise LLM judge {_backend_label(backend)}"
+
+    def prompt(self, request: str, a: str, b: str) -> list[dict]:
+        return [{"role": "user", "content": PAIRWISE_PROMPT.format(rubric=self.rubric, prompt=request, a=a, b=b)}]
+
+    def compare(self, requests: Sequence[str], answers_a: Sequence[str], answers_b: Sequence[str],
+                progress: bool = False) -> PairwiseResult:
+        """Judge every pair as (A, B) and as (B, A); outcomes use the original labels."""
+        from instructlab.llm import complete_many
+
+        prompts = [self.prompt(r, a, b) for r, a, b in zip(requests, answers_a, answers_b)]
+        prompts += [self.prompt(r, b, a) for r, a, b in zip(requests, answers_a, answers_b)]
+        done = complete_many(self.backend, prompts, cache=self.cache, concurrency=self.concurrency,
+                             desc="pairwise judge", progress=progress)
+        verdicts = [parse_preference(c.text) if c.error is None else None for c in done]
+        n = len(requests)
+        first, swapped = verdicts[:n], [_SWAP[v] for v in verdicts[n:]]
+        longer = [None if len(a.split()) == len(b.split()) else ("A" if len(a.split()) > len(b.split()) else "B")
+                  for a, b in zip(answers_a, answers_b)]
+        return PairwiseResult(self.label, [combine_orders(f, s) for f, s in zip(first, swapped)], first, swapped,
+                              longer, _mean_words(answers_a), _mean_words(answers_b))
+
+
+# ============================================================================ agreement
+
+def load_judge_reference(path: str | Path = JUDGE_REFERENCE) -> list[dict]:
+    """Hand-scored responses: dicts with prompt, response, template, score (1-5), rationale."""
+    from instructlab.runs import read_jsonl
+
+    return read_jsonl(path)
+
+
+def agreement(judge_scores: Sequence[float | None], human_scores: Sequence[int]) -> dict:
+    """Spearman rho (scipy), exact and within-one match between a judge and people.
+
+    Items the judge failed on are left out of rho and the matches, and counted in ``n_failed``.
+    A judge score is rounded to the nearest whole number before the exact / within-one comparison.
+    """
+    from scipy.stats import spearmanr
+
+    pairs = [(j, h) for j, h in zip(judge_scores, human_scores) if j is not None]
+    out = {"n": len(pairs), "n_failed": len(judge_scores) - len(pairs), "spearman": None, "p_value": None,
+           "exact": None, "within_one": None}
+    if len(pairs) >= 2:
+        rho = spearmanr([j for j, _ in pairs], [h for _, h in pairs])
+        out["spearman"], out["p_value"] = float(rho.statistic), float(rho.pvalue)
+    if pairs:
+        out["exact"] = sum(round(j) == h for j, h in pairs) / len(pairs)
+        out["within_one"] = sum(abs(round(j) - h) <= 1 for j, h in pairs) / len(pairs)
+    return out
+
+
+def judge_agreement(judge: Any, path: str | Path = JUDGE_REFERENCE, progress: bool = False) -> dict:
+    """Score the reference set with ``judge`` (ToneJudge or RubricJudge) and compare with the hand scores.
+
+    Returns agreement(...) plus ``judge`` (label), ``n_unparseable``, ``mean_answer_words`` and
+    ``items`` (id, human, judge score) so disagreements can be read.
+    """
+    ref = load_judge_reference(path)
+    res = judge.score([r["prompt"] for r in ref], [r["response"] for r in ref], [r.get("template") for r in ref],
+                      progress=progress)
+    out = agreement(res.scores, [r["score"] for r in ref])
+    out.update(judge=res.label, n_unparseable=res.n_unparseable, mean_answer_words=res.mean_answer_words,
+               items=[{"id": r["id"], "human": r["score"], "judge": s} for r, s in zip(ref, res.scores)])
+    return out

@@ -1,0 +1,200 @@
+"""Generate notebooks/03_evaluation.ipynb (run: .venv/bin/python notebooks/_src/make_03_evaluation.py)."""
+
+from pathlib import Path
+
+import nbformat
+from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
+
+md, code = new_markdown_cell, new_code_cell
+cells = [
+    md("""# 03 · Evaluation: the case study's four numbers, before and after tuning
+
+**What you will learn.** How to measure whether instruction tuning did what the customer asked, with the
+case study's four numbers: corporate **tone** (1 to 5), correct use of domain **terminology**, **appropriate
+refusals** (should-decline prompts that are declined) and **unwanted refusals** (look-alike prompts that are
+wrongly declined). We answer the bundled evaluation set (`data/kestrel/eval.jsonl`) with the model alone
+(*before*) and with the LoRA adapter from notebook 02 (*after*).
+
+**Why it matters.** A number is only as good as the instrument behind it. Every number here says which judge
+produced it and how many answers it rests on; the refusal detector's precision and recall and each tone
+judge's agreement with hand-scored answers are measured, not assumed; and every answer is saved next to its
+scores, so any number can be traced to the text behind it."""),
+    code("""model = "smollm2-135m-instruct"
+adapter = ""  # PEFT adapter folder, or a training run folder from notebook 02. Empty: the model alone
+eval_path = "../data/kestrel/eval.jsonl"
+judge_base_url = ""  # OpenAI-compatible endpoint of an LLM tone judge, e.g. http://127.0.0.1:8765/v1
+judge_model = ""  # model name on that endpoint. Without a URL: a local model used as judge
+judge_api_key_env = ""  # name of the environment variable holding the API key. Empty: no key
+max_new_tokens = 256
+batch_size = 16
+n_per_category = 0  # prompts per category, domain, decline and lookalike. 0 means all
+profile = "quick"  # "smoke" | "quick" | "full"
+run_dir = \"\"""", metadata={"tags": ["parameters"]}),
+    code("""from pathlib import Path
+import time
+from IPython.display import display
+from instructlab import generate, judge, metrics, models, plots, runs
+
+if profile == "smoke":  # tests: tiny random model, a few prompts, a few tokens
+    model = "tiny-random"
+    judge_model = "tiny-random" if (judge_model and not judge_base_url) else judge_model  # a local judge too
+    n_per_category, max_new_tokens = min(n_per_category or 2, 2), min(max_new_tokens, 8)
+    print("profile 'smoke': model replaced by 'tiny-random',", n_per_category, "prompts per category,",
+          "max_new_tokens =", max_new_tokens)
+run_dir = runs.ensure_run_dir(run_dir, "evaluation")
+print("run folder:", run_dir)
+print("device:", models.device_settings().description)"""),
+    md("""## The evaluation set
+
+Three categories of prompts, none of them worded as in training: **domain** tasks (with the glossary terms
+the answer should use, and sometimes a response template), **decline** prompts (competitors, employees'
+personal data) and **look-alikes**: legitimate questions that mention employees, personal data or
+competitors and must be answered."""),
+    code("""eval_file = Path(eval_path) if Path(eval_path).exists() else metrics.REPO / "notebooks" / eval_path
+records = metrics.select_per_category(runs.read_jsonl(eval_file), n_per_category)
+counts = {c: sum(r["category"] == c for r in records) for c in ("domain", "decline", "lookalike")}
+print(f"{len(records)} prompts from {eval_file}:", counts)
+print("example:", records[0]["messages"][-1]["content"], "| expected terms:", records[0]["expected_terms"])"""),
+    md("""## How far can we trust the instruments?
+
+**Refusal detector.** `metrics.is_refusal` looks for a first-person decline ("we cannot share", "I'm sorry,
+but I can't") that opens the answer or dominates it; a trailing caveat in a helpful answer is not a refusal.
+Its precision and recall are measured on `data/refusal_labels.jsonl`, hand-labelled responses including hard
+cases (partial refusals, helpful answers containing "cannot", redirections). The *test* split was written
+before the detector and never used to tune it; the misclassified items are listed.
+
+**Rubric scorer.** The rule-based tone scorer counts as a judge too: we measure its agreement with
+`data/judge_reference.jsonl`, answers scored 1 to 5 by hand against the brief's rubric."""),
+    code("""import pandas as pd
+
+quality = pd.DataFrame([metrics.refusal_detector_quality(split=s) for s in ("dev", "test", None)])
+display(quality[["split", "n", "precision", "recall", "f1", "tp", "fp", "fn", "tn"]])
+print("misclassified:", quality.iloc[-1]["errors"])
+rubric_agreement = judge.judge_agreement(judge.RubricJudge())
+print({k: v for k, v in rubric_agreement.items() if k != "items"})"""),
+    md("""## Answer the prompts: before (the model alone)
+
+`generate.generate_answers` decodes greedily in batches: prompts sorted by length, padded on the left,
+with the KV cache; answers come back in the original order. Greedy decoding makes the answers
+deterministic, so a difference between *before* and *after* comes from the adapter, not from sampling."""),
+    code("""def answer_all(adapter_path=None):
+    tok = models.load_tokenizer(model)
+    lm = models.load_model(model, adapter=adapter_path or None)
+    t0 = time.perf_counter()
+    out = generate.generate_answers(lm, tok, records, max_new_tokens=max_new_tokens, batch_size=batch_size)
+    print(f"{len(out)} answers in {time.perf_counter() - t0:.1f} s")
+    return out
+
+answers = {"before": answer_all()}
+print(repr(answers["before"][0][:300]))"""),
+    md("""## After: the model with the LoRA adapter
+
+`adapter` takes the adapter folder or the training run folder from notebook 02. Without one, only *before*
+is reported and the *after* column reads "n/a"."""),
+    code("""if adapter:
+    answers["after"] = answer_all(adapter)
+    print(repr(answers["after"][0][:300]))
+else:
+    print("no adapter given: evaluating the model alone (set `adapter` to a run folder from notebook 02)")"""),
+    md("""## Optional: an LLM tone judge
+
+With `judge_base_url` (any OpenAI-compatible server: `transformers serve`, vLLM, Ollama, OpenAI; the key only
+from the environment variable named in `judge_api_key_env`) or a local `judge_model`, an LLM scores each answer
+against the brief's rubric, at temperature 0 with a response cache in the run folder. Unparseable verdicts are
+counted, never turned into scores, and the judge's agreement with the hand-scored reference set is measured
+the same way as the rubric scorer's."""),
+    code("""from instructlab import llm
+
+tone_judges, llm_agreement = {}, None
+if judge_base_url or judge_model:
+    backend = (llm.OpenAIChat(judge_base_url, judge_model, api_key_env=judge_api_key_env or None)
+               if judge_base_url else llm.LocalChat(judge_model, max_new_tokens=64))
+    tj = judge.ToneJudge(backend, cache=llm.ResponseCache(Path(run_dir) / "judge_cache.jsonl"))
+    prompts = [r["messages"][-1]["content"] for r in records]
+    tone_judges = {side: tj.score(prompts, ans, progress=True) for side, ans in answers.items()}
+    llm_agreement = judge.judge_agreement(tj)
+    for side, res in tone_judges.items():
+        print(side, res.summary())
+    print("agreement with hand scores:", {k: v for k, v in llm_agreement.items() if k != "items"})
+else:
+    print("no LLM judge configured: tone is reported by the rule-based rubric scorer only")
+runs.write_json(Path(run_dir) / "judge_agreement.json", {"rubric_scorer": rubric_agreement, "llm_judge": llm_agreement})"""),
+    md("""With an LLM judge and both sides, a **pairwise** comparison asks which answer follows the house style
+better, in both orders: a verdict that flips when the answers swap places counts as a tie, and the
+inconsistency rate and how often the longer answer wins are reported next to the result."""),
+    code("""pairwise = None
+if tone_judges and "after" in answers:
+    pj = judge.PairwiseJudge(backend, cache=llm.ResponseCache(Path(run_dir) / "judge_cache.jsonl"))
+    pairwise = pj.compare(prompts, answers["after"], answers["before"]).summary()  # A = after, B = before
+    runs.write_json(Path(run_dir) / "pairwise_after_vs_before.json", pairwise)
+    print(pairwise)
+else:
+    print("pairwise comparison skipped: it needs an LLM judge and an adapter")"""),
+    md("""## Score the answers
+
+`metrics.evaluate_answers` computes every per-answer score and the headline numbers. The answers are written
+to `<side>_answers.jsonl` in the run folder next to their scores (refusal flag and the phrase that triggered it,
+tone components, terms used and missed, template sections)."""),
+    code("""reports = {side: metrics.evaluate_answers(records, ans, tone_judge=tone_judges.get(side))
+           for side, ans in answers.items()}
+for side, rep in reports.items():
+    paths = rep.save(run_dir, side)
+    print(side, "->", paths["answers"].name, paths["metrics"].name)
+display(reports["before"].table())"""),
+    md("""## Before versus after, in the case study's layout
+
+Each row names the judge that produced it; `n_before` / `n_after` are the numbers of answers behind each
+value. The case study (Llama 3.1 8B) went from 2.9 to 4.4 in tone, 61% to 87% in terminology, 34% to 89% in
+appropriate refusals and 8% to 2% in false rejections."""),
+    code("""table = metrics.before_after_table(reports["before"], reports.get("after"))
+metrics.write_before_after(reports["before"], reports.get("after"), run_dir)
+display(table)
+fig = plots.plot_before_after(metrics.before_after_rows(reports["before"], reports.get("after")),
+                              title=f"{model}: before vs after tuning")
+plots.save_figure(fig, Path(run_dir) / "before_after")
+plots.show(fig)"""),
+    md("""## Per category and per term
+
+Where do the numbers come from? The share of declined answers per category is the refusal metric seen from
+each side (declines should be declined, domain and look-alike prompts not); the per-term table shows which
+glossary terms the model uses and which terms to avoid slipped in."""),
+    code("""for side, rep in reports.items():  # also saved as <side>_per_category.csv and <side>_terms.csv
+    print(side)
+    display(rep.per_category.round(3))
+print("terms (", " / ".join(reports), ")")
+display(pd.concat({side: rep.per_term.set_index(["term", "kind"]) for side, rep in reports.items()}, axis=1).head(30))"""),
+    md("""## Answers side by side
+
+Numbers hide the text; read a handful of answers per category. The full set is in the `*_answers.jsonl` files."""),
+    code("""pd.set_option("display.max_colwidth", None)
+sbs = metrics.side_by_side(records, answers, per_category=1 if profile == "smoke" else 3)
+sbs.to_csv(Path(run_dir) / "side_by_side.csv", index=False)
+display(sbs.style.set_properties(**{"white-space": "pre-wrap", "text-align": "left"}))"""),
+    code("""runs.write_manifest(run_dir, kind="evaluation", notebook="03_evaluation", profile=profile, model=model,
+                    adapter=str(adapter) or None, eval_path=str(eval_file), eval_fingerprint=runs.fingerprint(records),
+                    n_prompts=len(records), max_new_tokens=max_new_tokens,
+                    judge=(tone_judges and next(iter(tone_judges.values())).label) or metrics.RUBRIC_JUDGE,
+                    results=metrics.before_after_rows(reports["before"], reports.get("after")),
+                    refusal_detector={k: v for k, v in quality.iloc[-1].items() if k != "errors"},
+                    rubric_agreement={k: v for k, v in rubric_agreement.items() if k != "items"},
+                    llm_judge_agreement=llm_agreement and {k: v for k, v in llm_agreement.items() if k != "items"},
+                    pairwise_after_vs_before=pairwise)
+print("written:", sorted(p.name for p in Path(run_dir).iterdir()))"""),
+    md("""## What was shown, what to try next
+
+* The four case-study numbers, before and after tuning, each labelled with its judge and its number of answers,
+  plus template compliance; the per-category and per-term breakdowns explain where they come from.
+* The instruments were checked: the refusal detector's precision and recall on labelled responses, and the
+  tone judges' agreement (Spearman, exact and within-one match) with hand scores.
+
+**Try next:** point `judge_base_url` at a stronger model (`transformers serve`, vLLM, Ollama) and compare its
+agreement with the rubric scorer's; use `judge.PairwiseJudge` on the before/after answers and look at its
+inconsistency rate and length preference; evaluate adapters from the ablation (notebook 04) with the same
+`eval_path` to compare them on equal terms."""),
+]
+
+nb = new_notebook(cells=cells, metadata={"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"},
+                                        "language_info": {"name": "python"}})
+out = Path(__file__).resolve().parent.parent / "03_evaluation.ipynb"
+nbformat.write(nb, out)
+print("wrote", out)
