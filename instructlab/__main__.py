@@ -1,0 +1,132 @@
+"""Command line: ``python -m instructlab <command>``.
+
+  run <notebook> -p name value ...   execute one notebook with papermill in a new run folder
+  params <notebook>                  list a notebook's parameters (defaults and types)
+  sweep <config.yaml> [--workers N]  run or resume an ablation grid (notebook 02 then 03 per run)
+  smoke                              every notebook 00..05 on tiny-random (profile smoke)
+  demo --profile quick               the whole path 00..05 on the embedded models
+
+Parameters are checked before any kernel starts: an unknown name or a value of the wrong type
+stops the command at once and lists the valid parameters. A notebook that fails leaves its
+executed copy (with the error) in its run folder; the command exits 1 and names it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+EXIT_FAILED, EXIT_USAGE = 1, 2
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m instructlab", description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter,
+                                epilog=__doc__.split("\n\n", 1)[1])
+    sub = p.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="execute one notebook with parameters in a new run folder")
+    run.add_argument("notebook", help="path, file name or number prefix (e.g. 02)")
+    run.add_argument("-p", "--parameter", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"),
+                     help="notebook parameter; the value is converted to the declared type")
+    run.add_argument("--run-dir", help="run folder (default: runs/<stamp>-<notebook>)")
+    run.add_argument("--log-output", action="store_true", help="stream cell output to the terminal")
+    params = sub.add_parser("params", help="list a notebook's parameters")
+    params.add_argument("notebook")
+    sweep = sub.add_parser("sweep", help="run or resume an ablation grid from a YAML config")
+    sweep.add_argument("config", help="e.g. configs/sweep_quick.yaml")
+    sweep.add_argument("--workers", type=int, default=1,
+                       help="runs at once (at most one per GPU; on CPU they share the cores; default 1)")
+    sweep.add_argument("--out", help="sweep folder (default runs/sweep-<name>; the same folder resumes)")
+    sweep.add_argument("--fresh", action="store_true", help="start a new, time-stamped sweep folder")
+    for name, default in (("smoke", "smoke"), ("demo", "quick")):
+        c = sub.add_parser(name, help=f"run notebooks 00..05 in profile {default!r}")
+        c.add_argument("--profile", default=default, choices=("smoke", "quick", "full"))
+        c.add_argument("--out", help="folder for the run folders (default runs/<stamp>-<command>)")
+        c.add_argument("--log-output", action="store_true", help="stream cell output to the terminal")
+    return p
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from . import pipeline
+
+    params = dict(args.parameter)
+    if len(params) != len(args.parameter):
+        print("error: a parameter was given twice", file=sys.stderr)
+        return EXIT_USAGE
+    params = pipeline.validate_parameters(args.notebook, params, from_cli=True)
+    params = pipeline.absolutize_paths(params)
+    start = time.perf_counter()
+    executed = pipeline.run_notebook(args.notebook, params, args.run_dir, log_output=args.log_output,
+                                     progress=print)
+    print(f"done in {time.perf_counter() - start:.1f} s; executed notebook: {executed}")
+    return 0
+
+
+def cmd_params(args: argparse.Namespace) -> int:
+    from . import pipeline
+
+    nb = pipeline.resolve_notebook(args.notebook)
+    print(f"parameters of {nb.name}:\n{pipeline.describe_parameters(pipeline.notebook_parameters(nb))}")
+    return 0
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    from . import ablation, runs
+
+    config = ablation.load_sweep_config(args.config)
+    out = Path(args.out) if args.out else (runs.new_run_dir("sweep", config.name) if args.fresh else None)
+    result = ablation.run_sweep(config, out, workers=args.workers)
+    print(f"sweep finished in {result.duration_s:.0f} s: {len(result.rows)} runs, {len(result.failed)} failed")
+    for key, path in result.files.items():
+        print(f"  {key}: {path}")
+    for row in result.failed:
+        print(f"  FAILED {row['run_id']}: {row.get('error')}\n    run folder: {row['run_dir']}", file=sys.stderr)
+    return EXIT_FAILED if result.failed else 0
+
+
+def cmd_chain(args: argparse.Namespace) -> int:
+    from . import pipeline
+
+    start = time.perf_counter()
+    steps = pipeline.run_chain(args.profile, args.out, log_output=args.log_output)
+    total = time.perf_counter() - start
+    out = steps[0].run_dir.parent if steps else args.out
+    print(f"\n{args.command} ({args.profile}): {len(steps)} notebooks in {total:.0f} s "
+          f"({total / 60:.1f} min); results in {out}")
+    for s in steps:
+        print(f"  {s.status:9s} {s.duration_s:7.1f} s  {s.notebook}  -> {s.run_dir}")
+    failed = [s for s in steps if s.status != "succeeded"]
+    if failed:
+        print(f"\nFAILED: {failed[0].error}", file=sys.stderr)
+        return EXIT_FAILED
+    report = sorted(out.glob("05_*/*.md")) if out else []
+    if report:
+        print(f"report: {report[0]}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point; returns the exit status (0 ok, 1 a notebook or run failed, 2 bad usage)."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    args = _parser().parse_args(argv)
+    from . import ablation, pipeline
+
+    handlers = {"run": cmd_run, "params": cmd_params, "sweep": cmd_sweep, "smoke": cmd_chain, "demo": cmd_chain}
+    try:
+        return handlers[args.command](args)
+    except (pipeline.ParameterError, ablation.SweepConfigError, FileNotFoundError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except pipeline.NotebookFailedError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    except KeyboardInterrupt:
+        print("interrupted; run the same command again to resume a sweep", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

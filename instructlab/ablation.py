@@ -1,0 +1,1034 @@
+"""LIMA-style ablations: how much data, and which data, does the tuning need?
+
+A sweep trains one LoRA adapter per grid point and evaluates it on the held-out eval set:
+
+* **size** - nested random subsets (every smaller subset lies inside the larger one, same seed), so
+  a curve over sizes measures *more data*, not *different data*;
+* **data** - the clean training set or its noisy variant (``train_noisy.jsonl``);
+* **selection** - a random subset or a quality-selected one (:func:`quality_scores`);
+* **train_on** - loss on the responses only (``assistant``) or on the full sequence (``all``).
+
+Each grid point runs for several seeds; :func:`summarize` gives mean and a 95% t-interval over
+seeds. Checkpoints are chosen on a small *dev split carved from the training data* (never the eval
+set): the dev records are removed from every pool before subsets are drawn.
+
+A run is two papermill executions (notebook 02 trains, notebook 03 evaluates) in its own run
+folder ``<sweep>/runs/<run id>/{train,eval}``; a run whose manifest says it succeeded with the same
+parameters is skipped, so an interrupted sweep resumes where it stopped. ``runner="inprocess"``
+calls the training and evaluation functions directly (the smoke profile uses it to stay fast).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import random
+import re
+import time
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any, Callable, Iterable, Mapping, Sequence
+
+from . import runs
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+DATA_CHOICES, SELECTION_CHOICES, TRAIN_ON_CHOICES = ("clean", "noisy"), ("random", "quality"), ("assistant", "all")
+
+
+class SweepConfigError(ValueError):
+    """A sweep configuration that cannot run (unknown key, bad value, missing file)."""
+
+
+# ---------------------------------------------------------------------------------------------
+# Subsets
+
+
+def nested_subsets(records: Sequence[Any], sizes: Iterable[int], seed: int) -> dict[int, list[Any]]:
+    """Random subsets of ``records``, one per size, each inside every larger one.
+
+    One permutation (``random.Random(seed)``) is drawn and each subset is its first ``size``
+    elements, so subsets of the same seed are nested and the same seed always gives the same subsets.
+    Returns {size: list}. Raises ValueError when a size is < 1 or larger than ``len(records)``.
+    """
+    sizes = sorted(set(int(s) for s in sizes))
+    if not sizes:
+        return {}
+    if sizes[0] < 1 or sizes[-1] > len(records):
+        raise ValueError(f"subset sizes must be between 1 and the {len(records)} available records, "
+                         f"got {sizes}; lower the sizes or add training data")
+    order = list(range(len(records)))
+    random.Random(seed).shuffle(order)
+    return {n: [records[i] for i in order[:n]] for n in sizes}
+
+
+def split_dev(records: Sequence[dict], dev_size: int, seed: int = 0) -> tuple[list[dict], list[dict]]:
+    """Carve a dev split (for checkpoint selection) out of the training records.
+
+    Returns (pool, dev): ``dev_size`` records drawn with ``seed`` and the remaining pool, order kept.
+    Raises ValueError when fewer than ``dev_size + 1`` records exist.
+    """
+    if dev_size < 0 or dev_size >= len(records):
+        raise ValueError(f"dev_size {dev_size} needs more than {dev_size} training records, got {len(records)}")
+    picked = set(random.Random(seed).sample(range(len(records)), dev_size))
+    pool = [r for i, r in enumerate(records) if i not in picked]
+    return pool, [records[i] for i in sorted(picked)]
+
+
+def record_key(record: dict) -> str:
+    """The identity of a training record: its ``id`` when present, else its first user message."""
+    if record.get("id") is not None:
+        return str(record["id"])
+    return _normalize(next((m["content"] for m in record.get("messages", []) if m["role"] == "user"), ""))
+
+
+def _normalize(text: str) -> str:
+    return re.sub(r"\W+", " ", text.lower()).strip()
+
+
+# ---------------------------------------------------------------------------------------------
+# Quality selection
+
+
+@dataclass(frozen=True)
+class QualityScore:
+    """The documented heuristic quality of one training example (higher is better).
+
+    tone: the rule-based tone rubric of ``metrics.rubric_tone`` on the answer, scaled to 0..1;
+    terminology: 1 when the answer uses none of the brief's terms to avoid (``metrics.term_rules``), else 0;
+    length: 1 inside 25..400 words (declines: 15..150), falling off linearly outside;
+    spelling: 1 / (1 + number of answer words found in no other record of the pool): a misspelt
+        word is almost always unique, while the vocabulary of a curated set repeats;
+    duplicate: the normalised prompt already appeared earlier in the pool (excluded from selection).
+    total = tone + terminology + length + spelling (0..4), or -1 for a duplicate.
+    """
+
+    tone: float
+    terminology: float
+    length: float
+    spelling: float
+    duplicate: bool
+
+    @property
+    def total(self) -> float:
+        return -1.0 if self.duplicate else self.tone + self.terminology + self.length + self.spelling
+
+
+def _answer(record: dict) -> str:
+    return "\n".join(m["content"] for m in record.get("messages", []) if m["role"] == "assistant")
+
+
+def _length_score(words: int, decline: bool) -> float:
+    low, high = (15, 150) if decline else (25, 400)
+    if words < low:
+        return words / low
+    return 1.0 if words <= high else max(0.0, 1.0 - (words - high) / high)
+
+
+def quality_scores(records: Sequence[dict]) -> list[QualityScore]:
+    """Score every record with the heuristics documented on :class:`QualityScore`.
+
+    Uses ``metrics.rubric_tone`` (the offline rule-based tone scorer) and the glossary's avoid
+    patterns (``metrics.term_rules``); no model is loaded.
+    """
+    from . import metrics
+
+    rules = metrics.term_rules()
+    vocab = [set(re.findall(r"[a-z]{3,}", _answer(rec).lower())) for rec in records]
+    doc_freq: dict[str, int] = {}
+    for words in vocab:
+        for w in words:
+            doc_freq[w] = doc_freq.get(w, 0) + 1
+    seen: set[str] = set()
+    scores = []
+    for rec, words in zip(records, vocab):
+        answer = _answer(rec)
+        tone = metrics.rubric_tone(answer)
+        tone_value = float(getattr(tone, "score", tone))
+        term = 0.0 if any(r.avoided_hits(answer) for r in rules) else 1.0
+        prompt = _normalize(" ".join(m["content"] for m in rec.get("messages", []) if m["role"] == "user"))
+        decline = rec.get("task_type") == "decline"
+        scores.append(QualityScore(tone=(tone_value - 1.0) / 4.0, terminology=term,
+                                   length=_length_score(len(answer.split()), decline),
+                                   spelling=1.0 / (1 + sum(1 for w in words if doc_freq[w] <= 1)),
+                                   duplicate=prompt in seen))
+        seen.add(prompt)
+    return scores
+
+
+def quality_subsets(records: Sequence[dict], sizes: Iterable[int], seed: int,
+                    scores: Sequence[QualityScore] | None = None) -> dict[int, list[dict]]:
+    """The top-scoring records per size, stratified by ``task_type`` so the mix (e.g. ~15%
+    declines) stays that of the pool; ties are broken by ``seed``. Subsets are nested, like
+    :func:`nested_subsets`. Returns {size: list}."""
+    scores = list(scores) if scores is not None else quality_scores(records)
+    rng = random.Random(seed)
+    jitter = [rng.random() for _ in records]
+    ranked = sorted(range(len(records)), key=lambda i: (-scores[i].total, jitter[i]))
+    ranked = [i for i in ranked if not scores[i].duplicate]
+    sizes = sorted(set(int(s) for s in sizes))
+    if sizes and (sizes[0] < 1 or sizes[-1] > len(ranked)):
+        raise ValueError(f"quality subset sizes must be between 1 and {len(ranked)} distinct records, got {sizes}")
+    strata: dict[str, list[int]] = {}
+    for i in ranked:
+        strata.setdefault(str(records[i].get("task_type", "")), []).append(i)
+    order = _interleave_strata(strata, len(ranked))
+    return {n: [records[i] for i in order[:n]] for n in sizes}
+
+
+def _interleave_strata(strata: dict[str, list[int]], total: int) -> list[int]:
+    """Merge ranked strata so every prefix keeps each stratum's share (largest-remainder quotas)."""
+    taken = {k: 0 for k in strata}
+    order = []
+    for n in range(1, total + 1):
+        # the stratum furthest below its quota for a prefix of length n goes next
+        key = max((k for k in strata if taken[k] < len(strata[k])),
+                  key=lambda k: (n * len(strata[k]) / total - taken[k], len(strata[k])))
+        order.append(strata[key][taken[key]])
+        taken[key] += 1
+    return order
+
+
+# ---------------------------------------------------------------------------------------------
+# Confidence intervals and aggregation
+
+
+def t_interval(values: Sequence[float], confidence: float = 0.95) -> dict[str, float | int | None]:
+    """Mean and Student-t confidence interval of ``values`` (NaN/None dropped).
+
+    Returns {n, mean, std, ci_low, ci_high, half_width}; with n < 2 the interval is None (one seed
+    says nothing about the spread: run more seeds).
+    """
+    vals = [float(v) for v in values if v is not None and not (isinstance(v, float) and math.isnan(v))]
+    n = len(vals)
+    if n == 0:
+        return {"n": 0, "mean": None, "std": None, "ci_low": None, "ci_high": None, "half_width": None}
+    mean = sum(vals) / n
+    if n < 2:
+        return {"n": 1, "mean": mean, "std": None, "ci_low": None, "ci_high": None, "half_width": None}
+    from scipy import stats
+
+    std = math.sqrt(sum((v - mean) ** 2 for v in vals) / (n - 1))
+    half = float(stats.t.ppf(0.5 + confidence / 2, n - 1)) * std / math.sqrt(n)
+    return {"n": n, "mean": mean, "std": std, "ci_low": mean - half, "ci_high": mean + half, "half_width": half}
+
+
+GROUP_KEYS = ("variant", "data", "selection", "train_on", "size")
+
+
+def metric_columns(rows: Sequence[Mapping[str, Any]]) -> list[str]:
+    """Numeric result columns (metrics and losses), excluding the run's configuration."""
+    skip = set(GROUP_KEYS) | {"seed", "n_train", "n_dev", "duration_s", "global_step", "chosen_step"}
+    cols: list[str] = []
+    for row in rows:
+        for k, v in row.items():
+            if k not in skip and k not in cols and isinstance(v, (int, float)) and not isinstance(v, bool):
+                cols.append(k)
+    return cols
+
+
+def summarize(rows: Sequence[Mapping[str, Any]], metrics: Sequence[str] | None = None,
+              confidence: float = 0.95) -> list[dict[str, Any]]:
+    """Aggregate per-run results over seeds: one row per (variant, size, metric) with n, mean,
+    std and the t-interval (see :func:`t_interval`). Failed runs (status != succeeded) are left out."""
+    ok = [r for r in rows if r.get("status", "succeeded") == "succeeded"]
+    metrics = list(metrics) if metrics else metric_columns(ok)
+    groups: dict[tuple, list[Mapping[str, Any]]] = {}
+    for r in ok:
+        groups.setdefault(tuple(r.get(k) for k in GROUP_KEYS), []).append(r)
+    out = []
+    for key in sorted(groups, key=lambda k: tuple(str(x) if not isinstance(x, int) else f"{x:09d}" for x in k)):
+        members = groups[key]
+        for m in metrics:
+            stats = t_interval([r.get(m) for r in members], confidence)
+            if stats["n"]:
+                out.append({**dict(zip(GROUP_KEYS, key)), "metric": m, **stats,
+                            "seeds": [r.get("seed") for r in members if r.get(m) is not None]})
+    return out
+
+
+def write_table(rows: Sequence[Mapping[str, Any]], path_without_suffix: str | Path) -> tuple[Path, Path]:
+    """Write rows as ``<path>.csv`` and ``<path>.json``; returns both paths."""
+    base = Path(path_without_suffix)
+    base.parent.mkdir(parents=True, exist_ok=True)
+    cols: list[str] = []
+    for r in rows:
+        cols += [k for k in r if k not in cols]
+    csv_path = base.with_name(base.name + ".csv")
+    tmp = csv_path.with_name(csv_path.name + ".tmp")
+    with tmp.open("w", newline="", encoding="utf-8") as f:
+        w = csv.DictWriter(f, fieldnames=cols)
+        w.writeheader()
+        for r in rows:
+            w.writerow({k: (json.dumps(v) if isinstance(v, (list, dict)) else v) for k, v in r.items()})
+    tmp.replace(csv_path)
+    return csv_path, runs.write_json(base.with_name(base.name + ".json"), list(rows))
+
+
+# ---------------------------------------------------------------------------------------------
+# Sweep configuration and grid
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """One grid point: subset size, seed, data variant, selection and loss masking."""
+
+    size: int
+    seed: int
+    data: str = "clean"
+    selection: str = "random"
+    train_on: str = "assistant"
+
+    @property
+    def variant(self) -> str:
+        return f"{self.data}-{self.selection}-{self.train_on}"
+
+    @property
+    def run_id(self) -> str:
+        return f"{self.variant}-n{self.size}-s{self.seed}"
+
+
+@dataclass
+class SweepConfig:
+    """What a sweep runs; loaded from YAML by :func:`load_sweep_config` (keys = these fields).
+
+    The grid is the ``baseline`` variant at every size x seed, plus each variant of
+    ``comparisons["variants"]`` at ``comparisons["size"]`` x seed (a variant dict overrides some of
+    data / selection / train_on). ``train_params`` / ``eval_params`` are extra notebook parameters.
+    """
+
+    name: str = "sweep"
+    profile: str = "quick"
+    model: str = "smollm2-135m-instruct"
+    sizes: list[int] = field(default_factory=lambda: [100, 300, 1000, 1800])
+    seeds: list[int] = field(default_factory=lambda: [0, 1])
+    data: dict[str, str] = field(default_factory=lambda: {"clean": "data/kestrel/train.jsonl",
+                                                           "noisy": "data/kestrel/train_noisy.jsonl"})
+    eval_path: str = "data/kestrel/eval.jsonl"
+    dev_size: int = 32
+    dev_seed: int = 0
+    baseline: dict[str, str] = field(default_factory=lambda: {"data": "clean", "selection": "random",
+                                                               "train_on": "assistant"})
+    comparisons: dict[str, Any] = field(default_factory=dict)
+    train_notebook: str = "notebooks/02_lora_training.ipynb"
+    eval_notebook: str = "notebooks/03_evaluation.ipynb"
+    train_params: dict[str, Any] = field(default_factory=dict)
+    eval_params: dict[str, Any] = field(default_factory=dict)
+    runner: str = "papermill"
+    primary_metric: str = ""
+    evaluate_untuned: bool = True     # one reference evaluation of the model without adapter
+    pool_size: int = 0                # > 0: use only the first N records of each data file (smoke tests)
+    select_checkpoint: bool = True    # evaluate the run's checkpoint with the lowest dev loss
+
+    def path(self, value: str) -> Path:
+        """A configured path: absolute, relative to the current directory, or to the repository."""
+        p = Path(value)
+        if p.is_absolute() or p.exists():
+            return p.resolve()
+        return REPO_ROOT / p
+
+
+def load_sweep_config(path: str | Path, **overrides: Any) -> SweepConfig:
+    """Read a sweep YAML file into a checked :class:`SweepConfig` (``overrides`` win over the file).
+
+    Raises SweepConfigError for unknown keys (listing the valid ones), bad variant values,
+    sizes that are not positive integers or a missing data file.
+    """
+    import yaml
+
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"no sweep config {path}; see configs/sweep_quick.yaml for an example")
+    raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    raw.update({k: v for k, v in overrides.items() if v is not None})
+    valid = [f.name for f in fields(SweepConfig)]
+    unknown = sorted(set(raw) - set(valid))
+    if unknown:
+        raise SweepConfigError(f"{path}: unknown keys {unknown}; valid keys: {valid}")
+    config = SweepConfig(**raw)
+    check_config(config)
+    return config
+
+
+def check_config(config: SweepConfig) -> None:
+    """Validate values of a config (see :func:`load_sweep_config`); raises SweepConfigError."""
+    problems = []
+    if not config.sizes or any(not isinstance(s, int) or s < 1 for s in config.sizes):
+        problems.append(f"sizes must be positive integers, got {config.sizes}")
+    if not config.seeds or any(not isinstance(s, int) for s in config.seeds):
+        problems.append(f"seeds must be integers, got {config.seeds}")
+    if config.runner not in ("papermill", "inprocess"):
+        problems.append(f"runner must be 'papermill' or 'inprocess', got {config.runner!r}")
+    for spec in _variant_dicts(config):
+        for key, choices in (("data", DATA_CHOICES), ("selection", SELECTION_CHOICES), ("train_on", TRAIN_ON_CHOICES)):
+            if spec.get(key) not in choices:
+                problems.append(f"variant {spec}: {key} must be one of {choices}")
+        if spec.get("data") and spec.get("data") not in config.data:
+            problems.append(f"variant {spec}: no path for data {spec.get('data')!r} under `data:`")
+    if problems:
+        raise SweepConfigError("sweep config: " + "; ".join(problems))
+
+
+def _variant_dicts(config: SweepConfig) -> list[dict[str, Any]]:
+    base = {"data": "clean", "selection": "random", "train_on": "assistant", **config.baseline}
+    extra = [{**base, **v} for v in config.comparisons.get("variants", [])]
+    unknown = [k for v in config.comparisons.get("variants", []) for k in v if k not in base]
+    if unknown:
+        raise SweepConfigError(f"comparison variants may set data/selection/train_on only, got {unknown}")
+    return [base] + extra
+
+
+def grid(config: SweepConfig) -> list[RunSpec]:
+    """All runs of a sweep, without duplicates, smallest sizes first."""
+    base, *variants = _variant_dicts(config)
+    size = int(config.comparisons.get("size", config.sizes[0]))
+    specs = [RunSpec(n, s, **base) for s in config.seeds for n in sorted(config.sizes)]
+    specs += [RunSpec(size, s, **v) for v in variants for s in config.seeds]
+    seen, out = set(), []
+    for spec in specs:
+        if spec not in seen:
+            seen.add(spec)
+            out.append(spec)
+    return sorted(out, key=lambda r: (r.size, r.seed, r.variant != RunSpec(0, 0, **base).variant, r.variant))
+
+
+# ---------------------------------------------------------------------------------------------
+# Preparing the data of every run
+
+
+@dataclass
+class SweepData:
+    """Pools and dev split of a sweep: ``pools[data]`` excludes every dev record."""
+
+    pools: dict[str, list[dict]]
+    dev: list[dict]
+    eval_path: Path
+    scores: dict[str, list[QualityScore]] = field(default_factory=dict)
+
+    def subset(self, spec: RunSpec, sizes: Iterable[int]) -> list[dict]:
+        """The training records of ``spec`` (nested across ``sizes`` for the same seed)."""
+        pool = self.pools[spec.data]
+        if spec.selection == "quality":
+            if spec.data not in self.scores:   # scoring 1,800 records takes seconds: once per pool
+                self.scores[spec.data] = quality_scores(pool)
+            return quality_subsets(pool, sizes, spec.seed, self.scores[spec.data])[spec.size]
+        return nested_subsets(pool, sizes, spec.seed)[spec.size]
+
+
+def load_sweep_data(config: SweepConfig) -> SweepData:
+    """Read the configured pools, carve the dev split from the clean data and drop its records
+    (matched by :func:`record_key`) from every pool. Raises SweepConfigError for missing files or
+    sizes larger than a pool."""
+    needed = {v["data"] for v in _variant_dicts(config)}
+    raw: dict[str, list[dict]] = {}
+    for name in sorted(needed | {"clean"} & set(config.data)):
+        path = config.path(config.data[name])
+        if not path.exists():
+            raise SweepConfigError(f"training data {name!r} not found at {path}; build it with "
+                                   "`python -m instructlab.kestrel` or fix `data:` in the sweep config")
+        raw[name] = runs.read_jsonl(path)[:config.pool_size or None]
+    first = raw.get("clean") or next(iter(raw.values()))
+    _, dev = split_dev(first, config.dev_size, config.dev_seed)
+    dev_keys = {record_key(r) for r in dev}
+    pools = {name: [r for r in recs if record_key(r) not in dev_keys] for name, recs in raw.items()}
+    for spec in grid(config):
+        if spec.size > len(pools[spec.data]):
+            raise SweepConfigError(f"run {spec.run_id} needs {spec.size} records but the {spec.data!r} pool "
+                                   f"has {len(pools[spec.data])} after removing the dev split")
+    eval_path = config.path(config.eval_path)
+    if not eval_path.exists():
+        raise SweepConfigError(f"eval data not found at {eval_path}")
+    return SweepData(pools, dev, eval_path)
+
+
+def noise_rate(records: Sequence[dict]) -> float | None:
+    """Share of records labelled as noisy (a truthy ``noise`` field other than "clean"/"none");
+    None when no record carries a ``noise`` field."""
+    labelled = [r for r in records if "noise" in r]
+    if not labelled:
+        return None
+    return sum(1 for r in labelled if r["noise"] and str(r["noise"]).lower() not in ("clean", "none")) / len(records)
+
+
+def dev_as_eval_records(dev: Sequence[dict]) -> list[dict]:
+    """The dev split in the shape of ``eval.jsonl`` (prompt messages plus a ``reference`` answer),
+    which is what notebook 02 reads from ``eval_path`` for its held-out loss and its before/after
+    prompts: the training runs of a sweep then never see the eval set."""
+    out = []
+    for rec in dev:
+        msgs = rec["messages"]
+        last = max(i for i, m in enumerate(msgs) if m["role"] == "assistant")
+        out.append({"id": rec.get("id"), "category": rec.get("category", "domain"), "task_type": rec.get("task_type"),
+                    "template": rec.get("template"), "expected_terms": [], "messages": msgs[:last],
+                    "reference": msgs[last]["content"]})
+    return out
+
+
+def dev_loss(model: Any, tokenizer: Any, records: Sequence[dict], max_length: int = 1024, batch_size: int = 8) -> float:
+    """Mean cross-entropy per trained token of ``records`` (conversations with answers), loss on the
+    assistant turns only whatever the run trained on, so variants compare on one instrument."""
+    import torch
+
+    from . import masking
+
+    masked = masking.mask_dataset(tokenizer, [r["messages"] for r in records], max_length=max_length,
+                                  train_on="assistant", progress=False)
+    collate = masking.MaskedCollator(tokenizer)
+    device = next(model.parameters()).device
+    total, count = 0.0, 0
+    model.eval()
+    with torch.no_grad():
+        for i in range(0, len(masked.examples), batch_size):
+            batch = {k: v.to(device) for k, v in collate(masked.examples[i:i + batch_size]).items()}
+            logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], use_cache=False).logits
+            labels = batch["labels"][:, 1:]
+            total += torch.nn.functional.cross_entropy(logits[:, :-1].float().reshape(-1, logits.shape[-1]),
+                                                       labels.reshape(-1), ignore_index=-100, reduction="sum").item()
+            count += int((labels != -100).sum())
+    return total / max(count, 1)
+
+
+def checkpoint_candidates(train_dir: str | Path) -> list[Path]:
+    """Adapters a training run left: its saved intermediate checkpoints (``checkpoints/checkpoint-N``
+    holding an ``adapter_config.json``) in step order, then the final ``adapter``."""
+    train_dir = Path(train_dir)
+    steps = sorted((int(p.name.split("-")[-1]), p) for p in (train_dir / "checkpoints").glob("checkpoint-*")
+                   if (p / "adapter_config.json").exists() and p.name.split("-")[-1].isdigit())
+    final_step = json.loads((train_dir / TRAIN_METRICS_FILE).read_text()).get("global_step") \
+        if (train_dir / TRAIN_METRICS_FILE).exists() else None
+    out = [p for step, p in steps if step != final_step]    # the last checkpoint equals the final adapter
+    return out + [train_dir / "adapter"]
+
+
+def select_checkpoint(model_name: str, train_dir: str | Path, dev_records: Sequence[dict]) -> dict[str, Any]:
+    """Choose the adapter of a run with the lowest :func:`dev_loss` on the dev split (ties: the
+    later one). Returns {"chosen", "dev_loss", "candidates": {path: loss}} and writes it to
+    ``<train_dir>/../checkpoint_selection.json``."""
+    from . import models
+
+    tokenizer = models.load_tokenizer(model_name)
+    losses = {}
+    for path in checkpoint_candidates(train_dir):
+        model = models.load_model(model_name, adapter=path)
+        losses[str(path)] = dev_loss(model, tokenizer, dev_records)
+        del model
+    chosen = min(reversed(list(losses)), key=losses.get)
+    result = {"chosen": chosen, "dev_loss": losses[chosen], "candidates": losses, "n_dev": len(dev_records)}
+    runs.write_json(Path(train_dir).parent / "checkpoint_selection.json", result)
+    return result
+
+
+# ---------------------------------------------------------------------------------------------
+# Executing runs
+
+
+PATH_PARAMS = ("data_path", "eval_path", "run_dir", "adapter")
+UNTUNED = "untuned"   # run id and variant of the reference evaluation of the model without adapter
+
+
+def _file_digest(path: Path) -> str:
+    import hashlib
+
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def run_tasks(config: SweepConfig, sweep_dir: Path, data: SweepData) -> list[dict[str, Any]]:
+    """One task dict per grid run: its spec, folders, notebook parameters and a ``signature``
+    (everything that decides its result except folder paths). Writes each run's training subset
+    (``<run>/train_data.jsonl``) and the shared dev split (``<sweep>/data/dev.jsonl``)."""
+    dev_path = runs.write_jsonl(sweep_dir / "data" / "dev.jsonl", data.dev)
+    dev_eval_path = runs.write_jsonl(sweep_dir / "data" / "dev_as_eval.jsonl", dev_as_eval_records(data.dev))
+    eval_digest = _file_digest(data.eval_path)
+    tasks = []
+    for spec in grid(config):
+        run_dir = sweep_dir / "runs" / spec.run_id
+        records = data.subset(spec, [n for n in config.sizes if n >= 1] + [spec.size])
+        fp = runs.fingerprint(records)
+        train_params = {"model": config.model, "data_path": str(run_dir / "train_data.jsonl"),
+                        "eval_path": str(dev_eval_path if config.runner == "papermill" else dev_path),
+                        "n_examples": spec.size, "profile": config.profile, "run_dir": str(run_dir / "train"),
+                        **_seed_and_masking(config, spec), **config.train_params}
+        eval_params = {"model": config.model, "adapter": str(run_dir / "train"), "eval_path": str(data.eval_path),
+                       "profile": config.profile, "run_dir": str(run_dir / "eval"), **config.eval_params}
+        signature = {"spec": asdict(spec), "data_fingerprint": fp, "dev_fingerprint": runs.fingerprint(data.dev),
+                     "eval_sha256": eval_digest, "runner": config.runner, "select_checkpoint": config.select_checkpoint,
+                     "train": {k: v for k, v in train_params.items() if k not in PATH_PARAMS},
+                     "eval": {k: v for k, v in eval_params.items() if k not in PATH_PARAMS}}
+        tasks.append({"spec": asdict(spec), "run_id": spec.run_id, "run_dir": str(run_dir), "records": records,
+                      "dev_records": data.dev, "select_checkpoint": config.select_checkpoint,
+                      "n_dev": len(data.dev), "noise_rate": noise_rate(records), "data_fingerprint": fp,
+                      "train_notebook": str(config.path(config.train_notebook)),
+                      "eval_notebook": str(config.path(config.eval_notebook)),
+                      "train_params": train_params, "eval_params": eval_params,
+                      "signature": signature, "runner": config.runner})
+    return ([_untuned_task(config, sweep_dir, data, eval_digest)] if config.evaluate_untuned else []) + tasks
+
+
+def _seed_and_masking(config: SweepConfig, spec: RunSpec) -> dict[str, Any]:
+    """``seed`` and ``train_on`` for notebook 02, for the parameters it declares (in-process: always).
+
+    Without a ``seed`` parameter the seed still draws the subset (and its order); without a
+    ``train_on`` parameter a grid that asks for full-sequence loss fails before any run starts."""
+    if config.runner != "papermill":
+        return {"seed": spec.seed, "train_on": spec.train_on}
+    from . import pipeline
+
+    declared = pipeline.notebook_parameters(config.path(config.train_notebook))
+    out = {k: v for k, v in (("seed", spec.seed), ("train_on", spec.train_on)) if k in declared}
+    if spec.train_on != "assistant" and "train_on" not in declared:
+        raise SweepConfigError(f"the grid has a train_on={spec.train_on!r} run but {config.train_notebook} has no "
+                               "`train_on` parameter: add one (passed to train.profile_config) or drop that variant")
+    return out
+
+
+def _untuned_task(config: SweepConfig, sweep_dir: Path, data: SweepData, eval_digest: str) -> dict[str, Any]:
+    """The reference run: the model without an adapter, evaluated once (notebook 03 alone)."""
+    run_dir = sweep_dir / "runs" / UNTUNED
+    eval_params = {"model": config.model, "adapter": "", "eval_path": str(data.eval_path),
+                   "profile": config.profile, "run_dir": str(run_dir / "eval"), **config.eval_params}
+    signature = {"untuned": True, "eval_sha256": eval_digest, "runner": config.runner,
+                 "eval": {k: v for k, v in eval_params.items() if k not in PATH_PARAMS}}
+    return {"spec": asdict(RunSpec(0, 0, "-", "-", "-")), "run_id": UNTUNED, "run_dir": str(run_dir), "records": [],
+            "n_dev": 0, "noise_rate": None, "data_fingerprint": None, "untuned": True,
+            "train_notebook": str(config.path(config.train_notebook)),
+            "eval_notebook": str(config.path(config.eval_notebook)), "train_params": {},
+            "eval_params": eval_params, "signature": signature, "runner": config.runner}
+
+
+def _read_manifest(run_dir: Path) -> dict[str, Any]:
+    path = Path(run_dir) / "manifest.json"
+    try:
+        return json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
+    except ValueError:
+        return {}
+
+
+def run_is_finished(task: Mapping[str, Any]) -> bool:
+    """True when the run's manifest says it succeeded with the same signature and its result exists."""
+    run_dir = Path(task["run_dir"])
+    manifest = _read_manifest(run_dir)
+    return (manifest.get("status") == "succeeded" and manifest.get("signature") == _jsonable(task["signature"])
+            and (run_dir / "result.json").exists())
+
+
+def _jsonable(obj: Any) -> Any:
+    return json.loads(json.dumps(obj, default=str))
+
+
+def _prepare_run_dir(task: Mapping[str, Any]) -> Path:
+    """Create the run folder; a folder left by a run with another signature is moved aside
+    (``<run id>.stale-<n>``) so that stale checkpoints are never resumed."""
+    run_dir = Path(task["run_dir"])
+    manifest = _read_manifest(run_dir)
+    if manifest and manifest.get("signature") != _jsonable(task["signature"]):
+        n = 1
+        while run_dir.with_name(f"{run_dir.name}.stale-{n}").exists():
+            n += 1
+        run_dir.rename(run_dir.with_name(f"{run_dir.name}.stale-{n}"))
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if not (run_dir / "train_data.jsonl").exists():
+        runs.write_jsonl(run_dir / "train_data.jsonl", task["records"])
+    runs.write_manifest(run_dir, kind="ablation-run", run_id=task["run_id"], signature=task["signature"],
+                        data_fingerprint=task["data_fingerprint"], status="running")
+    return run_dir
+
+
+def _row_base(task: Mapping[str, Any]) -> dict[str, Any]:
+    spec = RunSpec(**task["spec"])
+    return {"run_id": task["run_id"], "variant": UNTUNED if task.get("untuned") else spec.variant, "data": spec.data, "selection": spec.selection,
+            "train_on": spec.train_on, "size": spec.size, "seed": spec.seed, "n_train": len(task["records"]),
+            "n_dev": task["n_dev"], "noise_rate": task["noise_rate"],
+            "data_fingerprint": task["data_fingerprint"], "run_dir": task["run_dir"]}
+
+
+def _run_papermill(task: Mapping[str, Any], progress: Callable[[str], None]) -> None:
+    """Notebook 02 then 03 through papermill, each skipped when it already succeeded with the same
+    parameters (a sweep killed during evaluation does not train again); in between, the checkpoint
+    to evaluate is chosen on the dev split (:func:`select_checkpoint`) unless the config turns it off."""
+    run_dir = Path(task["run_dir"])
+    eval_params = dict(task["eval_params"])
+    if not task.get("untuned"):
+        _run_step(task, "train", task["train_notebook"], task["train_params"], progress)
+        eval_params["adapter"] = _choose_checkpoint(task, run_dir / "train")
+    _run_step(task, "eval", task["eval_notebook"], eval_params, progress)
+
+
+def _run_step(task: Mapping[str, Any], step: str, notebook: str, params: dict[str, Any],
+              progress: Callable[[str], None]) -> None:
+    """One notebook of a run, skipped when it already succeeded with the same parameters."""
+    from . import pipeline
+
+    step_dir = Path(task["run_dir"]) / step
+    done = _read_manifest(step_dir)
+    if done.get("status") == "succeeded" and done.get("notebook_parameters") == _jsonable(params):
+        progress(f"  {task['run_id']}: {step} already done, kept")
+        return
+    pipeline.run_notebook(notebook, params, step_dir)
+
+
+def _choose_checkpoint(task: Mapping[str, Any], train_dir: Path) -> str:
+    """The adapter to evaluate: the dev-loss choice of :func:`select_checkpoint` (kept on disk)."""
+    if not task.get("select_checkpoint", True):
+        return str(train_dir)
+    saved = train_dir.parent / "checkpoint_selection.json"
+    if saved.exists() and saved.stat().st_mtime >= (train_dir / "manifest.json").stat().st_mtime:
+        return json.loads(saved.read_text(encoding="utf-8"))["chosen"]
+    return select_checkpoint(task["train_params"]["model"], train_dir, task["dev_records"])["chosen"]
+
+
+def execute_run(task: Mapping[str, Any], progress: Callable[[str], None] = print) -> dict[str, Any]:
+    """Run one grid point (train, evaluate, collect) unless it already finished; returns its result
+    row (``status`` succeeded/failed, ``skipped`` True when it was resumed from disk). Never raises
+    for a failing run: the row carries ``error`` and the run folder the executed notebooks."""
+    run_dir = Path(task["run_dir"])
+    if run_is_finished(task):
+        return {**json.loads((run_dir / "result.json").read_text(encoding="utf-8")), "skipped": True}
+    _prepare_run_dir(task)
+    start = time.perf_counter()
+    try:
+        if task["runner"] == "inprocess":
+            _quietly(_run_inprocess, task, run_dir / "log.txt")
+        else:
+            _run_papermill(task, progress)
+        metrics = collect_metrics(run_dir)
+    except Exception as exc:  # one failed run must not stop the sweep; it is reported at the end
+        runs.write_manifest(run_dir, status="failed", error=f"{type(exc).__name__}: {exc}")
+        return {**_row_base(task), "status": "failed", "error": f"{type(exc).__name__}: {exc}", "skipped": False}
+    row = {**_row_base(task), **metrics, "status": "succeeded", "duration_s": round(time.perf_counter() - start, 1)}
+    runs.write_json(run_dir / "result.json", row)
+    runs.write_manifest(run_dir, status="succeeded", error=None, duration_s=row["duration_s"])
+    return {**row, "skipped": False}
+
+
+TRAIN_METRICS_FILE = "metrics.json"                                      # train_lora / notebook 02
+# notebook 03 writes before_* (the model alone) and, with an adapter, after_*: the first file found counts
+EVAL_METRICS_FILES = ("after_metrics.json", "eval_metrics.json", "metrics.json", "before_metrics.json")
+
+
+def flatten_numbers(obj: Mapping[str, Any], prefix: str = "", depth: int = 2) -> dict[str, float]:
+    """Numeric leaves of a nested dict as {"a.b": value} (booleans and lists left out)."""
+    out: dict[str, float] = {}
+    for k, v in obj.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, bool):
+            continue
+        if isinstance(v, (int, float)):
+            out[key] = v
+        elif isinstance(v, Mapping) and depth > 1:
+            out.update(flatten_numbers(v, key + ".", depth - 1))
+    return out
+
+
+def collect_metrics(run_dir: str | Path) -> dict[str, float]:
+    """The numbers of one run: training metrics (``train/metrics.json``), the dev loss of the chosen
+    checkpoint (``checkpoint_selection.json``; else the trainer's final loss on the dev split) and
+    the evaluation metrics from ``eval/``.
+
+    Raises FileNotFoundError naming the files it looked for when the evaluation wrote none.
+    """
+    run_dir = Path(run_dir)
+    out: dict[str, float] = {}
+    train_file = run_dir / "train" / TRAIN_METRICS_FILE
+    if train_file.exists():
+        train = json.loads(train_file.read_text(encoding="utf-8"))
+        out.update({k: train[k] for k in ("train_loss", "final_loss", "global_step") if isinstance(train.get(k), (int, float))})
+        if isinstance(train.get("eval_loss"), (int, float)):   # the run's eval data is the dev split
+            out["dev_loss"] = train["eval_loss"]
+    selection = run_dir / "checkpoint_selection.json"
+    if selection.exists():
+        chosen = json.loads(selection.read_text(encoding="utf-8"))
+        out["dev_loss"] = chosen["dev_loss"]
+        out["chosen_step"] = _checkpoint_step(chosen["chosen"], out.get("global_step"))
+    for name in EVAL_METRICS_FILES:
+        path = run_dir / "eval" / name
+        if path.exists():
+            out.update(flatten_numbers(_eval_metrics(json.loads(path.read_text(encoding="utf-8")))))
+            return out
+    raise FileNotFoundError(f"no evaluation metrics in {run_dir / 'eval'} (looked for {EVAL_METRICS_FILES})")
+
+
+def _checkpoint_step(path: str, final_step: Any) -> Any:
+    name = Path(path).name
+    return int(name.split("-")[-1]) if name.startswith("checkpoint-") else final_step
+
+
+def _eval_metrics(report: Any) -> dict[str, Any]:
+    """{metric key: value} from an evaluation report written by ``metrics.EvalReport.save``
+    ({"metrics": {key: {"value": ...}}}) or a plain {key: number} dict."""
+    if not isinstance(report, Mapping):
+        return {}
+    metrics = report.get("metrics", report)
+    return {k: (v.get("value") if isinstance(v, Mapping) and "value" in v else v) for k, v in metrics.items()}
+
+
+def loss_curves(sweep_dir: str | Path) -> dict[str, list[dict[str, float]]]:
+    """Training log of every run of a sweep: {run_id: [{"step", "loss"} ...]} read from
+    ``runs/<id>/train/log_history.jsonl`` (runs without one are left out)."""
+    out = {}
+    for path in sorted(Path(sweep_dir).glob("runs/*/train/log_history.jsonl")):
+        rows = [r for r in runs.read_jsonl(path) if "loss" in r]
+        if rows:
+            out[path.parent.parent.name] = [{"step": r.get("step", i + 1), "loss": r["loss"]} for i, r in enumerate(rows)]
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# The sweep
+
+
+@dataclass
+class SweepResult:
+    """What :func:`run_sweep` returns: per-run rows, the aggregated summary and the files written."""
+
+    sweep_dir: Path
+    rows: list[dict[str, Any]]
+    summary: list[dict[str, Any]]
+    files: dict[str, Path]
+    duration_s: float
+
+    @property
+    def failed(self) -> list[dict[str, Any]]:
+        return [r for r in self.rows if r.get("status") != "succeeded"]
+
+
+def default_sweep_dir(config: SweepConfig) -> Path:
+    """``<runs root>/sweep-<name>``: a stable folder, so running the same sweep again resumes it."""
+    return runs.runs_root() / f"sweep-{config.name}"
+
+
+def device_slots(workers: int) -> list[str | None]:
+    """One device per worker: CUDA device ids while there are GPUs, else None (CPU). More workers
+    than GPUs is refused, because two runs on one GPU compete for its memory."""
+    try:
+        import torch
+
+        n_gpu = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    except ImportError:
+        n_gpu = 0
+    if n_gpu:
+        if workers > n_gpu:
+            raise ValueError(f"--workers {workers} but only {n_gpu} GPU(s): use at most one worker per device")
+        return [str(i) for i in range(workers)]
+    return [None] * workers
+
+
+def _init_worker(slots: Any, threads: int) -> None:
+    """Process-pool initializer: pin this worker to its device (inherited by the notebook kernels)."""
+    import os
+
+    device = slots.get()
+    if device is not None:
+        os.environ["CUDA_VISIBLE_DEVICES"] = device
+    elif threads:
+        os.environ["OMP_NUM_THREADS"] = str(threads)
+
+
+def _pool_run(task: Mapping[str, Any]) -> dict[str, Any]:
+    return execute_run(task, progress=lambda s: print(s, flush=True))
+
+
+def _validate_notebooks(tasks: Sequence[Mapping[str, Any]]) -> None:
+    """Check every run's parameters against notebooks 02 and 03 before anything starts."""
+    from . import pipeline
+
+    for task in tasks:
+        if task["runner"] == "papermill":
+            if not task.get("untuned"):
+                pipeline.validate_parameters(task["train_notebook"], task["train_params"])
+            pipeline.validate_parameters(task["eval_notebook"], task["eval_params"])
+
+
+def run_sweep(config: SweepConfig, sweep_dir: str | Path | None = None, workers: int = 1,
+              progress: Callable[[str], None] = print, data: SweepData | None = None) -> SweepResult:
+    """Run (or resume) every run of the grid and write ``results`` and ``summary`` (CSV + JSON).
+
+    Inputs: a SweepConfig, the sweep folder (default :func:`default_sweep_dir`), the number of
+    parallel workers (papermill runner only; one per GPU, on CPU they share the cores), and the
+    pools from :func:`load_sweep_data` when already loaded.
+    Output: SweepResult; ``<sweep>/results.{csv,json}`` hold one row per run (config, seed, data
+    fingerprint, noise rate, metrics), ``<sweep>/summary.{csv,json}`` mean and 95% CI over seeds.
+    Errors: SweepConfigError / ParameterError before any run starts; failed runs do not raise,
+    they are listed in ``SweepResult.failed`` (with their run folders).
+    """
+    start = time.perf_counter()
+    sweep_dir = Path(sweep_dir) if sweep_dir else default_sweep_dir(config)
+    sweep_dir.mkdir(parents=True, exist_ok=True)
+    data = data or load_sweep_data(config)
+    tasks = run_tasks(config, sweep_dir, data)
+    _validate_notebooks(tasks)
+    runs.write_json(sweep_dir / "sweep.json", {"config": asdict(config), "runs": [t["run_id"] for t in tasks]})
+    runs.write_manifest(sweep_dir, kind="sweep", name=config.name, config=asdict(config), status="running",
+                        n_runs=len(tasks))
+    todo = [t for t in tasks if not run_is_finished(t)]
+    todo_ids = {t["run_id"] for t in todo}
+    progress(f"sweep {config.name!r}: {len(tasks)} runs, {len(tasks) - len(todo)} already finished, "
+             f"{len(todo)} to run -> {sweep_dir}")
+    rows = {t["run_id"]: execute_run(t, progress) for t in tasks if t["run_id"] not in todo_ids}
+    workers = 1 if config.runner == "inprocess" else max(1, int(workers))
+    for i, row in enumerate(_execute_all(todo, workers, progress), 1):
+        rows[row["run_id"]] = row
+        progress(f"[{i}/{len(todo)}] {_describe_row(row)}")
+    ordered = [rows[t["run_id"]] for t in tasks]
+    summary = summarize(ordered)
+    files = dict(zip(("results_csv", "results_json"), write_table(ordered, sweep_dir / "results")))
+    files.update(zip(("summary_csv", "summary_json"), write_table(summary, sweep_dir / "summary")))
+    duration = round(time.perf_counter() - start, 1)
+    failed = [r["run_id"] for r in ordered if r.get("status") != "succeeded"]
+    runs.write_manifest(sweep_dir, status="failed" if failed else "succeeded", failed_runs=failed,
+                        duration_s=duration, files={k: str(v) for k, v in files.items()})
+    return SweepResult(sweep_dir, ordered, summary, files, duration)
+
+
+def _execute_all(tasks: list[dict[str, Any]], workers: int, progress: Callable[[str], None]):
+    """Yield result rows as runs finish: in this process for one worker, else in a spawn pool."""
+    if workers <= 1 or len(tasks) <= 1:
+        for task in tasks:
+            progress(f"run {task['run_id']} ...")
+            yield execute_run(task, progress)
+        return
+    import multiprocessing as mp
+    import os
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+
+    slots = device_slots(workers)
+    ctx = mp.get_context("spawn")
+    queue = ctx.Queue()
+    for s in slots:
+        queue.put(s)
+    threads = max(1, (os.cpu_count() or 1) // workers)
+    progress(f"{workers} workers on {'GPUs ' + ','.join(slots) if slots[0] else f'CPU ({threads} threads each)'}")
+    with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker, initargs=(queue, threads)) as pool:
+        futures = [pool.submit(_pool_run, t) for t in tasks]
+        for fut in as_completed(futures):
+            yield fut.result()
+
+
+def _describe_row(row: Mapping[str, Any]) -> str:
+    if row.get("status") != "succeeded":
+        return f"{row['run_id']}: FAILED {row.get('error', '')}"
+    shown = {k: v for k, v in row.items() if k in metric_columns([row]) and k not in ("noise_rate",)}
+    nums = ", ".join(f"{k}={v:.3g}" for k, v in list(shown.items())[:6])
+    took = "resumed" if row.get("skipped") else f"{row.get('duration_s')} s"
+    return f"{row['run_id']}: {took}; {nums}"
+
+
+# ---------------------------------------------------------------------------------------------
+# In-process runs (smoke profile): the same files as notebooks 02 and 03, without a kernel each
+
+
+INPROCESS_EVAL_DEFAULTS = {"n_per_category": 2, "max_new_tokens": 24}   # notebook 03's parameter names
+
+
+def _quietly(fn: Callable[..., Any], task: Mapping[str, Any], log_path: Path) -> Any:
+    """Call ``fn(task)`` with its printed output and warnings going to ``log_path``, not the notebook."""
+    import contextlib
+    import warnings
+
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with log_path.open("a", encoding="utf-8") as log, contextlib.redirect_stdout(log), \
+            contextlib.redirect_stderr(log), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return fn(task)
+
+
+def _run_inprocess(task: Mapping[str, Any]) -> None:
+    """Train with ``train.train_lora`` and evaluate with ``generate`` + ``metrics`` in this process,
+    writing ``train/`` (train_lora's run folder) and ``eval/after_*`` (``eval/before_*`` for the
+    untuned model) like notebooks 02 and 03. ``train_params`` keys that are TrainConfig fields
+    override the profile's TrainConfig; ``eval_params`` may set ``n_per_category`` and
+    ``max_new_tokens`` (the names notebook 03 uses)."""
+    from . import generate, metrics, models, train
+
+    spec, tp, ep = RunSpec(**task["spec"]), task["train_params"], task["eval_params"]
+    if task.get("untuned"):
+        model = models.load_model(ep["model"])
+        tokenizer = models.load_tokenizer(ep["model"])
+    else:
+        config_fields = {f.name for f in fields(train.TrainConfig)}
+        overrides = {k: v for k, v in tp.items() if k in config_fields}
+        overrides.update(seed=spec.seed, train_on=spec.train_on, n_examples=len(task["records"]))
+        model_name, config = train.profile_config(tp["profile"], model=tp["model"], **overrides)
+        result = train.train_lora(model_name, task["records"], runs.read_jsonl(tp["eval_path"]), config=config,
+                                  run_dir=tp["run_dir"], progress=False)
+        model, tokenizer = result.model, result.tokenizer
+        if task.get("select_checkpoint", True):
+            chosen = select_checkpoint(model_name, tp["run_dir"], task["dev_records"])["chosen"]
+            if chosen != str(result.adapter_dir):
+                model = models.load_model(model_name, adapter=chosen)
+    settings = {**INPROCESS_EVAL_DEFAULTS, **{k: v for k, v in ep.items() if k in INPROCESS_EVAL_DEFAULTS}}
+    records = metrics.select_per_category(runs.read_jsonl(ep["eval_path"]), settings["n_per_category"])
+    answers = generate.generate_answers(model, tokenizer, records, max_new_tokens=settings["max_new_tokens"],
+                                        progress=False)
+    eval_dir = Path(ep["run_dir"])
+    metrics.evaluate_answers(records, answers).save(eval_dir, "before" if task.get("untuned") else "after")
+    runs.write_manifest(eval_dir, kind="evaluation", status="succeeded", model=ep["model"],
+                        adapter=ep.get("adapter") or None, n_prompts=len(records), **settings)
+
+
+# ---------------------------------------------------------------------------------------------
+# Reading results back (notebooks 04 and 05)
+
+
+CASE_STUDY_METRICS = ("tone_rubric", "terminology", "appropriate_refusals", "false_rejections")
+METRIC_LABELS = {"tone_rubric": "tone (rule-based rubric, 1-5)", "terminology": "terminology",
+                 "appropriate_refusals": "appropriate refusals", "false_rejections": "false rejections (lower is better)",
+                 "template_compliance": "template compliance", "dev_loss": "dev loss", "train_loss": "train loss"}
+
+
+def find_sweep_dir(path: str | Path) -> Path:
+    """The sweep folder inside ``path``: ``path`` itself when it holds ``results.json``, else its
+    ``sweep/`` subfolder (a notebook-04 run folder). Raises FileNotFoundError saying what to run."""
+    path = Path(path)
+    for candidate in (path, path / "sweep"):
+        if (candidate / "results.json").exists():
+            return candidate
+    raise FileNotFoundError(f"no sweep results (results.json) in {path} or {path / 'sweep'}; run notebook "
+                            "04_lima_ablation or `python -m instructlab sweep <config>` first")
+
+
+def load_results(path: str | Path) -> tuple[list[dict], list[dict], dict]:
+    """(per-run rows, summary rows, sweep config dict) of a sweep folder (see :func:`find_sweep_dir`)."""
+    sweep_dir = find_sweep_dir(path)
+    rows = json.loads((sweep_dir / "results.json").read_text(encoding="utf-8"))
+    summary_path = sweep_dir / "summary.json"
+    summary = json.loads(summary_path.read_text(encoding="utf-8")) if summary_path.exists() else summarize(rows)
+    sweep = json.loads((sweep_dir / "sweep.json").read_text(encoding="utf-8")) if (sweep_dir / "sweep.json").exists() else {}
+    return rows, summary, sweep.get("config", {})
+
+
+def summary_table(summary: Sequence[Mapping[str, Any]], metrics: Sequence[str] = CASE_STUDY_METRICS):
+    """DataFrame, one row per (variant, size): for each metric "mean ± half-width" (95% CI over
+    seeds; shares in %), plus the number of seeds."""
+    import pandas as pd
+
+    table: dict[tuple, dict[str, Any]] = {}
+    for s in summary:
+        if s["metric"] not in metrics:
+            continue
+        row = table.setdefault((s["variant"], s["size"]), {"variant": s["variant"], "size": s["size"], "seeds": s["n"]})
+        scale = 1 if "tone" in s["metric"] or "loss" in s["metric"] else 100
+        half = f" ± {s['half_width'] * scale:.1f}" if s.get("half_width") is not None else ""
+        row[s["metric"]] = f"{s['mean'] * scale:.1f}{'%' if scale == 100 else ''}{half}"
+    return pd.DataFrame(list(table.values()))
+
+
+def write_report(path: str | Path, title: str, intro: str, sections: Sequence[tuple[str, Path | None, str]],
+                 table: Any = None) -> Path:
+    """A short Markdown report: ``intro``, an optional table (DataFrame), then for each section
+    (heading, figure PNG or None, text) the heading, the text and the figure embedded by a path
+    relative to the report. Returns the report path."""
+    path = Path(path)
+    lines = [f"# {title}", "", intro.strip(), ""]
+    if table is not None and len(table):
+        cols = list(table.columns)
+        lines += ["| " + " | ".join(map(str, cols)) + " |", "|" + "---|" * len(cols)]
+        lines += ["| " + " | ".join(str(v) for v in row) + " |" for row in table.itertuples(index=False)] + [""]
+    for heading, figure, text in sections:
+        lines += [f"## {heading}", "", text.strip(), ""]
+        if figure is not None:
+            rel = Path(figure).resolve().relative_to(path.parent.resolve()) if Path(figure).resolve().is_relative_to(
+                path.parent.resolve()) else Path(figure).resolve()
+            lines += [f"![{heading}]({rel.as_posix()})", ""]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join(lines), encoding="utf-8")
+    return path

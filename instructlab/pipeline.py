@@ -1,0 +1,375 @@
+"""Run notebooks as pipeline steps: papermill with run folders, manifests and early validation.
+
+Every notebook of the kit has one cell tagged ``parameters`` holding literals. This module reads
+that cell (``papermill.inspect_notebook``), checks the parameters a caller passes *before* a kernel
+starts (unknown names and wrong types fail at once, listing the valid parameters), executes the
+notebook with the kernel ``python3`` of the running interpreter, and records what ran in the run
+folder's ``manifest.json``. A notebook that fails leaves its executed copy, error included, in the
+run folder, and :class:`NotebookFailedError` names it.
+
+The ``smoke`` and ``demo`` paths chain the numbered notebooks 00..05, passing run folders between
+them (02's run folder becomes 03's ``adapter``, 04's results folder becomes 05's input).
+"""
+
+from __future__ import annotations
+
+import ast
+import contextlib
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Mapping, Sequence
+
+from . import runs
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+NOTEBOOKS_DIR = REPO_ROOT / "notebooks"
+PROFILES = ("smoke", "quick", "full")
+KERNEL_NAME = "python3"
+
+
+class ParameterError(ValueError):
+    """Parameters that the notebook does not accept (unknown name or wrong type)."""
+
+
+class NotebookFailedError(RuntimeError):
+    """A notebook raised while it ran. ``executed`` is the executed copy holding the error."""
+
+    def __init__(self, notebook: Path, executed: Path, run_dir: Path, reason: str):
+        self.notebook, self.executed, self.run_dir, self.reason = notebook, executed, run_dir, reason
+        super().__init__(f"notebook {notebook.name} failed: {reason}\n"
+                         f"  executed copy with the error: {executed}\n"
+                         f"  open it (jupyter lab {executed}) to see the failing cell and its traceback")
+
+
+@dataclass(frozen=True)
+class Parameter:
+    """One entry of a notebook's ``parameters`` cell."""
+
+    name: str
+    default: Any          # the literal's value (source text when it is not a literal)
+    type_name: str        # "str", "int", "float", "bool", "list", "dict", "tuple" or "any" (default None)
+    help: str = ""
+
+    def describe(self) -> str:
+        text = f"{self.name} = {self.default!r}  ({self.type_name})"
+        return text + (f"  # {self.help}" if self.help else "")
+
+
+def resolve_notebook(notebook: str | Path) -> Path:
+    """Find a notebook by path, file name or number prefix ("02", "02_lora_training").
+
+    Raises FileNotFoundError naming the notebooks that exist.
+    """
+    path = Path(notebook)
+    if path.suffix != ".ipynb" and not path.exists():
+        matches = sorted(NOTEBOOKS_DIR.glob(f"{path.name}*.ipynb"))
+        if len(matches) == 1:
+            return matches[0]
+    elif path.exists():
+        return path.resolve()
+    elif (NOTEBOOKS_DIR / path.name).exists():
+        return NOTEBOOKS_DIR / path.name
+    known = ", ".join(p.name for p in sorted(NOTEBOOKS_DIR.glob("*.ipynb"))) or "(none)"
+    raise FileNotFoundError(f"no notebook {str(notebook)!r}; notebooks in {NOTEBOOKS_DIR}: {known}")
+
+
+def notebook_parameters(notebook: str | Path) -> dict[str, Parameter]:
+    """The parameters a notebook declares in its cell tagged ``parameters``, with defaults and types.
+
+    Read with ``papermill.inspect_notebook``, completed by a Python parse of the same cell for the
+    assignments papermill's line parser skips (for example a comment containing "="). Types come
+    from the default literal (``100`` -> int, ``"quick"`` -> str, ``None`` -> any).
+    """
+    import papermill as pm
+
+    path = resolve_notebook(notebook)
+    with _papermill_quiet(True):       # its "Unable to parse line" is recovered below
+        found = pm.inspect_notebook(str(path))
+    params = {}
+    for name, info in found.items():
+        try:
+            default = ast.literal_eval(info["default"])
+            type_name = "any" if default is None else type(default).__name__
+        except (ValueError, SyntaxError):
+            default, type_name = info["default"], "any"
+        declared = info.get("inferred_type_name") or "None"
+        if declared not in ("None", "") and type_name == "any":
+            type_name = declared
+        params[name] = Parameter(name, default, type_name, info.get("help") or "")
+    parsed = _parsed_parameters(path)
+    for name, param in parsed.items():
+        params.setdefault(name, param)
+    order = list(parsed) + [n for n in params if n not in parsed]   # the cell's order
+    return {name: params[name] for name in order}
+
+
+def _parsed_parameters(path: Path) -> dict[str, Parameter]:
+    """Literal assignments of the ``parameters`` cell, parsed with ``ast`` (help = trailing comment)."""
+    import nbformat
+
+    nb = nbformat.read(str(path), as_version=4)
+    cells = [c for c in nb.cells if "parameters" in c.get("metadata", {}).get("tags", [])]
+    if not cells:
+        return {}
+    source = cells[0].source
+    try:
+        tree = ast.parse(source)
+    except SyntaxError:
+        return {}
+    lines, out = source.splitlines(), {}
+    for node in tree.body:
+        target = node.targets[0] if isinstance(node, ast.Assign) and len(node.targets) == 1 else getattr(node, "target", None)
+        if not isinstance(target, ast.Name) or getattr(node, "value", None) is None:
+            continue
+        try:
+            default = ast.literal_eval(node.value)
+            type_name = "any" if default is None else type(default).__name__
+        except ValueError:
+            default, type_name = ast.get_source_segment(source, node.value), "any"
+        tail = lines[node.end_lineno - 1][node.end_col_offset:]
+        out[target.id] = Parameter(target.id, default, type_name, tail.split("#", 1)[1].strip() if "#" in tail else "")
+    return out
+
+
+def describe_parameters(params: Mapping[str, Parameter]) -> str:
+    """A readable list of parameters, one per line."""
+    return "\n".join("  " + p.describe() for p in params.values()) or "  (no parameters cell)"
+
+
+_TRUE, _FALSE = {"true", "yes", "1", "on"}, {"false", "no", "0", "off"}
+
+
+def _coerce(param: Parameter, value: Any, from_cli: bool) -> Any:
+    """Convert/check one value against the parameter's type; raise ValueError when it does not fit."""
+    t = param.type_name
+    if t == "any" or value is None:
+        if from_cli and isinstance(value, str):
+            try:
+                return ast.literal_eval(value)
+            except (ValueError, SyntaxError):
+                return value
+        return value
+    if isinstance(value, Path):
+        value = str(value)
+    if from_cli and isinstance(value, str) and t != "str":
+        low = value.strip().lower()
+        if t == "bool":
+            if low in _TRUE | _FALSE:
+                return low in _TRUE
+            raise ValueError(f"expected true/false, got {value!r}")
+        value = ast.literal_eval(value) if t not in ("int", "float") else value
+        if t == "int":
+            return int(value)
+        if t == "float":
+            return float(value)
+    if t == "float" and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if t == "list" and isinstance(value, tuple):
+        return list(value)
+    expected = {"str": str, "int": int, "float": float, "bool": bool, "list": list, "dict": dict,
+                "tuple": (tuple, list)}.get(t)
+    if expected is None:
+        return value
+    if not isinstance(value, expected) or (t == "int" and isinstance(value, bool)):
+        raise ValueError(f"expected {t}, got {type(value).__name__} {value!r}")
+    return value
+
+
+def validate_parameters(notebook: str | Path, parameters: Mapping[str, Any] | None,
+                        from_cli: bool = False) -> dict[str, Any]:
+    """Check ``parameters`` against the notebook's parameters cell and return them converted.
+
+    ``from_cli=True`` treats values as command-line strings and converts them to the declared type
+    (``"100"`` -> 100 for an int parameter, ``"true"`` -> True, ``"[1, 2]"`` -> a list).
+    Raises ParameterError for unknown names or values of the wrong type; the message lists every
+    valid parameter with its default and type. ``profile`` must be one of smoke/quick/full.
+    """
+    path = resolve_notebook(notebook)
+    declared = notebook_parameters(path)
+    parameters = dict(parameters or {})
+    problems = [f"unknown parameter {name!r}" for name in parameters if name not in declared]
+    out = {}
+    for name, value in parameters.items():
+        if name not in declared:
+            continue
+        try:
+            out[name] = _coerce(declared[name], value, from_cli)
+        except (ValueError, SyntaxError, TypeError) as exc:
+            problems.append(f"parameter {name!r}: {exc}")
+    if "profile" in out and out["profile"] not in PROFILES:
+        problems.append(f"parameter 'profile': expected one of {PROFILES}, got {out['profile']!r}")
+    if problems:
+        raise ParameterError(f"{path.name}: " + "; ".join(problems) + "\nvalid parameters of "
+                             f"{path.name}:\n{describe_parameters(declared)}")
+    return out
+
+
+def absolutize_paths(parameters: Mapping[str, Any], base: Path | None = None) -> dict[str, Any]:
+    """Turn string values that name an existing relative path (from ``base``, default the current
+    directory) into absolute paths, because notebooks run with their own folder as working directory."""
+    base = Path(base or Path.cwd())
+    out = {}
+    for name, value in parameters.items():
+        if isinstance(value, str) and value and not os.path.isabs(value) and (base / value).exists():
+            value = str((base / value).resolve())
+        elif name == "run_dir" and isinstance(value, str) and value and not os.path.isabs(value):
+            value = str((base / value).resolve())
+        out[name] = value
+    return out
+
+
+def _failure_reason(exc: BaseException) -> str:
+    """One line for a papermill error: exception name, value and the failing cell number."""
+    ename, evalue = getattr(exc, "ename", type(exc).__name__), getattr(exc, "evalue", str(exc))
+    cell = getattr(exc, "exec_count", None)
+    where = f" (cell [{cell}])" if cell is not None else ""
+    return f"{ename}: {str(evalue).strip().splitlines()[-1] if str(evalue).strip() else ''}{where}"
+
+
+def run_notebook(path: str | Path, parameters: Mapping[str, Any] | None = None,
+                 run_dir: str | Path | None = None, *, log_output: bool = False,
+                 validate: bool = True, from_cli: bool = False,
+                 progress: Callable[[str], None] | None = None) -> Path:
+    """Execute a notebook with papermill in its run folder and return the executed copy's path.
+
+    Inputs: a notebook (path, name or number prefix), parameters (validated first unless
+    ``validate=False``), a run folder (created; default ``runs/<stamp>-<notebook stem>``). When the
+    notebook declares ``run_dir`` it receives this folder. The kernel is ``python3`` of this venv,
+    the working directory the notebook's folder.
+    Output: ``<run_dir>/<notebook name>`` (the executed copy); ``manifest.json`` gets ``notebook``,
+    ``notebook_parameters``, ``status`` (running/succeeded/failed), ``duration_s`` and ``error``.
+    Errors: ParameterError before anything runs; NotebookFailedError when a cell raises.
+    """
+    import papermill as pm
+
+    nb = resolve_notebook(path)
+    params = validate_parameters(nb, parameters, from_cli=from_cli) if validate else dict(parameters or {})
+    run_dir = Path(run_dir) if run_dir else runs.new_run_dir(nb.stem)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    run_dir = run_dir.resolve()
+    if "run_dir" in notebook_parameters(nb) and not params.get("run_dir"):
+        params["run_dir"] = str(run_dir)
+    executed = run_dir / nb.name
+    # `notebook_parameters`, not `parameters`: the notebook may record its own resolved settings.
+    runs.write_manifest(run_dir, notebook=str(nb), notebook_parameters=params, status="running",
+                        executed_notebook=str(executed))
+    (progress or (lambda s: None))(f"running {nb.name} -> {run_dir}")
+    start = time.perf_counter()
+    try:
+        with _papermill_quiet(validate):
+            pm.execute_notebook(str(nb), str(executed), parameters=params, kernel_name=KERNEL_NAME,
+                                progress_bar=False, log_output=log_output, cwd=str(nb.parent))
+    except Exception as exc:  # papermill wraps cell errors; kernel deaths raise other types
+        reason = _failure_reason(exc)
+        runs.write_manifest(run_dir, status="failed", error=reason,
+                            duration_s=round(time.perf_counter() - start, 2))
+        raise NotebookFailedError(nb, executed, run_dir, reason) from exc
+    runs.write_manifest(run_dir, status="succeeded", error=None,
+                        duration_s=round(time.perf_counter() - start, 2))
+    return executed
+
+
+@contextlib.contextmanager
+def _papermill_quiet(quiet: bool):
+    """Silence papermill's parameter-parsing warnings when the parameters were validated here
+    (its line parser misreports some valid cells; see :func:`notebook_parameters`)."""
+    import logging
+
+    logger = logging.getLogger("papermill")
+    level = logger.level
+    if quiet:
+        logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
+def run_succeeded(run_dir: str | Path) -> bool:
+    """True when ``run_dir/manifest.json`` records a finished, successful notebook run."""
+    import json
+
+    path = Path(run_dir) / "manifest.json"
+    if not path.exists():
+        return False
+    try:
+        return json.loads(path.read_text(encoding="utf-8")).get("status") == "succeeded"
+    except ValueError:
+        return False
+
+
+# ---------------------------------------------------------------------------------------------
+# The whole path: notebooks 00..05 in one run folder
+
+
+# Parameters wired between notebooks: {notebook prefix: {parameter: prefix of the notebook whose
+# run folder it receives}}. A parameter is passed only when the notebook declares it.
+CHAIN_WIRING: dict[str, dict[str, str]] = {
+    "03": {"adapter": "02"},
+    "05": {"ablation_dir": "04", "eval_dir": "03", "train_dir": "02"},
+}
+
+
+@dataclass
+class StepResult:
+    """One notebook of a chain: where it ran, how long, whether it succeeded."""
+
+    notebook: str
+    run_dir: Path
+    duration_s: float
+    status: str
+    error: str | None = None
+
+
+def chain_notebooks(notebooks_dir: Path = NOTEBOOKS_DIR) -> list[Path]:
+    """The numbered notebooks ``NN_name.ipynb`` in order; raises FileNotFoundError when none exist."""
+    found = sorted(notebooks_dir.glob("[0-9][0-9]_*.ipynb"))
+    if not found:
+        raise FileNotFoundError(f"no numbered notebooks in {notebooks_dir}")
+    return found
+
+
+def run_chain(profile: str, out_dir: str | Path | None = None, *, log_output: bool = False,
+              notebooks: Sequence[Path] | None = None,
+              progress: Callable[[str], None] = print) -> list[StepResult]:
+    """Run the numbered notebooks in order with ``profile``, each in ``<out_dir>/<notebook stem>``,
+    passing run folders along (see CHAIN_WIRING). Stops at the first failing notebook.
+
+    Returns the StepResults (the failing one last, ``status="failed"``) and writes
+    ``<out_dir>/chain.json`` plus a manifest. ``out_dir`` defaults to ``runs/<stamp>-<kind>``
+    with kind "demo" (or "smoke" for the smoke profile).
+    """
+    if profile not in PROFILES:
+        raise ParameterError(f"profile must be one of {PROFILES}, got {profile!r}")
+    out = Path(out_dir) if out_dir else runs.new_run_dir("smoke" if profile == "smoke" else "demo", profile)
+    out.mkdir(parents=True, exist_ok=True)
+    out = out.resolve()
+    notebooks = list(notebooks) if notebooks is not None else chain_notebooks()
+    runs.write_manifest(out, kind="chain", profile=profile, notebooks=[p.name for p in notebooks], status="running")
+    dirs: dict[str, Path] = {}
+    steps: list[StepResult] = []
+    start = time.perf_counter()
+    for nb in notebooks:
+        prefix, declared = nb.name[:2], notebook_parameters(nb)
+        params: dict[str, Any] = {"profile": profile} if "profile" in declared else {}
+        for name, source in CHAIN_WIRING.get(prefix, {}).items():
+            if name in declared and source in dirs:
+                params[name] = str(dirs[source])
+        dirs[prefix] = out / nb.stem
+        t0 = time.perf_counter()
+        progress(f"[{len(steps) + 1}/{len(notebooks)}] {nb.name} ({profile}) -> {dirs[prefix]}")
+        try:
+            run_notebook(nb, params, dirs[prefix], log_output=log_output)
+            steps.append(StepResult(nb.name, dirs[prefix], round(time.perf_counter() - t0, 1), "succeeded"))
+            progress(f"    done in {steps[-1].duration_s:.1f} s")
+        except NotebookFailedError as exc:
+            steps.append(StepResult(nb.name, dirs[prefix], round(time.perf_counter() - t0, 1), "failed", str(exc)))
+            break
+    total = round(time.perf_counter() - start, 1)
+    status = "succeeded" if all(s.status == "succeeded" for s in steps) else "failed"
+    runs.write_json(out / "chain.json", {"profile": profile, "total_s": total, "status": status,
+                                         "steps": [{**s.__dict__, "run_dir": str(s.run_dir)} for s in steps]})
+    runs.write_manifest(out, status=status, duration_s=total)
+    return steps
