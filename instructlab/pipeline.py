@@ -258,7 +258,9 @@ def run_notebook(path: str | Path, parameters: Mapping[str, Any] | None = None,
     (progress or (lambda s: None))(f"running {nb.name} -> {run_dir}")
     start = time.perf_counter()
     try:
-        with _papermill_quiet(validate):
+        # Headless execution stores static views, even when launched from a live JupyterLab kernel
+        # (whose JPY_SESSION_NAME the child kernel would otherwise inherit).
+        with _papermill_quiet(validate), _temporary_env(INSTRUCTLAB_HEADLESS="1"):
             pm.execute_notebook(str(nb), str(executed), parameters=params, kernel_name=KERNEL_NAME,
                                 progress_bar=False, log_output=log_output, cwd=str(nb.parent))
     except Exception as exc:  # papermill wraps cell errors; kernel deaths raise other types
@@ -269,6 +271,20 @@ def run_notebook(path: str | Path, parameters: Mapping[str, Any] | None = None,
     runs.write_manifest(run_dir, status="succeeded", error=None,
                         duration_s=round(time.perf_counter() - start, 2))
     return executed
+
+
+@contextlib.contextmanager
+def _temporary_env(**values: str):
+    old = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for k, v in old.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
 
 
 @contextlib.contextmanager

@@ -23,8 +23,10 @@ so a result can be traced and a killed run resumed."""),
     code("""model = "smollm2-135m-instruct"
 data_path = "data/kestrel/train.jsonl"   # relative to the repository root, or absolute
 eval_path = "data/kestrel/eval.jsonl"
-n_examples = 0          # 0 = as the profile says; training examples, stratified by task type
-epochs = 0.0            # 0 = as the profile says
+n_examples = 0          # 0: as the profile says; training examples, stratified by task type
+epochs = 0.0            # 0: as the profile says
+seed = 42               # training seed (LoRA init, data order, subset draw)
+train_on = "assistant"  # "assistant" (response-only loss) | "last_assistant" | "all" (full sequence)
 n_compare = 6           # held-out prompts answered before and after training
 max_new_tokens = 160
 profile = "quick"       # "smoke" | "quick" | "full"
@@ -40,7 +42,8 @@ import instructlab
 from instructlab import formats, models, runs, train
 
 REPO = Path(instructlab.__file__).resolve().parent.parent
-model_name, config = train.profile_config(profile, n_examples=n_examples or None, epochs=epochs or None)
+model_name, config = train.profile_config(profile, n_examples=n_examples or None, epochs=epochs or None,
+                                          seed=seed, train_on=train_on)
 if profile != "smoke":
     model_name = model
 else:
