@@ -1,11 +1,7 @@
 """Generate notebooks/00_base_vs_instruct.ipynb (run: .venv/bin/python notebooks/_src/make_00_base_vs_instruct.py)."""
 
-from pathlib import Path
+from _common import code, md, write_notebook
 
-import nbformat
-from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
-
-md, code = new_markdown_cell, new_code_cell
 cells = [
     md("""# 00 · Base model vs instruction-tuned model
 
@@ -103,9 +99,4 @@ print(sorted(p.name for p in run_dir.iterdir()))"""),
 hub id as `base_model`; then continue with `01_data_building.ipynb` (building the Kestrel dataset) and
 `02_lora_training.ipynb` (teaching a model that standard)."""),
 ]
-nb = new_notebook(cells=cells, metadata={
-    "kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"},
-    "language_info": {"name": "python"}})
-out = Path(__file__).resolve().parent.parent / "00_base_vs_instruct.ipynb"
-nbformat.write(nb, out)
-print("wrote", out)
+write_notebook(cells, "00_base_vs_instruct.ipynb")

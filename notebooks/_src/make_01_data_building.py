@@ -1,11 +1,7 @@
 """Generate notebooks/01_data_building.ipynb (run: .venv/bin/python notebooks/_src/make_01_data_building.py)."""
 
-from pathlib import Path
+from _common import code, md, write_notebook
 
-import nbformat
-from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
-
-md, code = new_markdown_cell, new_code_cell
 cells = [
     md("""# 01 · Data building: from documents to a validated instruction dataset
 
@@ -232,9 +228,4 @@ same folder path; export your key in the shell, never here. Compare the teacher'
 deterministic set, lower the MinHash threshold in `build.curate`, then train on the result in
 `02_lora_training.ipynb`."""),
 ]
-nb = new_notebook(cells=cells, metadata={
-    "kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"},
-    "language_info": {"name": "python"}})
-out = Path(__file__).resolve().parent.parent / "01_data_building.ipynb"
-nbformat.write(nb, out)
-print("wrote", out)
+write_notebook(cells, "01_data_building.ipynb")

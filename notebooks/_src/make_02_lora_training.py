@@ -1,11 +1,7 @@
 """Generate notebooks/02_lora_training.ipynb (run: .venv/bin/python notebooks/_src/make_02_lora_training.py)."""
 
-from pathlib import Path
+from _common import code, md, write_notebook
 
-import nbformat
-from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
-
-md, code = new_markdown_cell, new_code_cell
 cells = [
     md("""# 02 · LoRA instruction tuning on the Kestrel data
 
@@ -145,9 +141,4 @@ Next:
   (see `docs/training.md`)."""),
 ]
 
-nb = new_notebook(cells=cells, metadata={
-    "kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"},
-    "language_info": {"name": "python"}})
-out = Path(__file__).resolve().parent.parent / "02_lora_training.ipynb"
-nbformat.write(nb, out)
-print("wrote", out)
+write_notebook(cells, "02_lora_training.ipynb")

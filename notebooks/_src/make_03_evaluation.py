@@ -1,11 +1,7 @@
 """Generate notebooks/03_evaluation.ipynb (run: .venv/bin/python notebooks/_src/make_03_evaluation.py)."""
 
-from pathlib import Path
+from _common import code, md, write_notebook
 
-import nbformat
-from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
-
-md, code = new_markdown_cell, new_code_cell
 cells = [
     md("""# 03 · Evaluation: the case study's four numbers, before and after tuning
 
@@ -193,8 +189,4 @@ inconsistency rate and length preference; evaluate adapters from the ablation (n
 `eval_path` to compare them on equal terms."""),
 ]
 
-nb = new_notebook(cells=cells, metadata={"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"},
-                                        "language_info": {"name": "python"}})
-out = Path(__file__).resolve().parent.parent / "03_evaluation.ipynb"
-nbformat.write(nb, out)
-print("wrote", out)
+write_notebook(cells, "03_evaluation.ipynb")

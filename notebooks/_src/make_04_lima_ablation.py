@@ -1,11 +1,7 @@
 """Generate notebooks/04_lima_ablation.ipynb (run: .venv/bin/python notebooks/_src/make_04_lima_ablation.py)."""
 
-from pathlib import Path
+from _common import code, md, write_notebook
 
-import nbformat
-from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
-
-md, code = new_markdown_cell, new_code_cell
 cells = [
     md("""# 04 · LIMA-style ablation: how much data, and which data?
 
@@ -131,9 +127,4 @@ figures and a Markdown report; add sizes or seeds in `configs/sweep_quick.yaml` 
 finished runs are reused; run the full grid from a terminal with
 `python -m instructlab sweep configs/sweep_full.yaml --workers <number of GPUs>`."""),
 ]
-nb = new_notebook(cells=cells, metadata={
-    "kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"},
-    "language_info": {"name": "python"}})
-out = Path(__file__).resolve().parent.parent / "04_lima_ablation.ipynb"
-nbformat.write(nb, out)
-print("wrote", out)
+write_notebook(cells, "04_lima_ablation.ipynb")

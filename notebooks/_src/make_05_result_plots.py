@@ -1,11 +1,7 @@
 """Generate notebooks/05_result_plots.ipynb (run: .venv/bin/python notebooks/_src/make_05_result_plots.py)."""
 
-from pathlib import Path
+from _common import code, md, write_notebook
 
-import nbformat
-from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
-
-md, code = new_markdown_cell, new_code_cell
 cells = [
     md("""# 05 · Result plots and report
 
@@ -157,9 +153,4 @@ display(Markdown(report.read_text().split("## ")[0]))'''),
 are reused) and watch the intervals shrink; run `configs/sweep_full.yaml` on a GPU machine for the case
 study's sizes (100 to 1,800 examples); point `ablation_dir` at a sweep over your own data."""),
 ]
-nb = new_notebook(cells=cells, metadata={
-    "kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"},
-    "language_info": {"name": "python"}})
-out = Path(__file__).resolve().parent.parent / "05_result_plots.ipynb"
-nbformat.write(nb, out)
-print("wrote", out)
+write_notebook(cells, "05_result_plots.ipynb")
