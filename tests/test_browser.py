@@ -17,11 +17,8 @@ import json
 import os
 import secrets
 import signal
-import socket
 import subprocess
 import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import pytest
@@ -41,6 +38,7 @@ CELL_RUN_S = 240         # kernel start + torch/transformers import (~8 s alone)
 NOTEBOOK = "mask_inspector.ipynb"
 CELL = '''\
 from instructlab.widgets import MaskInspector
+from servers import free_port, wait_for_http
 
 conversations = [
     [{"role": "system", "content": "You are the Kestrel assistant."},
@@ -67,12 +65,6 @@ def _missing() -> str | None:
             "INSTRUCTLAB_CHROMIUM / INSTRUCTLAB_CHROMEDRIVER")
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _write_notebook(path: Path) -> None:
     import nbformat
 
@@ -94,21 +86,6 @@ def _server_env(tmp: Path) -> dict:
     news.parent.mkdir(parents=True, exist_ok=True)
     news.write_text(json.dumps({"fetchNews": "false"}))
     return env
-
-
-def _wait_ready(proc: subprocess.Popen, url: str, log: Path) -> None:
-    deadline = time.monotonic() + SERVER_START_S
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"JupyterLab exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
-        try:
-            with urllib.request.urlopen(url, timeout=5) as r:
-                if r.status == 200:
-                    return
-        except OSError:
-            pass
-        time.sleep(1)
-    raise TimeoutError(f"JupyterLab not ready after {SERVER_START_S} s:\n{log.read_text()[-3000:]}")
 
 
 def _stop(proc: subprocess.Popen) -> None:
@@ -133,7 +110,7 @@ def lab(tmp_path_factory):
     root = tmp / "notebooks"
     root.mkdir()
     _write_notebook(root / NOTEBOOK)
-    port, token = _free_port(), secrets.token_hex(16)
+    port, token = free_port(), secrets.token_hex(16)
     log = tmp / "jupyterlab.log"
     cmd = [sys.executable, "-m", "jupyterlab", "--no-browser", "--ip=127.0.0.1", f"--port={port}",
            "--ServerApp.port_retries=0", f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={root}",
@@ -146,7 +123,7 @@ def lab(tmp_path_factory):
                                 cwd=root, start_new_session=True)
     base = f"http://127.0.0.1:{port}"
     try:
-        _wait_ready(proc, f"{base}/api/status?token={token}", log)
+        wait_for_http(f"{base}/api/status?token={token}", proc, log, SERVER_START_S, "JupyterLab")
         yield base, token, tmp, log
     finally:
         _stop(proc)

@@ -11,11 +11,9 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -25,6 +23,7 @@ import pytest
 from instructlab.build import build_dataset
 from instructlab.llm import OpenAIChat
 from instructlab.runs import read_jsonl
+from servers import free_port, wait_for_http
 
 pytestmark = [pytest.mark.real_model, pytest.mark.slow]
 
@@ -40,26 +39,6 @@ scheduled in the MW needs approval by the Change Advisory Board (CAB).
 
 An emergency change (ECR) outside the MW needs approval by the emergency CAB (ECAB).
 """
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _wait_for_health(url: str, proc: subprocess.Popen, log: Path, timeout: float = 240) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"transformers serve exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
-        try:
-            with urllib.request.urlopen(url, timeout=2) as resp:
-                if resp.status == 200:
-                    return
-        except OSError:
-            time.sleep(0.5)
-    raise TimeoutError(f"no 200 from {url} after {timeout} s:\n{log.read_text()[-3000:]}")
 
 
 def _stop(proc: subprocess.Popen) -> None:
@@ -78,7 +57,7 @@ def server(tmp_path_factory):
     from instructlab.models import resolve_model_path
 
     model_dir = resolve_model_path("smollm2-135m-instruct")  # the converted HF folder
-    port, tmp = _free_port(), tmp_path_factory.mktemp("serve")
+    port, tmp = free_port(), tmp_path_factory.mktemp("serve")
     (tmp / "hf_hub").mkdir()
     log = tmp / "serve.log"
     # One thread: on a small shared CPU box, torch's worker threads spin against each other
@@ -90,7 +69,7 @@ def server(tmp_path_factory):
         proc = subprocess.Popen(cmd + ["serve", model_dir, "--host", "127.0.0.1", "--port", str(port),
                                        "--device", "cpu"], stdout=out, stderr=subprocess.STDOUT, env=env)
     try:
-        _wait_for_health(f"http://127.0.0.1:{port}/health", proc, log)
+        wait_for_http(f"http://127.0.0.1:{port}/health", proc, log, 240, "transformers serve")
         yield SimpleNamespace(base_url=f"http://127.0.0.1:{port}/v1", model=model_dir, proc=proc, log=log)
     finally:
         _stop(proc)
