@@ -327,11 +327,18 @@ def complete_many(backend, prompts: Sequence[Messages], cache: ResponseCache | N
     bar = _progress(len(prompts), desc, progress)
     bar.update(len(prompts) - len(todo))
 
-    def run(i: int) -> Completion:
+    stop = threading.Event()  # set on an interrupt: queued prompts then never reach the backend
+
+    def run(i: int) -> Completion | None:
+        if stop.is_set():
+            return None
         try:
             text = backend.complete(list(prompts[i]))
         except Exception as exc:  # noqa: BLE001 - recorded per prompt, by design
             return Completion(None, f"{type(exc).__name__}: {exc}", False)
+        except BaseException:
+            stop.set()
+            raise
         if cache is not None:
             cache.put(keys[i], text, {k: v for k, v in settings.items() if k not in TRANSPORT_SETTINGS})
         return Completion(text, None, False)
@@ -343,6 +350,7 @@ def complete_many(backend, prompts: Sequence[Messages], cache: ResponseCache | N
             results[futures[fut]] = fut.result()
             bar.update(1)
     except BaseException:
+        stop.set()
         pool.shutdown(wait=False, cancel_futures=True)
         raise
     finally:

@@ -22,6 +22,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from servers import free_port, wait_for_http
 
 pytestmark = [pytest.mark.browser, pytest.mark.timeout(600)]
 
@@ -38,7 +39,6 @@ CELL_RUN_S = 240         # kernel start + torch/transformers import (~8 s alone)
 NOTEBOOK = "mask_inspector.ipynb"
 CELL = '''\
 from instructlab.widgets import MaskInspector
-from servers import free_port, wait_for_http
 
 conversations = [
     [{"role": "system", "content": "You are the Kestrel assistant."},
