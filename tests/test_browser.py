@@ -151,9 +151,13 @@ def browser(lab):
 
 
 def _wait(driver, timeout: float, what: str, condition):
+    from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
     from selenium.webdriver.support.ui import WebDriverWait
 
-    return WebDriverWait(driver, timeout, poll_frequency=0.5).until(condition, message=f"waiting for {what}")
+    # A condition that read an element just re-rendered is retried at the next poll, not failed.
+    return WebDriverWait(driver, timeout, poll_frequency=0.5,
+                         ignored_exceptions=(NoSuchElementException, StaleElementReferenceException)
+                         ).until(condition, message=f"waiting for {what}")
 
 
 def _css(driver, selector: str):
@@ -162,22 +166,47 @@ def _css(driver, selector: str):
     return driver.find_elements(By.CSS_SELECTOR, selector)
 
 
+def _texts(driver, selector: str) -> list[str]:
+    """innerText of every match, read in one script call.
+
+    JupyterLab re-renders output areas while a cell runs, so an element found by one WebDriver
+    call can be gone by the next (StaleElementReferenceException, seen in CI). One script call
+    reads the live DOM atomically and cannot go stale.
+    """
+    return driver.execute_script(
+        "return Array.from(document.querySelectorAll(arguments[0])).map(e => e.innerText || '');", selector)
+
+
 def _inspector_text(driver) -> str:
-    stats = _css(driver, ".jp-OutputArea-output .il-mask-inspector .il-mask-stats")
-    return stats[0].text if stats else ""
+    stats = _texts(driver, ".jp-OutputArea-output .il-mask-inspector .il-mask-stats")
+    return stats[0] if stats else ""
 
 
 def _failed(driver) -> str:
     """The text of a widget error or a Python error in the output area, or ''."""
-    for out in _css(driver, ".jp-OutputArea-output"):
-        text = out.text
+    for text in _texts(driver, ".jp-OutputArea-output"):
         if "Error displaying widget" in text or "Traceback" in text:
             return text
     return ""
 
 
 def _loading(driver) -> bool:
-    return any("Loading widget" in out.text for out in _css(driver, ".jp-OutputArea-output"))
+    return any("Loading widget" in text for text in _texts(driver, ".jp-OutputArea-output"))
+
+
+def _retry_stale(action, tries: int = 10):
+    """Run a find-then-act step again when the DOM was re-rendered under it."""
+    import time
+
+    from selenium.common.exceptions import StaleElementReferenceException
+
+    for attempt in range(tries):
+        try:
+            return action()
+        except StaleElementReferenceException:
+            if attempt == tries - 1:
+                raise
+            time.sleep(0.5)
 
 
 def _run_cell(driver) -> None:
@@ -185,8 +214,10 @@ def _run_cell(driver) -> None:
     from selenium.webdriver.common.action_chains import ActionChains
     from selenium.webdriver.common.keys import Keys
 
-    editor = _wait(driver, 120, "the code cell", lambda d: _css(d, ".jp-CodeCell .jp-InputArea-editor"))[0]
-    editor.click()
+    def click_editor():
+        _wait(driver, 120, "the code cell", lambda d: _css(d, ".jp-CodeCell .jp-InputArea-editor"))[0].click()
+
+    _retry_stale(click_editor)
     ActionChains(driver).key_down(Keys.SHIFT).send_keys(Keys.ENTER).key_up(Keys.SHIFT).perform()
 
 
@@ -211,17 +242,21 @@ def test_mask_inspector_renders_in_jupyterlab(lab, browser):
               lambda d: _failed(d) or ("tokens" in _inspector_text(d) and _css(d, widget)))
         assert not _failed(driver), f"the cell failed or the widget did not render:\n{_failed(driver)}"
         assert not _loading(driver), "the 'Loading widget...' placeholder is still shown"
-        root = _css(driver, widget)[0]
-        assert root.find_elements("css selector", ".widget-dropdown"), "tokenizer/template dropdowns missing"
+        assert _css(driver, widget + " .widget-dropdown"), "tokenizer/template dropdowns missing"
         assert _css(driver, widget + " .il-mask-tokens span"), "no coloured tokens in the inspector"
         assert "tokenizer tiny-random" in _inspector_text(driver)
         assert "trained fraction 100.0%" not in _inspector_text(driver)  # assistant-only by default
-        driver.execute_script("arguments[0].scrollIntoView({block: 'center'});", root)
+        _retry_stale(lambda: driver.execute_script("arguments[0].scrollIntoView({block: 'center'});",
+                                                   _css(driver, widget)[0]))
         driver.save_screenshot(str(shot))
+
         # The widget talks to the kernel: training on every token makes the fraction 100%.
-        all_button = [b for b in root.find_elements("css selector", ".widget-toggle-button") if b.text == "all"]
-        assert all_button, "train_on toggle buttons missing"
-        all_button[0].click()
+        def click_all():
+            buttons = [b for b in _css(driver, widget + " .widget-toggle-button") if b.text == "all"]
+            assert buttons, "train_on toggle buttons missing"
+            buttons[0].click()
+
+        _retry_stale(click_all)
         _wait(driver, 60, "the inspector to re-render for train_on=all",
               lambda d: "trained fraction 100.0%" in _inspector_text(d))
     except Exception:
