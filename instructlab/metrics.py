@@ -680,6 +680,24 @@ def before_after_rows(before: EvalReport, after: EvalReport | None = None) -> li
     return rows
 
 
+# How much of the eval set each profile answers by default: (prompts per category, max new tokens).
+# quick: 20 per category (60 prompts) at 160 tokens, ~5 min before + after on a 2-core CPU; full: all 210.
+EVAL_PROFILES: dict[str, tuple[int, int]] = {"smoke": (2, 8), "quick": (20, 160), "full": (0, 256)}
+
+
+def eval_settings(profile: str, n_per_category: int | None = None, max_new_tokens: int | None = None) -> tuple[int, int]:
+    """(n_per_category, max_new_tokens) for ``profile``: a negative/None count or a 0/None token budget means
+    the profile's default (EVAL_PROFILES); the smoke profile caps both (2 prompts, 8 tokens)."""
+    if profile not in EVAL_PROFILES:
+        raise ValueError(f"unknown profile {profile!r}: use one of {sorted(EVAL_PROFILES)}")
+    default_n, default_tokens = EVAL_PROFILES[profile]
+    n = default_n if n_per_category is None or n_per_category < 0 else n_per_category
+    tokens = max_new_tokens or default_tokens
+    if profile == "smoke":
+        n, tokens = min(n or default_n, default_n), min(tokens, default_tokens)
+    return n, tokens
+
+
 def select_per_category(records: Sequence[dict], n_per_category: int = 0) -> list[dict]:
     """The first ``n_per_category`` records of each category, in file order (0 = all records)."""
     if n_per_category <= 0:

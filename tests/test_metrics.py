@@ -294,3 +294,26 @@ def test_evaluate_modules_load_offline_from_a_path(name, kwargs, key, expected, 
 def test_unknown_evaluate_module_lists_the_available_ones():
     with pytest.raises(FileNotFoundError, match="kestrel_refusal"):
         M.evaluate_module_path("rouge")
+
+
+def test_select_per_category_keeps_file_order_and_zero_means_all():
+    recs = [{"id": i, "category": c} for i, c in enumerate("ddxdlxll")]
+    assert [r["id"] for r in M.select_per_category(recs, 1)] == [0, 2, 4]
+    assert M.select_per_category(recs, 0) == recs
+
+
+@pytest.mark.parametrize("profile,n,tokens,expected", [
+    ("quick", -1, 0, M.EVAL_PROFILES["quick"]),   # the profile's defaults
+    ("quick", None, None, M.EVAL_PROFILES["quick"]),
+    ("quick", 0, 64, (0, 64)),                     # 0 prompts per category = all
+    ("full", -1, 0, (0, 256)),
+    ("smoke", 0, 512, (2, 8)),                     # smoke caps both
+    ("smoke", 1, 4, (1, 4)),
+])
+def test_eval_settings_follow_the_profile(profile, n, tokens, expected):
+    assert M.eval_settings(profile, n, tokens) == expected
+
+
+def test_eval_settings_unknown_profile():
+    with pytest.raises(ValueError, match="quick"):
+        M.eval_settings("huge")

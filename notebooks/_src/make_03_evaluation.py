@@ -21,9 +21,9 @@ eval_path = "../data/kestrel/eval.jsonl"
 judge_base_url = ""  # OpenAI-compatible endpoint of an LLM tone judge, e.g. http://127.0.0.1:8765/v1
 judge_model = ""  # model name on that endpoint. Without a URL: a local model used as judge
 judge_api_key_env = ""  # name of the environment variable holding the API key. Empty: no key
-max_new_tokens = 256
+max_new_tokens = 0  # answer budget in tokens; 0: the profile's (smoke 8, quick 160, full 256)
 batch_size = 16
-n_per_category = 0  # prompts per category, domain, decline and lookalike. 0 means all
+n_per_category = -1  # prompts per category (domain, decline, lookalike); -1: the profile's (smoke 2, quick 20, full all); 0: all
 profile = "quick"  # "smoke" | "quick" | "full"
 run_dir = \"\"""", metadata={"tags": ["parameters"]}),
     code("""from pathlib import Path
@@ -31,12 +31,12 @@ import time
 from IPython.display import display
 from instructlab import generate, judge, metrics, models, plots, runs
 
+n_per_category, max_new_tokens = metrics.eval_settings(profile, n_per_category, max_new_tokens)
 if profile == "smoke":  # tests: tiny random model, a few prompts, a few tokens
     model = "tiny-random"
     judge_model = "tiny-random" if (judge_model and not judge_base_url) else judge_model  # a local judge too
-    n_per_category, max_new_tokens = min(n_per_category or 2, 2), min(max_new_tokens, 8)
-    print("profile 'smoke': model replaced by 'tiny-random',", n_per_category, "prompts per category,",
-          "max_new_tokens =", max_new_tokens)
+    print("profile 'smoke': model replaced by 'tiny-random'")
+print(f"profile {profile!r}: {n_per_category or 'all'} prompts per category, max_new_tokens = {max_new_tokens}")
 run_dir = runs.ensure_run_dir(run_dir, "evaluation")
 print("run folder:", run_dir)
 print("device:", models.device_settings().description)"""),
