@@ -74,9 +74,20 @@ def _greedy_config(model: Any, tokenizer: Any, max_new_tokens: int):
     from transformers import GenerationConfig
 
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    return GenerationConfig(max_new_tokens=max_new_tokens, do_sample=False, num_beams=1, use_cache=True,
-                            eos_token_id=stop_token_ids(tokenizer), pad_token_id=pad,
-                            bos_token_id=getattr(model.config, "bos_token_id", None))
+    config = GenerationConfig(max_new_tokens=max_new_tokens, do_sample=False, num_beams=1, use_cache=True,
+                              eos_token_id=stop_token_ids(tokenizer), pad_token_id=pad,
+                              bos_token_id=getattr(model.config, "bos_token_id", None))
+    if _supports_static_cache(model):
+        # A KV cache allocated once for prompt + max_new_tokens: the default dynamic cache concatenates
+        # every layer's keys and values at every step, ~30% of batched decoding time on CPU (profiled).
+        config.cache_implementation = "static"
+    return config
+
+
+def _supports_static_cache(model: Any) -> bool:
+    """Whether the (base) model's architecture declares the fixed-shape cache path (Llama, Gemma 3...)."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return bool(getattr(base, "_can_compile_fullgraph", False))
 
 
 @contextlib.contextmanager

@@ -83,6 +83,9 @@ class TrainConfig:
     seed: int = 42
     max_steps: int = -1                 # > 0 overrides epochs
     n_examples: int | None = None       # None = all; else a seeded subset stratified by task_type
+    # Shares of chosen `category` values in that subset, e.g. {"lookalike": 0.15}: the rest keeps the data's
+    # mix. None keeps the data's mix everywhere. Used where a small subset would under-sample a rare category.
+    category_shares: dict[str, float] | None = None
     batching: str = "group_by_length"   # "group_by_length" | "padding_free" | "padded"
     lr_scheduler: str = "cosine"
     warmup_ratio: float = 0.03
@@ -204,18 +207,8 @@ def as_conversations(data: Any) -> list[list[dict[str, str]]]:
     return out
 
 
-def select_examples(records: Sequence[Any], n: int | None, seed: int = 0, key: str = "task_type") -> list[Any]:
-    """A seeded subset of ``n`` records, stratified by ``record[key]`` so the task mix is kept.
-
-    Each group gets ``round(n * share)`` records (at least one when the group is non-empty), then the
-    subset is shuffled. ``n=None`` or ``n >= len(records)`` returns all records (shuffled with the seed).
-    Records without ``key`` (plain conversations) form one group.
-    """
-    rng = random.Random(seed)
-    items = list(records)
-    if n is None or n >= len(items):
-        rng.shuffle(items)
-        return items
+def _stratified(items: list[Any], n: int, rng: random.Random, key: str) -> list[Any]:
+    """``n`` of ``items`` (n < len), each ``key`` group getting round(n * share), at least one."""
     groups: dict[Any, list[Any]] = {}
     for rec in items:
         groups.setdefault(rec.get(key) if isinstance(rec, dict) else None, []).append(rec)
@@ -225,6 +218,43 @@ def select_examples(records: Sequence[Any], n: int | None, seed: int = 0, key: s
     chosen = []
     for g in sorted(groups, key=str):
         chosen += rng.sample(groups[g], min(quota[g], len(groups[g])))
+    return chosen
+
+
+def select_examples(records: Sequence[Any], n: int | None, seed: int = 0, key: str = "task_type",
+                    category_shares: dict[str, float] | None = None, share_key: str = "category") -> list[Any]:
+    """A seeded subset of ``n`` records, stratified by ``record[key]`` so the task mix is kept.
+
+    Each group gets ``round(n * share)`` records (at least one when the group is non-empty), then the
+    subset is shuffled. ``n=None`` or ``n >= len(records)`` returns all records (shuffled with the seed).
+    Records without ``key`` (plain conversations) form one group.
+
+    ``category_shares`` (e.g. ``{"lookalike": 0.15}``) fixes the share of those ``record[share_key]``
+    values in the subset (each stratified by ``key`` inside); the other records fill the rest as above.
+    Raises ValueError when shares add up to more than 1 or a category has too few records for its share.
+    """
+    rng = random.Random(seed)
+    items = list(records)
+    if n is None or n >= len(items):
+        rng.shuffle(items)
+        return items
+    chosen: list[Any] = []
+    if category_shares:
+        if sum(category_shares.values()) > 1 or min(category_shares.values()) < 0:
+            raise ValueError(f"category_shares {category_shares} must be >= 0 and add up to at most 1")
+        rest = items
+        for cat, share in sorted(category_shares.items()):
+            pool = [r for r in items if isinstance(r, dict) and r.get(share_key) == cat]
+            want = round(n * share)
+            if want > len(pool):
+                raise ValueError(f"category_shares asks for {want} {share_key}={cat!r} records "
+                                 f"({share:.0%} of {n}) but the data has {len(pool)}: lower the share or n_examples")
+            chosen += _stratified(pool, want, rng, key) if want < len(pool) else list(pool)
+            rest = [r for r in rest if not (isinstance(r, dict) and r.get(share_key) == cat)]
+        n_rest = n - len(chosen)
+        chosen += _stratified(rest, n_rest, rng, key) if n_rest < len(rest) else list(rest)
+    else:
+        chosen = _stratified(items, n, rng, key)
     rng.shuffle(chosen)
     return chosen
 
@@ -581,7 +611,8 @@ def train_lora(model_name: str, train_data: Any, eval_data: Any = None, config: 
     args.output_dir = str(run_dir / "checkpoints")
     tokenizer = models.load_tokenizer(model_name)
     records = train_data if not isinstance(train_data, (str, os.PathLike)) else _load(train_data)
-    selected = select_examples(list(records), config.n_examples, seed=config.seed)
+    selected = select_examples(list(records), config.n_examples, seed=config.seed,
+                               category_shares=config.category_shares)
     masked = prepare_examples(tokenizer, as_conversations(selected), config)
     eval_masked = prepare_examples(tokenizer, as_conversations(eval_data), config, "eval") if eval_data is not None else None
     if args.process_index == 0:
@@ -673,6 +704,8 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                       ("batch-size", int), ("grad-accum", int), ("max-length", int), ("seed", int),
                       ("save-steps", int), ("batching", str), ("train-on", str), ("device", str)):
         p.add_argument(f"--{name}", type=typ, default=None)
+    p.add_argument("--category-shares", type=json.loads, default=None,
+                   help='JSON, e.g. \'{"lookalike": 0.15}\': shares of those categories in the n-examples subset')
     return p.parse_args(argv)
 
 
@@ -680,7 +713,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Command-line entry point; prints the result summary as JSON on rank 0."""
     a = _parse_args(argv)
     keys = ("epochs", "max_steps", "n_examples", "learning_rate", "batch_size", "grad_accum", "max_length",
-            "seed", "save_steps", "batching", "train_on", "device")
+            "seed", "save_steps", "batching", "train_on", "device", "category_shares")
     model, config = profile_config(a.profile, model=a.model, **{k: getattr(a, k) for k in keys})
     res = train_lora(model, a.data, a.eval_data, config, a.run_dir, resume=a.resume)
     if int(os.environ.get("RANK", "0")) == 0:

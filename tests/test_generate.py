@@ -66,3 +66,20 @@ def test_errors_and_stop_tokens(tok, model):
         prompt_messages([{"role": "assistant", "content": "x"}])
     with pytest.raises(ValueError, match="batch_size"):
         generate_answers(model, tok, CONVS, batch_size=0)
+
+
+@pytest.mark.real_model
+@pytest.mark.parametrize("name", ["smollm2-135m-instruct", "gemma-3-270m"])
+def test_real_models_batched_equals_one_by_one_with_the_static_cache(name):
+    """The embedded models take the fixed-shape KV cache path, and batching (left padding, length sort)
+    changes no answer: first prompts of the eval set, 16 greedy tokens."""
+    from instructlab.generate import _greedy_config
+    from instructlab.runs import read_jsonl
+    from instructlab.metrics import REPO
+
+    tokenizer, lm = load_tokenizer(name), load_model(name)
+    assert _greedy_config(lm, tokenizer, 8).cache_implementation == "static"
+    records = read_jsonl(REPO / "data" / "kestrel" / "eval.jsonl")[:4]
+    batched = generate_answers(lm, tokenizer, records, max_new_tokens=16, batch_size=4, progress=False)
+    single = generate_one_by_one(lm, tokenizer, records, max_new_tokens=16)
+    assert batched == single and all(batched)

@@ -65,6 +65,23 @@ def test_select_examples_keeps_task_mix_and_is_seeded():
     assert [r["id"] for r in sub] != [r["id"] for r in select_examples(recs, 20, seed=2)]
 
 
+def test_select_examples_category_shares_fix_the_rare_category_share():
+    recs = [{"id": i, "category": c, "task_type": t, "messages": []} for i, (c, t) in enumerate(
+        [("domain", "question")] * 60 + [("domain", "summary")] * 20 + [("decline", "decline")] * 12
+        + [("lookalike", "question")] * 8)]
+    sub = select_examples(recs, 40, seed=0, category_shares={"lookalike": 0.2})
+    cats = [r["category"] for r in sub]
+    assert len(sub) == len({r["id"] for r in sub}) == 40
+    assert cats.count("lookalike") == 8                                 # 20% of 40
+    assert cats.count("decline") == 4                                   # the rest keeps its mix (12/92 of 32)
+    assert [r["id"] for r in sub] == [r["id"] for r in select_examples(recs, 40, seed=0, category_shares={"lookalike": 0.2})]
+    with pytest.raises(ValueError, match="has 8"):
+        select_examples(recs, 40, seed=0, category_shares={"lookalike": 0.5})
+    with pytest.raises(ValueError, match="at most 1"):
+        select_examples(recs, 40, seed=0, category_shares={"lookalike": 0.6, "decline": 0.6})
+    assert len(select_examples(recs, 500, seed=0, category_shares={"lookalike": 0.5})) == 100  # n >= len: all
+
+
 def test_length_grouped_sampler_cuts_padding_and_covers_every_index_once():
     gen = torch.Generator().manual_seed(0)
     lengths = torch.randint(20, 400, (203,), generator=gen).tolist()
