@@ -136,11 +136,13 @@ TRAIN_PROFILES: dict[str, TrainProfile] = {
         "tiny random model, 8 examples, 4 steps: checks the plumbing in seconds, learns nothing"),
     "quick": TrainProfile(
         "smollm2-135m-instruct",
-        TrainConfig(epochs=1, learning_rate=1e-3, batch_size=8, grad_accum=1, max_length=512, n_examples=320,
-                    lora_r=16, lora_alpha=32, target_modules=("q_proj", "k_proj", "v_proj", "o_proj"),
-                    warmup_ratio=0.05, save_steps=10),
-        "SmolLM2-135M-Instruct, 320 examples (stratified by task type), 1 epoch at max_length 512: "
-        "the demo, sized for ~10-15 min on a 2-core CPU"),
+        TrainConfig(epochs=1, learning_rate=1e-3, batch_size=4, grad_accum=1, max_length=512, n_examples=480,
+                    lora_r=16, lora_alpha=32,
+                    target_modules=("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"),
+                    category_shares={"decline": 0.15, "lookalike": 0.15}, warmup_ratio=0.05, save_steps=20),
+        "SmolLM2-135M-Instruct, 480 examples (15% declines, 15% look-alikes, the rest stratified by task type), "
+        "LoRA r=16 on every linear layer, 1 epoch (120 steps of 4) at max_length 512: the demo, ~20 min on a "
+        "2-core CPU"),
     "full": TrainProfile(
         "smollm2-135m-instruct", TrainConfig(),
         "the case study's configuration (4 epochs, lr 2e-4, batch 4 x accumulation 4, r=16 on q/v, all data)"),
