@@ -37,8 +37,8 @@ def _parser() -> argparse.ArgumentParser:
     params.add_argument("notebook")
     sweep = sub.add_parser("sweep", help="run or resume an ablation grid from a YAML config")
     sweep.add_argument("config", help="e.g. configs/sweep_quick.yaml")
-    sweep.add_argument("--workers", type=int, default=1,
-                       help="runs at once (at most one per GPU; on CPU they share the cores; default 1)")
+    sweep.add_argument("--workers", type=int, default=None,
+                       help="runs at once (at most one per GPU; on CPU they split the cores; default: the config's)")
     sweep.add_argument("--out", help="sweep folder (default runs/sweep-<name>; the same folder resumes)")
     sweep.add_argument("--fresh", action="store_true", help="start a new, time-stamped sweep folder")
     for name, default in (("smoke", "smoke"), ("demo", "quick")):

@@ -319,6 +319,7 @@ class SweepConfig:
     evaluate_untuned: bool = True     # one reference evaluation of the model without adapter
     pool_size: int = 0                # > 0: use only the first N records of each data file (smoke tests)
     select_checkpoint: bool = True    # evaluate the run's checkpoint with the lowest dev loss
+    workers: int = 1                  # runs at once (papermill): one per GPU; on a CPU they split the cores
 
     def path(self, value: str) -> Path:
         """A configured path: absolute, relative to the current directory, or to the repository."""
@@ -838,7 +839,7 @@ def _validate_notebooks(tasks: Sequence[Mapping[str, Any]]) -> None:
             pipeline.validate_parameters(task["eval_notebook"], task["eval_params"])
 
 
-def run_sweep(config: SweepConfig, sweep_dir: str | Path | None = None, workers: int = 1,
+def run_sweep(config: SweepConfig, sweep_dir: str | Path | None = None, workers: int | None = None,
               progress: Callable[[str], None] = print, data: SweepData | None = None) -> SweepResult:
     """Run (or resume) every run of the grid and write ``results`` and ``summary`` (CSV + JSON).
 
@@ -864,7 +865,7 @@ def run_sweep(config: SweepConfig, sweep_dir: str | Path | None = None, workers:
     progress(f"sweep {config.name!r}: {len(tasks)} runs, {len(tasks) - len(todo)} already finished, "
              f"{len(todo)} to run -> {sweep_dir}")
     rows = {t["run_id"]: execute_run(t, progress) for t in tasks if t["run_id"] not in todo_ids}
-    workers = 1 if config.runner == "inprocess" else max(1, int(workers))
+    workers = 1 if config.runner == "inprocess" else max(1, int(workers or config.workers))
     for i, row in enumerate(_execute_all(todo, workers, progress), 1):
         rows[row["run_id"]] = row
         progress(f"[{i}/{len(todo)}] {_describe_row(row)}")

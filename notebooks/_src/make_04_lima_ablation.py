@@ -24,7 +24,7 @@ over seeds and reported with a 95% t-interval. The dev split that training monit
 run_dir = ""       # empty: a new run folder under runs/
 config = ""        # sweep YAML; empty: configs/sweep_<profile>.yaml
 sweep_dir = ""     # empty: <run_dir>/sweep when run_dir is given, else runs/sweep-<name> (resumable)
-workers = 1        # runs at once: one per GPU; keep 1 on a CPU''', metadata={"tags": ["parameters"]}),
+workers = 0        # runs at once, one per GPU (on a CPU they split the cores); 0: the sweep config's''', metadata={"tags": ["parameters"]}),
     code('''from dataclasses import asdict
 from pathlib import Path
 import pandas as pd
