@@ -310,27 +310,35 @@ class ParseResult:
 _FENCE = re.compile(r"```[a-zA-Z0-9_-]*[ \t]*\n?(.*?)(?:```|\Z)", re.S)
 
 
-def strip_trailing_commas(text: str) -> str:
-    """Remove commas directly before ``]`` or ``}`` outside JSON strings."""
-    out: list[str] = []
+def _json_chars(text: str, start: int = 0):
+    """Yield ``(index, char, outside_string)`` over ``text[start:]``, tracking JSON strings and escapes.
+
+    An opening quote counts as outside (it starts the string), its closing quote as inside."""
     in_str = esc = False
-    pending = None  # index in `out` of a comma that may be trailing
-    for ch in text:
+    for i in range(start, len(text)):
+        ch = text[i]
+        yield i, ch, not in_str
         if in_str:
-            out.append(ch)
             if esc:
                 esc = False
             elif ch == "\\":
                 esc = True
             elif ch == '"':
                 in_str = False
-            continue
-        if ch in "]}" and pending is not None:
-            del out[pending]
-        if ch == '"':
-            in_str, esc = True, False
-        if not ch.isspace():
-            pending = len(out) if ch == "," else None
+        elif ch == '"':
+            in_str = True
+
+
+def strip_trailing_commas(text: str) -> str:
+    """Remove commas directly before ``]`` or ``}`` outside JSON strings."""
+    out: list[str] = []
+    pending = None  # index in `out` of a comma that may be trailing
+    for _, ch, outside in _json_chars(text):
+        if outside:
+            if ch in "]}" and pending is not None:
+                del out[pending]
+            if not ch.isspace():
+                pending = len(out) if ch == "," else None
         out.append(ch)
     return "".join(out)
 
@@ -349,19 +357,11 @@ def _unwrap(value: Any) -> list[Any]:
 
 def _matching_close(text: str, start: int) -> int:
     """Index of the bracket closing the one at ``text[start]`` (strings respected), or -1."""
-    depth, in_str, esc = 0, False, False
-    for i in range(start, len(text)):
-        ch = text[i]
-        if in_str:
-            if esc:
-                esc = False
-            elif ch == "\\":
-                esc = True
-            elif ch == '"':
-                in_str = False
-        elif ch == '"':
-            in_str = True
-        elif ch in "[{":
+    depth = 0
+    for i, ch, outside in _json_chars(text, start):
+        if not outside:
+            continue
+        if ch in "[{":
             depth += 1
         elif ch in "]}":
             depth -= 1
