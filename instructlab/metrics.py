@@ -681,7 +681,7 @@ def before_after_rows(before: EvalReport, after: EvalReport | None = None) -> li
 
 
 # How much of the eval set each profile answers by default: (prompts per category, max new tokens).
-# quick: 20 per category (60 prompts) at 160 tokens, ~5 min before + after on a 2-core CPU; full: all 210.
+# quick: 20 per category (60 prompts) at 160 tokens, 3.6 min before + after on a 2-core CPU; full: all 210.
 EVAL_PROFILES: dict[str, tuple[int, int]] = {"smoke": (2, 8), "quick": (20, 160), "full": (0, 256)}
 
 

@@ -141,7 +141,7 @@ TRAIN_PROFILES: dict[str, TrainProfile] = {
                     target_modules=("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"),
                     category_shares={"decline": 0.15, "lookalike": 0.15}, warmup_ratio=0.05, save_steps=20),
         "SmolLM2-135M-Instruct, 480 examples (15% declines, 15% look-alikes, the rest stratified by task type), "
-        "LoRA r=16 on every linear layer, 1 epoch (120 steps of 4) at max_length 512: the demo, ~20 min on a "
+        "LoRA r=16 on every linear layer, 1 epoch (120 steps of 4) at max_length 512: the demo, ~15 min on a "
         "2-core CPU"),
     "full": TrainProfile(
         "smollm2-135m-instruct", TrainConfig(),
@@ -162,7 +162,10 @@ def profile_config(profile: str, **overrides: Any) -> tuple[str, TrainConfig]:
     unknown = set(overrides) - names
     if unknown:
         raise ValueError(f"unknown TrainConfig fields {sorted(unknown)}; known: {sorted(names)}")
-    return model, replace(prof.config, **{k: v for k, v in overrides.items() if v is not None})
+    config = replace(prof.config, **{k: v for k, v in overrides.items() if v is not None})
+    if config.category_shares is not None:  # a copy: editing a run's config never edits the profile
+        config = replace(config, category_shares=dict(config.category_shares))
+    return model, config
 
 
 @dataclass
