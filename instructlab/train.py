@@ -264,6 +264,15 @@ def select_examples(records: Sequence[Any], n: int | None, seed: int = 0, key: s
     return chosen
 
 
+def config_subset(records: Sequence[Any], config: TrainConfig) -> list[Any]:
+    """The training subset ``config`` asks for: ``n_examples`` drawn with its ``seed`` and ``category_shares``.
+
+    ``train_lora`` draws with this; a notebook that shows the chosen data first calls it too, so the two
+    never draw differently."""
+    return select_examples(list(records), config.n_examples, seed=config.seed,
+                           category_shares=config.category_shares)
+
+
 def prepare_examples(tokenizer: Any, conversations: list, config: TrainConfig, what: str = "training") -> Any:
     """Tokenize and mask conversations with the kit's masking; returns ``masking.MaskedDataset``.
 
@@ -616,8 +625,7 @@ def train_lora(model_name: str, train_data: Any, eval_data: Any = None, config: 
     args.output_dir = str(run_dir / "checkpoints")
     tokenizer = models.load_tokenizer(model_name)
     records = train_data if not isinstance(train_data, (str, os.PathLike)) else _load(train_data)
-    selected = select_examples(list(records), config.n_examples, seed=config.seed,
-                               category_shares=config.category_shares)
+    selected = config_subset(records, config)
     masked = prepare_examples(tokenizer, as_conversations(selected), config)
     eval_masked = prepare_examples(tokenizer, as_conversations(eval_data), config, "eval") if eval_data is not None else None
     if args.process_index == 0:

@@ -59,7 +59,7 @@ look-alike that must *not* be declined) before and after training."""),
 train_records = formats.load_records(REPO / data_path if not Path(data_path).is_absolute() else data_path)
 eval_records = formats.load_records(REPO / eval_path if not Path(eval_path).is_absolute() else eval_path,
                                     require_response=False)  # prompts only (+ reference answers)
-chosen = train.select_examples(train_records, config.n_examples, seed=config.seed, category_shares=config.category_shares)
+chosen = train.config_subset(train_records, config)  # what train_lora draws with this config
 print(f"{len(train_records)} training records, {len(chosen)} used:", dict(collections.Counter(r["task_type"] for r in chosen)),
       "| categories:", dict(collections.Counter(r.get("category") for r in chosen)))
 by_cat = collections.defaultdict(list)
