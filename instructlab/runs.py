@@ -138,3 +138,74 @@ def write_manifest(run_dir: str | Path, **fields: Any) -> Path:
     manifest.setdefault("packages", package_versions())
     manifest.setdefault("git_commit", git_commit())
     return write_json(path, manifest)
+
+
+# ---------------------------------------------------------------------------------------------
+# Reusing a run folder: refuse unless the user resumes or asks to overwrite
+
+class RunDirInUseError(ValueError):
+    """A run folder already holds a run, and neither resume nor overwrite was asked for."""
+
+
+def describe_run(path: Path) -> str:
+    """', started <time> by `<command>`' from a folder's manifest, or '' when it has none (for messages)."""
+    try:
+        manifest = json.loads((path / "manifest.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return ""
+    argv = " ".join(str(a) for a in manifest.get("argv") or [])
+    return f", started {manifest.get('created_utc', '?')} by `{argv}`" if argv else ""
+
+
+def check_run_dir(run_dir: str | Path | None, *, overwrite: bool = False, resume: bool = False,
+                  artefacts: Iterable[str] | None = None,
+                  flags: str = "--resume (continue it) or --overwrite (replace it)") -> None:
+    """Refuse to start a new run in a folder that already holds one; clear it when ``overwrite``.
+
+    Args:
+        run_dir: the folder (None or a missing or empty folder is always fine).
+        overwrite: delete what the old run left (``artefacts``, or every entry, plus the manifest) first.
+        resume: the caller continues the run in the folder; nothing is checked here.
+        artefacts: names that mark a run (e.g. a training run's ``config.json``, ``checkpoints``);
+            None: any entry does.
+        flags: how the caller asks for resume / overwrite, for the message.
+    Raises:
+        RunDirInUseError: the folder holds a run and neither flag was given, or ``overwrite`` was given
+            for a folder that is not a run folder (no ``manifest.json``), which is never deleted.
+    """
+    if not run_dir or resume:
+        return
+    path = Path(run_dir)
+    if not path.is_dir():
+        if path.exists():
+            raise RunDirInUseError(f"run folder {path} is a file, not a folder: choose another run folder")
+        return
+    names = sorted(p.name for p in path.iterdir())
+    found = names if artefacts is None else [n for n in names if n in set(artefacts)]
+    if not found:
+        return
+    if not overwrite:
+        shown = ", ".join(found[:6]) + (", ..." if len(found) > 6 else "")
+        raise RunDirInUseError(f"run folder {path} already holds a run ({shown}{describe_run(path)}). "
+                               f"Choose another run folder, or pass {flags}")
+    if not (path / "manifest.json").exists() and not (path / "config.json").exists():
+        raise RunDirInUseError(f"refusing to overwrite {path}: it is not a run folder (no manifest.json). "
+                               "Choose an empty or new run folder")
+    import shutil
+
+    for name in sorted(set(found) | ({"manifest.json"} & set(names))):
+        target = path / name
+        if target.is_dir() and not target.is_symlink():
+            shutil.rmtree(target)
+        elif target.exists() or target.is_symlink():
+            target.unlink()
+
+
+def record_resume(run_dir: str | Path, **fields: Any) -> Path:
+    """Append one entry (time, command line, git commit, ``fields``) to the manifest's ``resumes`` list,
+    so the manifest keeps the command that started the run and every command that continued it."""
+    path = Path(run_dir) / "manifest.json"
+    manifest = json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
+    entry = {"utc": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"), "argv": sys.argv,
+             "git_commit": git_commit(), **fields}
+    return write_manifest(run_dir, resumes=[*manifest.get("resumes", []), entry])

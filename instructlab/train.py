@@ -60,6 +60,16 @@ class QLoRAUnavailableError(RuntimeError):
     """4-bit QLoRA was requested where it cannot run (no CUDA GPU or no bitsandbytes)."""
 
 
+class ResumeError(ValueError):
+    """A run cannot be resumed as asked: different config, model or data, or a checkpoint of another run."""
+
+
+# What a training run leaves in its folder: a folder holding any of these is refused unless resumed or overwritten.
+TRAIN_ARTEFACTS = ("config.json", "mask_report.json", "log_history.jsonl", "metrics.json", "checkpoints", "adapter")
+# Written into every checkpoint: the run's config and data fingerprints, compared before resuming from it.
+PROVENANCE_FILE = "kit_provenance.json"
+
+
 # ----------------------------------------------------------------------------- configuration
 
 @dataclass
@@ -99,7 +109,11 @@ class TrainConfig:
     device: str | None = None           # None: models.device_settings() decides
 
     def __post_init__(self) -> None:
+        # A string is one module name: tuple("q_proj") would be eight one-letter names.
+        if isinstance(self.target_modules, str):
+            self.target_modules = (self.target_modules,)
         self.target_modules = tuple(self.target_modules)
+        _check_numbers(self)
         if self.train_on not in TRAIN_ON:
             raise ValueError(f"train_on={self.train_on!r}: use one of {TRAIN_ON}")
         if self.batching not in BATCHING:
@@ -117,6 +131,72 @@ class TrainConfig:
         """Build from a dict (e.g. a run's config.json); unknown keys are ignored."""
         names = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in d.items() if k in names})
+
+
+# (field, kind, lowest, lowest allowed?, highest, highest allowed?, what to write): checked when a TrainConfig is
+# built, so a run with 0 epochs or a negative learning rate fails at once instead of saving an untrained adapter.
+_INF = math.inf
+_RANGES = (("epochs", float, 0, False, _INF, False, "a number > 0"),
+           ("learning_rate", float, 0, False, 1, True, "a number > 0 and <= 1 (e.g. 2e-4)"),
+           ("batch_size", int, 1, True, _INF, False, "an integer >= 1"),
+           ("grad_accum", int, 1, True, _INF, False, "an integer >= 1"),
+           ("max_length", int, 1, True, _INF, False, "an integer >= 1 (tokens)"),
+           ("lora_r", int, 1, True, _INF, False, "an integer >= 1"),
+           ("lora_alpha", float, 0, False, _INF, False, "a number > 0"),
+           ("lora_dropout", float, 0, True, 1, False, "a number >= 0 and < 1"),
+           ("seed", int, -_INF, False, _INF, False, "an integer"),
+           ("warmup_ratio", float, 0, True, 1, False, "a number >= 0 and < 1"),
+           ("weight_decay", float, 0, True, _INF, False, "a number >= 0"),
+           ("logging_steps", int, 1, True, _INF, False, "an integer >= 1"),
+           ("save_steps", int, 1, True, _INF, False, "an integer >= 1"),
+           ("eval_batch_size", int, 1, True, _INF, False, "an integer >= 1"))
+
+
+def _out_of_range(value: Any, kind: type, low: float, low_ok: bool, high: float, high_ok: bool) -> bool:
+    """True when ``value`` is not a finite number of ``kind`` inside the range (a bool is not a number here)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float) if kind is float else int):
+        return True
+    if not math.isfinite(value):
+        return True
+    return value < low or (value == low and not low_ok) or value > high or (value == high and not high_ok)
+
+
+def _check_numbers(config: "TrainConfig") -> None:
+    """Raise ValueError naming the first TrainConfig field outside its valid range."""
+    for name, kind, low, low_ok, high, high_ok, valid in _RANGES:
+        value = getattr(config, name)
+        if _out_of_range(value, kind, low, low_ok, high, high_ok):
+            raise ValueError(f"TrainConfig {name}={value!r}: use {valid}")
+    if isinstance(config.max_steps, bool) or not isinstance(config.max_steps, int):
+        raise ValueError(f"TrainConfig max_steps={config.max_steps!r}: use -1 (train for `epochs`) or an "
+                         "integer >= 1 (that many optimizer steps)")
+    if config.n_examples is not None and (isinstance(config.n_examples, bool) or not isinstance(config.n_examples, int)
+                                          or config.n_examples < 1):
+        raise ValueError(f"TrainConfig n_examples={config.n_examples!r}: use None (all the data) or an integer >= 1")
+    if config.save_total_limit is not None and (isinstance(config.save_total_limit, bool)
+                                                or not isinstance(config.save_total_limit, int)
+                                                or config.save_total_limit < 1):
+        raise ValueError(f"TrainConfig save_total_limit={config.save_total_limit!r}: use None (keep all) or an "
+                         "integer >= 1")
+    _check_shares(config.category_shares)
+    if not config.target_modules or not all(isinstance(t, str) and t for t in config.target_modules):
+        raise ValueError(f"TrainConfig target_modules={config.target_modules!r}: use a non-empty list of module "
+                         "names, e.g. ['q_proj', 'v_proj']")
+
+
+def _check_shares(shares: Any) -> None:
+    """category_shares: None or {category: share >= 0} whose shares add up to at most 1."""
+    if shares is None:
+        return
+    if not isinstance(shares, dict) or not all(isinstance(k, str) for k in shares):
+        raise ValueError(f"TrainConfig category_shares={shares!r}: use None or a mapping of category names to "
+                         "shares, e.g. {'lookalike': 0.15}")
+    bad = {k: v for k, v in shares.items() if _out_of_range(v, float, 0, True, 1, True)}
+    if bad:
+        raise ValueError(f"TrainConfig category_shares: shares {bad} are not numbers between 0 and 1")
+    if sum(shares.values()) > 1 + 1e-9:
+        raise ValueError(f"TrainConfig category_shares={shares}: the shares add up to {sum(shares.values()):g}; "
+                         "use shares that add up to at most 1")
 
 
 @dataclass(frozen=True)
@@ -268,13 +348,25 @@ def config_subset(records: Sequence[Any], config: TrainConfig) -> list[Any]:
     """The training subset ``config`` asks for: ``n_examples`` drawn with its ``seed`` and ``category_shares``.
 
     ``train_lora`` draws with this; a notebook that shows the chosen data first calls it too, so the two
-    never draw differently."""
+    never draw differently.
+
+    Raises:
+        TrainDataError: ``n_examples`` is larger than the data (the run would silently train on fewer, and
+            ablation sizes above the data size would all be the same run).
+    """
+    if config.n_examples is not None and config.n_examples > len(records):
+        raise TrainDataError(f"n_examples={config.n_examples} but the training data has only {len(records)} "
+                             f"records: lower n_examples to at most {len(records)} or pass more data")
     return select_examples(list(records), config.n_examples, seed=config.seed,
                            category_shares=config.category_shares)
 
 
-def prepare_examples(tokenizer: Any, conversations: list, config: TrainConfig, what: str = "training") -> Any:
+def prepare_examples(tokenizer: Any, conversations: list, config: TrainConfig, what: str = "training",
+                     sources: Sequence[str] | None = None) -> Any:
     """Tokenize and mask conversations with the kit's masking; returns ``masking.MaskedDataset``.
+
+    ``sources`` (one label per conversation, e.g. "train.jsonl:12 (id 'k-7')") names the records in errors
+    and in the mask report's dropped list.
 
     Raises TrainDataError when nothing is left to train on: no conversations, no assistant turns, or every
     example truncated away by ``max_length`` (the message names the numbers and what to change).
@@ -286,7 +378,7 @@ def prepare_examples(tokenizer: Any, conversations: list, config: TrainConfig, w
                              "(e.g. data/kestrel/train.jsonl)")
     try:
         masked = masking.mask_dataset(tokenizer, conversations, max_length=config.max_length,
-                                      train_on=config.train_on, progress=False)
+                                      train_on=config.train_on, progress=False, sources=sources)
     except ValueError as err:  # FormatError / MaskingError: say which data set it came from
         raise TrainDataError(f"cannot use the {what} data: {err}") from err
     rep = masked.report
@@ -302,6 +394,9 @@ def prepare_examples(tokenizer: Any, conversations: list, config: TrainConfig, w
     if rep.n_dropped:
         print(f"[instructlab] masking dropped {rep.n_dropped} of {rep.n_in} {what} examples: "
               f"{dict(Counter(rep.reasons))}", file=sys.stderr)
+    if getattr(rep, "n_duplicates", 0) or getattr(rep, "n_whitespace_turns", 0):
+        print(f"[instructlab] {what} data: {rep.n_duplicates} duplicate conversation(s), {rep.n_whitespace_turns} "
+              "whitespace-only turn(s), trained as given (see mask_report.json)", file=sys.stderr)
     return masked
 
 
@@ -309,7 +404,9 @@ def mask_report_dict(report: Any) -> dict[str, Any]:
     """A JSON-ready summary of a ``masking.MaskReport``."""
     return {"n_in": report.n_in, "n_kept": report.n_kept, "n_dropped": report.n_dropped,
             "reasons": dict(Counter(report.reasons)), "dropped": [list(d) for d in report.dropped][:200],
-            "trained_tokens": report.trained_tokens, "total_tokens": report.total_tokens}
+            "trained_tokens": report.trained_tokens, "total_tokens": report.total_tokens,
+            "n_duplicates": getattr(report, "n_duplicates", 0), "duplicates": getattr(report, "duplicates", [])[:200],
+            "n_whitespace_turns": getattr(report, "n_whitespace_turns", 0)}
 
 
 def to_dataset(examples: list[dict[str, list[int]]]) -> Any:
@@ -394,6 +491,19 @@ class LogHistoryCallback(_callback_base()):
         if state.is_world_process_zero and state.log_history:
             with self.path.open("a", encoding="utf-8") as f:
                 f.write(json.dumps(state.log_history[-1], default=str) + "\n")
+
+
+class ProvenanceCallback(_callback_base()):
+    """Writes the run's model, config and data fingerprints into every checkpoint (rank 0), so a resume can
+    tell this run's checkpoints from another run's."""
+
+    def __init__(self, provenance: dict[str, Any]):
+        self.provenance = dict(provenance)
+
+    def on_save(self, args, state, control, **kwargs):
+        path = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+        if state.is_world_process_zero and path.is_dir():
+            runs.write_json(path / PROVENANCE_FILE, {**self.provenance, "global_step": state.global_step})
 
 
 def _trainer_class():
@@ -530,25 +640,154 @@ def _distributed_run_dir(run_dir: str | Path | None, resume: bool) -> Path:
     return Path(path[0])
 
 
-def _resume_checkpoint(run_dir: Path, config: TrainConfig | None, resume: bool) -> tuple[str | None, TrainConfig | None]:
-    """(last checkpoint or None, config): a resumed run reuses its saved config; a different one is an error."""
-    if not resume:
-        return None, config
+def _resume_config(run_dir: Path, model_name: str, config: TrainConfig | None) -> TrainConfig | None:
+    """The config of the run in ``run_dir`` (its config.json), or ``config`` when none is saved yet.
+
+    Raises:
+        ResumeError: ``config`` or ``model_name`` differ from the saved ones.
+    """
     saved = run_dir / "config.json"
-    if saved.exists():
-        saved_cfg = TrainConfig.from_dict(json.loads(saved.read_text(encoding="utf-8"))["config"])
-        if config is not None and config.to_dict() != saved_cfg.to_dict():
-            diff = {k: (v, config.to_dict()[k]) for k, v in saved_cfg.to_dict().items() if config.to_dict()[k] != v}
-            raise ValueError(f"cannot resume {run_dir} with a different config (saved, given): {diff}. "
-                             "Pass config=None to reuse the saved one, or start a new run.")
-        config = saved_cfg
-    from transformers.trainer_utils import get_last_checkpoint
+    if not saved.exists():
+        return config
+    recorded = json.loads(saved.read_text(encoding="utf-8"))
+    saved_cfg = TrainConfig.from_dict(recorded["config"])
+    if config is not None and config.to_dict() != saved_cfg.to_dict():
+        diff = {k: (v, config.to_dict()[k]) for k, v in saved_cfg.to_dict().items() if config.to_dict()[k] != v}
+        raise ResumeError(f"cannot resume {run_dir} with a different config (saved, given): {diff}. "
+                          "Pass config=None to reuse the saved one, or start a new run.")
+    if recorded.get("model_name") not in (None, model_name):
+        raise ResumeError(f"cannot resume {run_dir} with model {model_name!r}: the run trains "
+                          f"{recorded['model_name']!r} (its config.json). Resume with that model or start a new run.")
+    return saved_cfg
+
+
+def _provenance(model_name: str, config: TrainConfig, selected: list, masked: Any) -> dict[str, Any]:
+    """What makes a checkpoint this run's: model, config and data fingerprints (saved with every checkpoint)."""
+    examples = [{"input_ids": e["input_ids"], "labels": e["labels"]} for e in masked.examples]
+    return {"model_name": model_name, "config_fingerprint": runs.fingerprint([config.to_dict()]),
+            "data_fingerprint": runs.fingerprint(selected), "tokenized_fingerprint": runs.fingerprint(examples),
+            "n_train_records": len(selected)}
+
+
+def _check_resume_data(run_dir: Path, provenance: dict[str, Any]) -> None:
+    """Raise ResumeError when the run in ``run_dir`` was started on other training data."""
+    path = run_dir / "manifest.json"
+    manifest = json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
+    old = manifest.get("data_fingerprint")
+    if old and old != provenance["data_fingerprint"]:
+        raise ResumeError(f"cannot resume {run_dir} with different training data: the run was started on "
+                          f"{manifest.get('n_train_records', '?')} records with data fingerprint {old[:12]}, this "
+                          f"call selects {provenance['n_train_records']} records with fingerprint "
+                          f"{provenance['data_fingerprint'][:12]}. Pass the run's data (config.json: data) or start "
+                          "a new run folder.")
+
+
+def _checkpoint_problem(path: Path) -> str | None:
+    """Why the checkpoint folder ``path`` cannot be resumed from (damaged or incomplete), or None."""
+    try:
+        state = json.loads((path / "trainer_state.json").read_text(encoding="utf-8"))
+        int(state["global_step"])
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        return f"trainer_state.json unreadable ({type(err).__name__}: {err})"
+    weights = path / "adapter_model.safetensors"
+    try:
+        from safetensors import safe_open
+
+        with safe_open(str(weights), framework="pt") as f:
+            list(f.keys())
+    except Exception as err:  # noqa: BLE001 - any failure means the file is damaged
+        return f"{weights.name} unreadable ({type(err).__name__}: {str(err)[:120]})"
+    import torch
+
+    for name in ("optimizer.pt", "scheduler.pt"):
+        try:
+            torch.load(path / name, map_location="cpu", weights_only=True)
+        except Exception as err:  # noqa: BLE001
+            return f"{name} unreadable ({type(err).__name__}: {str(err)[:120]})"
+    if not (path / PROVENANCE_FILE).exists():
+        return f"no {PROVENANCE_FILE} (killed while saving, or written by an older kit)"
+    return None
+
+
+def _usable_checkpoint(run_dir: Path, provenance: dict[str, Any]) -> str | None:
+    """The newest checkpoint of this run that loads, or None (then training starts from step 0).
+
+    A damaged or incomplete checkpoint is named and skipped for the previous one. A checkpoint written by
+    another run (other model, config or data) is never taken: ResumeError.
+    """
+    import re
 
     ckpt_dir = run_dir / "checkpoints"
-    last = get_last_checkpoint(str(ckpt_dir)) if ckpt_dir.is_dir() else None
-    if last is None:
-        print(f"[instructlab] resume: no checkpoint in {ckpt_dir} yet; training from the start", file=sys.stderr)
-    return last, config
+    found = [p for p in ckpt_dir.glob("checkpoint-*") if p.is_dir() and re.fullmatch(r"checkpoint-\d+", p.name)]
+    for path in sorted(found, key=lambda p: int(p.name.split("-")[1]), reverse=True):
+        problem = _checkpoint_problem(path)
+        if problem:
+            print(f"[instructlab] resume: skipping checkpoint {path}: {problem}; trying the previous one",
+                  file=sys.stderr)
+            continue
+        recorded = json.loads((path / PROVENANCE_FILE).read_text(encoding="utf-8"))
+        differ = [k for k in ("model_name", "config_fingerprint", "data_fingerprint") if recorded.get(k) != provenance[k]]
+        if differ:
+            raise ResumeError(f"checkpoint {path} was written by another run: its {', '.join(differ)} differ from "
+                              "this run's. Resume it with its own config and data, or start a new run folder "
+                              "(or overwrite=True / --overwrite to replace the old run).")
+        return str(path)
+    print(f"[instructlab] resume: no usable checkpoint in {ckpt_dir}; training from the start", file=sys.stderr)
+    return None
+
+
+def _claim_run_dir(run_dir: Path, overwrite: bool) -> None:
+    """Before a new (not resumed) run in ``run_dir``: clear it when ``overwrite``, refuse a finished run's folder.
+
+    An unfinished run's folder (a killed run: checkpoints, no adapter yet) is restarted with a notice; its
+    checkpoints can never be resumed into the new run because their fingerprints differ (see
+    :func:`_usable_checkpoint`). The command line refuses that case too (``--resume`` or ``--overwrite``).
+    """
+    if overwrite:
+        if int(os.environ.get("RANK", "0")) == 0:  # rank 0 alone deletes
+            runs.check_run_dir(run_dir, overwrite=True, artefacts=TRAIN_ARTEFACTS)
+        return
+    if _finished(run_dir):
+        raise runs.RunDirInUseError(
+            f"run folder {run_dir} holds a finished training run (adapter/ and metrics.json{runs.describe_run(run_dir)}"
+            "). Pass resume=True (--resume) to get its result, overwrite=True (--overwrite) to replace it, or "
+            "choose another run folder")
+    if any((run_dir / name).exists() for name in TRAIN_ARTEFACTS) and int(os.environ.get("RANK", "0")) == 0:
+        print(f"[instructlab] {run_dir} holds an unfinished training run; starting a new run there (pass "
+              "resume=True to continue it instead)", file=sys.stderr)
+        runs.record_resume(run_dir, fresh_start=True)
+
+
+def _finished(run_dir: Path) -> bool:
+    """True when ``run_dir`` holds a finished training run (its adapter and final metrics are saved)."""
+    return (run_dir / "metrics.json").is_file() and (run_dir / "adapter").is_dir()
+
+
+def _finished_result(run_dir: Path) -> TrainResult:
+    """The saved result of a finished run, read from its folder (the model is not loaded)."""
+    metrics = json.loads((run_dir / "metrics.json").read_text(encoding="utf-8"))
+    throughput = metrics.pop("throughput", {})
+    log = runs.read_jsonl(run_dir / "log_history.jsonl") if (run_dir / "log_history.jsonl").exists() else []
+    report = (json.loads((run_dir / "mask_report.json").read_text(encoding="utf-8"))
+              if (run_dir / "mask_report.json").exists() else {})
+    print(f"[instructlab] {run_dir} is a finished run (step {metrics.get('global_step')}): nothing to resume. "
+          f"Its adapter is {run_dir / 'adapter'}; pass overwrite=True (--overwrite) to train it again.", file=sys.stderr)
+    return TrainResult(run_dir, run_dir / "adapter", log, {**metrics, "already_finished": True}, throughput, report)
+
+
+def _record_sources(records: Sequence[Any], selected: Sequence[Any]) -> list[str]:
+    """Where each selected record came from: file:line when loaded from a file, else its position in
+    ``records``, plus its ``id`` when it has one. Masking errors and the mask report name records by these."""
+    lines = getattr(records, "sources", None)
+    position = {id(r): i for i, r in enumerate(records)}
+    out = []
+    for rec in selected:
+        i = position.get(id(rec))
+        where = (lines[i] if lines is not None and i is not None
+                 else f"record {i + 1} of the training data" if i is not None else "a training record")
+        rid = rec.get("id") if isinstance(rec, dict) else None
+        out.append(f"{where} (id {rid!r})" if rid is not None else where)
+    return out
 
 
 def _gather_ranks(trainer: Any) -> list[dict[str, Any]]:
@@ -574,25 +813,25 @@ def _throughput(trainer: Any, runtime: float, ranks: list[dict[str, Any]]) -> di
 
 
 def _write_start(run_dir: Path, model_name: str, config: TrainConfig, hw: Any, args: Any,
-                 selected: list, masked: Any, n_eval: int) -> None:
+                 selected: list, masked: Any, n_eval: int, provenance: dict[str, Any],
+                 data: dict[str, str | None]) -> None:
     """config.json, mask_report.json and the manifest's data fingerprints (rank 0 only)."""
-    examples = [{"input_ids": e["input_ids"], "labels": e["labels"]} for e in masked.examples]
     runs.write_json(run_dir / "config.json", {
-        "model_name": model_name, "config": config.to_dict(),
+        "model_name": model_name, "config": config.to_dict(), "data": data,
         "hardware": {"device": hw.device, "dtype": str(hw.dtype), "bf16": hw.bf16, "fp16": hw.fp16,
                      "use_cpu": hw.use_cpu, "description": hw.description, "world_size": args.world_size},
         "sft_config": json.loads(json.dumps(args.to_dict(), default=str))})
     runs.write_json(run_dir / "mask_report.json", mask_report_dict(masked.report))
     runs.write_manifest(run_dir, kind="train", model=model_name, n_train_records=len(selected),
                         n_train_examples=len(masked.examples), n_eval_examples=n_eval,
-                        data_fingerprint=runs.fingerprint(selected),
-                        tokenized_fingerprint=runs.fingerprint(examples), world_size=args.world_size,
+                        data_fingerprint=provenance["data_fingerprint"],
+                        tokenized_fingerprint=provenance["tokenized_fingerprint"], world_size=args.world_size,
                         device=hw.description)
 
 
 def train_lora(model_name: str, train_data: Any, eval_data: Any = None, config: TrainConfig | None = None,
                run_dir: str | Path | None = None, callbacks: Sequence[Any] = (), resume: bool = False,
-               progress: bool = True) -> TrainResult:
+               progress: bool = True, overwrite: bool = False) -> TrainResult:
     """Train a LoRA adapter on conversations with TRL's SFTTrainer and PEFT; write a complete run folder.
 
     Args:
@@ -603,18 +842,30 @@ def train_lora(model_name: str, train_data: Any, eval_data: Any = None, config: 
         config: TrainConfig (default: the case study's); precision/device come from ``models.device_settings``.
         run_dir: the run folder (default: ``runs.new_run_dir("train")``; under torchrun all ranks share it).
         callbacks: extra ``transformers.TrainerCallback`` objects (e.g. ``widgets.LiveLossPlot``).
-        resume: continue the run in ``run_dir`` from its last checkpoint, with its saved config.
+        resume: continue the run in ``run_dir`` from its last good checkpoint, with its saved config; the
+            checkpoint must carry this run's model, config and data fingerprints. A finished run is not
+            trained again: its saved result comes back (``metrics["already_finished"]``, no model).
         progress: show the Trainer's progress bar (else each log line is printed).
+        overwrite: replace the training run already in ``run_dir`` (its artefacts and manifest are deleted).
     Returns:
         TrainResult(run_dir, adapter_dir, log_history, metrics, throughput, mask_report, model, tokenizer).
     Raises:
-        TrainDataError (empty data, everything truncated, eval data without answers), LoRATargetError,
-        QLoRAUnavailableError (4-bit off CUDA), ValueError (resume with a different config).
+        TrainDataError (empty data, everything truncated, eval data without answers, n_examples above the
+        data size), LoRATargetError, QLoRAUnavailableError (4-bit off CUDA), runs.RunDirInUseError
+        (``run_dir`` holds a run and neither ``resume`` nor ``overwrite`` is set), ResumeError (resume with a
+        different config, model or data, or from another run's checkpoint).
     """
     from . import models
 
     run_dir = Path(run_dir) if run_dir else None
-    checkpoint, config = _resume_checkpoint(run_dir, config, resume) if resume and run_dir else (None, config)
+    if resume and overwrite:
+        raise ValueError("pass resume=True (continue the run) or overwrite=True (replace it), not both")
+    if run_dir and not resume:
+        _claim_run_dir(run_dir, overwrite)
+    if resume and run_dir:
+        config = _resume_config(run_dir, model_name, config)
+        if _finished(run_dir):
+            return _finished_result(run_dir)
     config = config or TrainConfig()
     hw = models.device_settings(config.device)
     if config.quantization == "4bit" and not hw.supports_qlora:
@@ -626,14 +877,25 @@ def train_lora(model_name: str, train_data: Any, eval_data: Any = None, config: 
     tokenizer = models.load_tokenizer(model_name)
     records = train_data if not isinstance(train_data, (str, os.PathLike)) else _load(train_data)
     selected = config_subset(records, config)
-    masked = prepare_examples(tokenizer, as_conversations(selected), config)
+    masked = prepare_examples(tokenizer, as_conversations(selected), config,
+                              sources=_record_sources(records, selected))
     eval_masked = prepare_examples(tokenizer, as_conversations(eval_data), config, "eval") if eval_data is not None else None
+    provenance = _provenance(model_name, config, selected, masked)
+    checkpoint = None
+    if resume:
+        _check_resume_data(run_dir, provenance)
+        checkpoint = _usable_checkpoint(run_dir, provenance)
     if args.process_index == 0:
+        data = {k: str(Path(v).resolve()) if isinstance(v, (str, os.PathLike)) else None
+                for k, v in (("train", train_data), ("eval", eval_data))}
         _write_start(run_dir, model_name, config, hw, args, selected, masked,
-                     len(eval_masked.examples) if eval_masked else 0)
+                     len(eval_masked.examples) if eval_masked else 0, provenance, data)
+        if resume:
+            runs.record_resume(run_dir, from_checkpoint=checkpoint)
     trainer = build_trainer(model_name, to_dataset(masked.examples),
                             to_dataset(eval_masked.examples) if eval_masked else None, config, args, tokenizer, hw,
-                            [LogHistoryCallback(run_dir / "log_history.jsonl"), *callbacks])
+                            [LogHistoryCallback(run_dir / "log_history.jsonl"), ProvenanceCallback(provenance),
+                             *callbacks])
     return _run_and_save(trainer, run_dir, checkpoint, masked, eval_masked is not None)
 
 
@@ -707,12 +969,15 @@ def merge_adapter(run_dir_or_adapter: str | Path, out_dir: str | Path, model_nam
 def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m instructlab.train", description=(
         "Train a LoRA adapter (works under `torchrun --nproc_per_node N` too; all ranks share --run-dir)."))
-    p.add_argument("--profile", default="quick", choices=sorted(TRAIN_PROFILES))
+    p.add_argument("--profile", default=None, choices=sorted(TRAIN_PROFILES),
+                   help="default: quick; with --resume, the run folder's recorded settings")
     p.add_argument("--model", default=None, help="model name (default: the profile's)")
-    p.add_argument("--data", default=str(Path(__file__).resolve().parent.parent / "data/kestrel/train.jsonl"))
+    p.add_argument("--data", default=None, help=f"training JSONL (default: {DEFAULT_DATA}; with --resume, the run's)")
     p.add_argument("--eval-data", default=None, help="conversations with answers, for eval loss")
     p.add_argument("--run-dir", default=None)
-    p.add_argument("--resume", action="store_true", help="continue the run in --run-dir from its last checkpoint")
+    p.add_argument("--resume", action="store_true", help="continue the run in --run-dir from its last checkpoint, "
+                   "with the model, data and config recorded in its config.json")
+    p.add_argument("--overwrite", action="store_true", help="replace the run already in --run-dir")
     for name, typ in (("epochs", float), ("max-steps", int), ("n-examples", int), ("learning-rate", float),
                       ("batch-size", int), ("grad-accum", int), ("max-length", int), ("seed", int),
                       ("save-steps", int), ("batching", str), ("train-on", str), ("device", str)):
@@ -722,15 +987,55 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
+DEFAULT_DATA = str(Path(__file__).resolve().parent.parent / "data/kestrel/train.jsonl")
+_CLI_CONFIG_KEYS = ("epochs", "max_steps", "n_examples", "learning_rate", "batch_size", "grad_accum", "max_length",
+                    "seed", "save_steps", "batching", "train_on", "device", "category_shares")
+
+
+def _cli_settings(a: argparse.Namespace) -> tuple[str, TrainConfig | None, str, str | None]:
+    """(model, config, data, eval data) of the command line. ``--resume`` takes what the run folder's
+    config.json recorded; flags given as well must agree with it (train_lora compares)."""
+    overrides = {k: getattr(a, k) for k in _CLI_CONFIG_KEYS if getattr(a, k) is not None}
+    saved_path = Path(a.run_dir) / "config.json" if a.run_dir else None
+    if a.resume and a.profile is None and saved_path is not None and saved_path.exists():
+        saved = json.loads(saved_path.read_text(encoding="utf-8"))
+        data = saved.get("data") or {}
+        config = replace(TrainConfig.from_dict(saved["config"]), **overrides) if overrides else None
+        return (a.model or saved["model_name"], config, a.data or data.get("train") or DEFAULT_DATA,
+                a.eval_data or data.get("eval"))
+    model, config = profile_config(a.profile or "quick", model=a.model, **overrides)
+    return model, config, a.data or DEFAULT_DATA, a.eval_data
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Command-line entry point; prints the result summary as JSON on rank 0."""
+    """Command-line entry point; prints the result summary as JSON on rank 0.
+
+    Returns:
+        0 on success (also when ``--resume`` finds the run finished), 2 for settings, data or a run folder
+        that cannot be used (the message says what to change).
+    """
+    from . import formats
+
     a = _parse_args(argv)
-    keys = ("epochs", "max_steps", "n_examples", "learning_rate", "batch_size", "grad_accum", "max_length",
-            "seed", "save_steps", "batching", "train_on", "device", "category_shares")
-    model, config = profile_config(a.profile, model=a.model, **{k: getattr(a, k) for k in keys})
-    res = train_lora(model, a.data, a.eval_data, config, a.run_dir, resume=a.resume)
+    try:  # flags: a TrainConfig out of range, an unknown profile
+        if a.resume and a.overwrite:
+            raise ValueError("pass --resume (continue the run) or --overwrite (replace it), not both")
+        model, config, data, eval_data = _cli_settings(a)
+    except ValueError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    try:
+        if a.run_dir and not (a.overwrite and int(os.environ.get("RANK", "0")) != 0):
+            # Stricter than train_lora: any training run's remains, finished or not, need one of the two flags.
+            runs.check_run_dir(a.run_dir, overwrite=a.overwrite, resume=a.resume, artefacts=TRAIN_ARTEFACTS)
+        res = train_lora(model, data, eval_data, config, a.run_dir, resume=a.resume, overwrite=a.overwrite)
+    except (runs.RunDirInUseError, ResumeError, TrainDataError, LoRATargetError, formats.FormatError,
+            FileNotFoundError) as err:  # the message says what to change; a traceback would bury it
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     if int(os.environ.get("RANK", "0")) == 0:
         print(json.dumps({"run_dir": str(res.run_dir), "adapter_dir": str(res.adapter_dir),
+                          "status": "already finished" if res.metrics.get("already_finished") else "trained",
                           "final_loss": res.metrics.get("final_loss"), "throughput": res.throughput}, indent=2))
     return 0
 
