@@ -16,6 +16,7 @@ entries with the reason.
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable
@@ -28,6 +29,8 @@ SHAREGPT_ROLES = {"system": "system", "human": "user", "user": "user", "gpt": "a
 SHAREGPT_NAMES = {"system": "system", "user": "human", "assistant": "gpt"}
 FORMAT_KEYS = {"alpaca": ("instruction", "input", "output", "system"),
                "sharegpt": ("conversations", "system"), "messages": ("messages",)}
+_FORMAT_NAMES = {"messages": "chat ('messages')", "sharegpt": "ShareGPT ('conversations')",
+                 "alpaca": "Alpaca ('instruction'/'output')"}
 
 
 class FormatError(ValueError):
@@ -55,6 +58,17 @@ class FormatError(ValueError):
                            field=self.field, expected=self.expected, hint=self.hint)
 
 
+class Records(list):
+    """The records of :func:`load_records` / :func:`load_messages`: a list, plus ``sources``, where each
+    record came from (``"<file>:<line>"``), so later steps can name a record by its place in the file."""
+
+    sources: list[str]
+
+    def __init__(self, items: Iterable = (), sources: Iterable[str] = ()):
+        super().__init__(items)
+        self.sources = list(sources)
+
+
 @dataclass
 class BadRecord:
     """A record skipped by ``skip_bad=True``: where it was, which field, why, and the raw record."""
@@ -71,12 +85,17 @@ def detect_format(record: Any) -> str:
     if not isinstance(record, dict):
         raise FormatError(f"record is a {type(record).__name__}, not a JSON object",
                           expected="an object such as {\"messages\": [...]}")
-    if "messages" in record:
-        return "messages"
-    if "conversations" in record:
-        return "sharegpt"
-    if "instruction" in record or "output" in record:
-        return "alpaca"
+    found = [name for name, present in (("messages", "messages" in record),
+                                        ("sharegpt", "conversations" in record),
+                                        ("alpaca", "instruction" in record or "output" in record)) if present]
+    if len(found) > 1:
+        # Picking one would train on it and silently drop the other's conversation.
+        raise FormatError(f"record has the keys of {len(found)} formats: " + " and ".join(
+                              f"{_FORMAT_NAMES[f]}" for f in found),
+                          expected="the keys of one format per record",
+                          hint="Keep one format's keys (or split the record into one record per format)")
+    if found:
+        return found[0]
     raise FormatError(f"unknown record format with keys {sorted(record)}",
                       expected="'messages' (chat), 'conversations' (ShareGPT) or "
                                "'instruction'/'output' (Alpaca)",
@@ -230,16 +249,36 @@ def _records_jsonl(text: str, path: Path) -> Iterable[tuple[int, Any, FormatErro
         if not raw.strip():
             continue
         try:
-            yield n, json.loads(raw), None
+            value = json.loads(raw)
         except json.JSONDecodeError as e:
             yield n, raw, FormatError(f"malformed JSON line: {e.msg} (column {e.colno})", path=path,
                                       line=n, expected="one JSON object per line",
                                       hint="Fix or delete this line")
+            continue
+        if isinstance(value, list) and not all(isinstance(t, dict) and "role" in t for t in value):
+            # A list of role/content turns is a conversation; any other array is several records on one line.
+            yield n, value, FormatError(f"the line is a JSON array of {len(value)} item(s), not one record",
+                                        path=path, line=n, expected="one JSON object per line",
+                                        hint="Put each record on its own line (or save the array as a .json file)")
+            continue
+        yield n, value, None
 
 
 def _read(path: str | Path) -> list[tuple[int, Any, FormatError | None]]:
     path = Path(path)
-    text = path.read_text(encoding="utf-8")
+    if path.is_dir():
+        raise FormatError("is a folder, not a file", path=path, expected="a .json or .jsonl file",
+                          hint="Pass the data file inside it (e.g. data/kestrel/train.jsonl)")
+    try:  # utf-8-sig: a byte-order mark (Windows editors write one) is not part of line 1
+        text = path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as e:
+        line = path.read_bytes()[:e.start].count(b"\n") + 1
+        raise FormatError(f"not UTF-8 text (byte 0x{e.object[e.start]:02x} at offset {e.start})", path=path,
+                          line=line, expected="a UTF-8 encoded file",
+                          hint="Re-save the file as UTF-8 (e.g. iconv -f latin1 -t utf-8)") from None
+    if not text.strip():
+        raise FormatError("the file is empty", path=path, expected="at least one record",
+                          hint="Check that the right file was given and that it was written completely")
     if path.suffix == ".jsonl":
         return list(_records_jsonl(text, path))
     if path.suffix == ".json":
@@ -248,8 +287,19 @@ def _read(path: str | Path) -> list[tuple[int, Any, FormatError | None]]:
                       expected="a .json (array) or .jsonl (one record per line) file")
 
 
+def _nonfinite(value: Any) -> bool:
+    """True when ``value`` holds a NaN or infinity anywhere (JSON has neither; they cannot be written back)."""
+    if isinstance(value, float):
+        return not math.isfinite(value)
+    if isinstance(value, dict):
+        return any(_nonfinite(v) for v in value.values())
+    if isinstance(value, (list, tuple)):
+        return any(_nonfinite(v) for v in value)
+    return False
+
+
 def _convert(rows, path, skip_bad: bool, keep_extra: bool, require_response: bool = True):
-    good, bad = [], []
+    good, bad, sources = [], [], []
     for line, record, error in rows:
         try:
             if error is not None:
@@ -258,12 +308,19 @@ def _convert(rows, path, skip_bad: bool, keep_extra: bool, require_response: boo
             if keep_extra:
                 own = FORMAT_KEYS[detect_format(record)]
                 msgs = {"messages": msgs, **{k: v for k, v in record.items() if k not in own}}
+                bad_keys = [k for k, v in msgs.items() if k != "messages" and _nonfinite(v)]
+                if bad_keys:
+                    raise FormatError("NaN or Infinity is not a JSON value (the record could not be written "
+                                      "back as valid JSON)", field=bad_keys[0], expected="a number, a string or null",
+                                      hint="Write null for a missing value")
             good.append(msgs)
+            sources.append(f"{path}:{line}")
         except FormatError as e:
             located = e.at(path, line)
             if not skip_bad:
                 raise located from None
             bad.append(BadRecord(located.path, line, located.field, str(located), record))
+    good = Records(good, sources)
     return (good, bad) if skip_bad else good
 
 
