@@ -495,11 +495,15 @@ class MaskReport:
     n_kept: int = 0
     n_dropped: int = 0
     reasons: Counter = field(default_factory=Counter)
-    dropped: list = field(default_factory=list)  # (index, reason)
+    dropped: list = field(default_factory=list)  # (index, reason); (source, reason) when sources are given
     trained_tokens: int = 0
     total_tokens: int = 0
     n_truncated: int = 0  # kept, but cut by max_length (some trained tokens lost)
     n_verified: int = 0
+    n_duplicates: int = 0  # conversations identical to an earlier one (trained again, as given)
+    duplicates: list = field(default_factory=list)  # (record, the earlier record it repeats)
+    n_whitespace_turns: int = 0  # turns whose content is empty or only whitespace
+    sources: list | None = field(default=None, repr=False)  # one label per input conversation, for messages
 
     @property
     def trained_fraction(self) -> float:
@@ -510,7 +514,8 @@ class MaskReport:
                 "reasons": dict(self.reasons), "dropped": [list(d) for d in self.dropped],
                 "trained_tokens": self.trained_tokens, "total_tokens": self.total_tokens,
                 "trained_fraction": round(self.trained_fraction, 4), "n_truncated": self.n_truncated,
-                "n_verified": self.n_verified}
+                "n_verified": self.n_verified, "n_duplicates": self.n_duplicates,
+                "duplicates": [list(d) for d in self.duplicates], "n_whitespace_turns": self.n_whitespace_turns}
 
     def __str__(self) -> str:
         text = (f"{self.n_kept}/{self.n_in} examples kept, {self.n_dropped} dropped; "
@@ -547,27 +552,34 @@ def _conversation(item: Any):
 
 def mask_dataset(tokenizer, conversations: Iterable, max_length: int | None = None,
                  train_on: str = "assistant", progress: bool = True, verify: int | bool = 8,
-                 on_error: str = "raise", chunk_size: int = 512) -> MaskedDataset:
+                 on_error: str = "raise", chunk_size: int = 512,
+                 sources: Sequence[str] | None = None) -> MaskedDataset:
     """Mask many conversations fast (one render each, batched tokenization).
 
     ``conversations``: message lists or records with ``"messages"``. Examples whose trained tokens
     were all cut by ``max_length`` are dropped and counted in the report (never kept with zero
     loss). Other problems (bad records, template failures) raise with the index, or with
     ``on_error="drop"`` are dropped and reported too. ``verify``: run :func:`verify_mask` on the
-    first N kept examples (True = all, False/0 = none).
+    first N kept examples (True = all, False/0 = none). ``sources``: one label per conversation (e.g.
+    ``"train.jsonl:12"``) that errors and ``report.dropped`` use instead of the position. Duplicate
+    conversations and whitespace-only turns are counted in the report.
     Returns :class:`MaskedDataset` (``examples``, ``report``).
     """
     _check_args(train_on, max_length)
     if on_error not in ("raise", "drop"):
         raise ValueError(f"on_error={on_error!r}; use 'raise' or 'drop'")
     items = [_conversation(c) for c in conversations]
-    info, report = template_info(tokenizer), MaskReport(n_in=len(items))
+    if sources is not None and len(sources) != len(items):
+        raise ValueError(f"sources has {len(sources)} labels for {len(items)} conversations")
+    info = template_info(tokenizer)
+    report = MaskReport(n_in=len(items), sources=list(sources) if sources is not None else None)
     valid = []
     for i, msgs in enumerate(items):
         try:
             valid.append((i, to_messages(msgs)))
         except ValueError as e:
             _drop_or_raise(report, i, e, on_error)
+    _count_repeats(report, valid)
     examples, kept_msgs, bar = [], [], _progress(len(valid), progress)
     for c in range(0, len(valid), chunk_size):
         for msgs, ex in _mask_chunk(tokenizer, valid[c:c + chunk_size], info, max_length, train_on,
@@ -581,6 +593,8 @@ def mask_dataset(tokenizer, conversations: Iterable, max_length: int | None = No
         verify_mask(tokenizer, msgs, ex, train_on)
         report.n_verified += 1
     report.dropped.sort()
+    if report.sources is not None:
+        report.dropped = [(report.sources[i], reason) for i, reason in report.dropped]
     report.n_kept, report.n_dropped = len(examples), len(report.dropped)
     report.total_tokens = sum(len(e["input_ids"]) for e in examples)
     report.trained_tokens = sum(len(e["labels"]) - e["labels"].count(IGNORE_INDEX) for e in examples)
@@ -611,12 +625,32 @@ def _mask_chunk(tokenizer, chunk, info, max_length, train_on, on_error, report) 
     return out
 
 
+def _label(report: MaskReport, index: int) -> str:
+    """How messages name conversation ``index``: its source (file:line, id) when known, else its position."""
+    return str(report.sources[index]) if report.sources is not None else f"conversation {index}"
+
+
+def _count_repeats(report: MaskReport, valid: list) -> None:
+    """Count duplicate conversations and whitespace-only turns into ``report`` (they are trained as given)."""
+    import json
+
+    first: dict[str, int] = {}
+    for i, msgs in valid:
+        report.n_whitespace_turns += sum(not m["content"].strip() for m in msgs)
+        key = json.dumps(msgs, sort_keys=True, ensure_ascii=False)
+        if key in first:
+            report.n_duplicates += 1
+            report.duplicates.append((_label(report, i), _label(report, first[key])))
+        else:
+            first[key] = i
+
+
 def _drop_or_raise(report: MaskReport, index: int, error: Exception, on_error: str) -> None:
     reason = str(error).split("\n", 1)[0]
     if isinstance(error, TruncatedAwayError):
         reason = "all trained tokens truncated by max_length"
     if on_error == "raise":
-        raise type(error)(f"conversation {index}: {error}") from error
+        raise type(error)(f"{_label(report, index)}: {error}") from error
     report.dropped.append((index, reason))
     report.reasons[reason if isinstance(error, TruncatedAwayError) else type(error).__name__ + ": "
                    + reason[:120]] += 1
