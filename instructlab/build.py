@@ -881,10 +881,11 @@ def build_dataset(docs: str | Path | Iterable[str | Path], teacher: Any, out_dir
 
     Writes chunks.jsonl, prompts.jsonl, responses.jsonl, rejects.jsonl, train.jsonl (+ _alpaca,
     _sharegpt), stats.json, stats_*.csv, figures/, report.json. Returns a :class:`BuildReport`.
-    Raises FileNotFoundError when there are no documents. Request failures do not raise: they are
-    counted and kept in rejects.jsonl (run again to retry them).
+    Raises FileNotFoundError when there are no documents, and ``llm.MissingAPIKeyError`` before the first
+    request when the teacher's API key variable is not set and some answer is not in the cache. Request
+    failures do not raise: they are counted and kept in rejects.jsonl (run again to retry them).
     """
-    from instructlab.llm import ResponseCache, complete_many
+    from instructlab.llm import ResponseCache, cache_key, complete_many
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -897,6 +898,9 @@ def build_dataset(docs: str | Path | Iterable[str | Path], teacher: Any, out_dir
     prompts = [teacher_prompt(c, p, d) for c, p, d in zip(chunks, plans, declines_before)]
     if isinstance(cache, (str, Path)):
         cache = ResponseCache(out / "teacher_cache.jsonl" if cache == "auto" else cache)
+    if hasattr(teacher, "check_credentials") and any(
+            cache is None or cache_key(p, teacher.settings()) not in cache for p in prompts):
+        teacher.check_credentials()  # a missing key would otherwise fail every prompt the same way
     completions = complete_many(teacher, prompts, cache=cache, concurrency=concurrency,
                                 desc="teacher", progress=progress)
     system = default_system_prompt() if system_prompt == "default" else system_prompt

@@ -16,10 +16,12 @@ a re-run costs nothing and an interrupted run resumes where it stopped.
 
 from __future__ import annotations
 
+import email.utils
 import hashlib
 import json
 import os
 import random
+import re
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor, as_completed
@@ -38,6 +40,36 @@ class MissingAPIKeyError(RuntimeError):
     """The environment variable that should hold the API key is not set."""
 
 
+class BadResponseError(RuntimeError):
+    """The server answered HTTP 200 with something that is not a usable chat completion.
+
+    ``transient`` is True for a torn reply (empty or truncated body, an empty answer), worth retrying, and
+    False for a reply that is not a chat completion at all (usually a wrong ``base_url``).
+    """
+
+    def __init__(self, message: str, transient: bool):
+        super().__init__(message)
+        self.transient = transient
+
+
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+def check_env_var_name(value: str | None, what: str = "api_key_env") -> None:
+    """Raise ValueError when ``value`` is not an environment variable's name (None and "" mean no key).
+
+    The message never repeats the value: a value that is not a name is usually the key itself, pasted
+    where its variable's name belongs, and error messages end up in logs, notebooks and reports.
+    """
+    if value is None or value == "":
+        return
+    if not isinstance(value, str) or not _ENV_NAME.fullmatch(value) or len(value) > 128:
+        raise ValueError(f"{what} must be the NAME of an environment variable (letters, digits and underscores, "
+                         f"not starting with a digit, e.g. OPENAI_API_KEY); the value given is not one (not shown: "
+                         "it may be the key itself). Put the key in the environment (export OPENAI_API_KEY=...) "
+                         f"and pass its name as {what}")
+
+
 # --------------------------------------------------------------------------------------------
 # Retries
 # --------------------------------------------------------------------------------------------
@@ -54,6 +86,8 @@ def is_transient(exc: BaseException) -> bool:
         openai = None
     if isinstance(exc, (TimeoutError, ConnectionError)):
         return True
+    if isinstance(exc, BadResponseError):
+        return exc.transient
     if openai is not None:
         if isinstance(exc, openai.APIConnectionError):  # includes APITimeoutError
             return True
@@ -63,12 +97,37 @@ def is_transient(exc: BaseException) -> bool:
     return isinstance(status, int) and (status >= 500 or status == 429)
 
 
+def retry_after(exc: BaseException) -> float | None:
+    """Seconds the server asked the client to wait, from the error's HTTP response, or None.
+
+    Reads ``retry-after-ms`` (milliseconds, sent by OpenAI and Azure) first, then ``retry-after``
+    (seconds, or an HTTP date), as the openai client itself does.
+    """
+    headers = getattr(getattr(exc, "response", None), "headers", None)
+    if not headers:
+        return None
+    try:
+        if headers.get("retry-after-ms"):
+            return max(0.0, float(headers["retry-after-ms"]) / 1000)
+        value = headers.get("retry-after")
+        if not value:
+            return None
+        try:
+            return max(0.0, float(value))
+        except ValueError:
+            when = email.utils.parsedate_to_datetime(value)
+            return max(0.0, when.timestamp() - time.time())
+    except (TypeError, ValueError, OverflowError):
+        return None
+
+
 def retry_call(fn: Callable[[], Any], max_retries: int = 4, backoff: float = 0.5,
-               max_delay: float = 30.0, sleep: Callable[[float], None] = time.sleep) -> Any:
+               max_delay: float = 60.0, sleep: Callable[[float], None] = time.sleep) -> Any:
     """Call ``fn()``; on a transient error (:func:`is_transient`) wait and try again.
 
-    The wait doubles each time (``backoff * 2**attempt``, plus up to 10% jitter, capped at
-    ``max_delay`` seconds). After ``max_retries`` retries the last error is raised; a
+    The wait is what the server asked for in ``Retry-After`` / ``retry-after-ms`` (429, 503) when it
+    says; otherwise it doubles each time (``backoff * 2**attempt``, plus up to 10% jitter). Either is
+    capped at ``max_delay`` seconds. After ``max_retries`` retries the last error is raised; a
     non-transient error is raised at once.
     """
     for attempt in range(max_retries + 1):
@@ -77,8 +136,11 @@ def retry_call(fn: Callable[[], Any], max_retries: int = 4, backoff: float = 0.5
         except Exception as exc:  # noqa: BLE001 - classified just below
             if attempt >= max_retries or not is_transient(exc):
                 raise
-            delay = min(max_delay, backoff * (2 ** attempt))
-            sleep(delay * (1.0 + 0.1 * random.random()))
+            asked = retry_after(exc)
+            if asked is not None:  # the server knows when it can take the request again
+                sleep(min(max_delay, asked))
+            else:
+                sleep(min(max_delay, backoff * (2 ** attempt)) * (1.0 + 0.1 * random.random()))
     raise AssertionError("unreachable")  # pragma: no cover
 
 
@@ -108,10 +170,15 @@ class OpenAIChat:
             for a local server without authentication (a placeholder key is sent).
         temperature, max_tokens: generation settings (part of the cache key).
         timeout: seconds per request. max_retries: retries on timeouts, connection errors, 429
-            and 5xx, with exponential backoff starting at ``backoff`` seconds. HTTP 4xx is not retried.
+            and 5xx, torn replies (empty or truncated body) and empty answers, waiting what the
+            server's ``Retry-After`` asks or else with exponential backoff starting at ``backoff``
+            seconds. HTTP 4xx is not retried.
 
-    Raises (from :meth:`complete`): :class:`MissingAPIKeyError` when ``api_key_env`` is not set;
-    the ``openai`` exception of the last attempt when retries are exhausted.
+    Raises:
+        ValueError: ``api_key_env`` is not an environment variable's name (the value is never shown).
+        MissingAPIKeyError: (from :meth:`complete`) ``api_key_env`` is not set.
+        BadResponseError: (from :meth:`complete`) the reply is not a chat completion or the answer is empty.
+        openai.APIError: (from :meth:`complete`) the last attempt's error when retries are exhausted.
     """
 
     def __init__(self, base_url: str, model: str, api_key_env: str | None = "OPENAI_API_KEY",
@@ -119,6 +186,7 @@ class OpenAIChat:
                  max_retries: int = 4, backoff: float = 0.5):
         if not base_url or not model:
             raise ValueError("OpenAIChat needs both base_url (e.g. http://127.0.0.1:8000/v1) and model")
+        check_env_var_name(api_key_env)
         self.base_url = base_url.rstrip("/")
         self.model = model
         self.api_key_env = api_key_env
@@ -148,16 +216,26 @@ class OpenAIChat:
                 f"server without authentication")
         return key
 
+    def check_credentials(self) -> None:
+        """Raise :class:`MissingAPIKeyError` now when the key's environment variable is not set, so a
+        batch stops before its first request instead of failing every prompt the same way."""
+        self._api_key()
+
     def _request(self, messages: Messages) -> str:
         from openai import OpenAI
 
-        # A client per request: the key lives only for the duration of this call.
+        # A client per request: the key lives only for the duration of this call. Its own retries are
+        # off because retry_call retries (honouring Retry-After) around the whole request and its checks.
         with OpenAI(base_url=self.base_url, api_key=self._api_key(), timeout=self.timeout,
                     max_retries=0) as client:
-            resp = client.chat.completions.create(model=self.model, messages=messages,
-                                                  temperature=self.temperature,
-                                                  max_tokens=self.max_tokens)
-        return resp.choices[0].message.content or ""
+            try:
+                resp = client.chat.completions.create(model=self.model, messages=messages,
+                                                      temperature=self.temperature,
+                                                      max_tokens=self.max_tokens)
+            except json.JSONDecodeError as exc:  # an empty or torn body, seen from overloaded proxies
+                raise BadResponseError(f"the reply is not complete JSON ({exc.msg} at character {exc.pos}: an "
+                                       "empty or truncated body)", transient=True) from None
+        return answer_text(resp)
 
     def complete(self, messages: Messages) -> str:
         """Send one chat (list of ``{"role", "content"}``) and return the assistant's text."""
@@ -169,6 +247,27 @@ class OpenAIChat:
             if self.api_key_env and key in str(exc):
                 raise RuntimeError(str(exc).replace(key, "***")) from None
             raise
+
+
+def answer_text(resp: Any) -> str:
+    """The assistant text of a chat completion; BadResponseError when there is none.
+
+    Raises:
+        BadResponseError: the reply is not a chat completion (``transient=False``: e.g. an HTML page or
+            ``{"foo": 1}`` from a wrong base_url) or its answer is empty (``transient=True``).
+    """
+    choices = getattr(resp, "choices", None)
+    message = getattr(choices[0], "message", None) if isinstance(choices, list) and choices else None
+    content = getattr(message, "content", None)
+    if message is None or not isinstance(content, (str, type(None))):
+        shown = resp if isinstance(resp, str) else getattr(resp, "model_dump_json", lambda: repr(resp))()
+        raise BadResponseError(f"the reply is not a chat completion (no choices[0].message.content): "
+                               f"{str(shown)[:160]!r}. Check that base_url is the /v1 address of an "
+                               "OpenAI-compatible server", transient=False)
+    if not content or not content.strip():
+        finish = getattr(choices[0], "finish_reason", None)
+        raise BadResponseError(f"empty answer (finish_reason={finish!r})", transient=True)
+    return content
 
 
 class LocalChat:
