@@ -32,6 +32,7 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("-p", "--parameter", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"),
                      help="notebook parameter; the value is converted to the declared type")
     run.add_argument("--run-dir", help="run folder (default: runs/<stamp>-<notebook>)")
+    run.add_argument("--overwrite", action="store_true", help="replace the run already in --run-dir")
     run.add_argument("--log-output", action="store_true", help="stream cell output to the terminal")
     params = sub.add_parser("params", help="list a notebook's parameters")
     params.add_argument("notebook")
@@ -58,11 +59,22 @@ def cmd_run(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     params = pipeline.validate_parameters(args.notebook, params, from_cli=True)
     params = pipeline.absolutize_paths(params)
+    _check_run_dir(args.run_dir or params.get("run_dir"), args.overwrite)
     start = time.perf_counter()
     executed = pipeline.run_notebook(args.notebook, params, args.run_dir, log_output=args.log_output,
                                      progress=print)
     print(f"done in {time.perf_counter() - start:.1f} s; executed notebook: {executed}")
     return 0
+
+
+def _check_run_dir(run_dir: str | None, overwrite: bool) -> None:
+    """A non-empty run folder is refused (ParameterError) unless --overwrite, which clears it first."""
+    from . import pipeline, runs
+
+    try:
+        runs.check_run_dir(run_dir, overwrite=overwrite, flags="--overwrite (replace it)")
+    except runs.RunDirInUseError as exc:
+        raise pipeline.ParameterError(str(exc)) from None
 
 
 def cmd_params(args: argparse.Namespace) -> int:

@@ -200,10 +200,29 @@ def validate_parameters(notebook: str | Path, parameters: Mapping[str, Any] | No
             problems.append(f"parameter {name!r}: {exc}")
     if "profile" in out and out["profile"] not in PROFILES:
         problems.append(f"parameter 'profile': expected one of {PROFILES}, got {out['profile']!r}")
+    problems += api_key_env_problems(out)
     if problems:
         raise ParameterError(f"{path.name}: " + "; ".join(problems) + "\nvalid parameters of "
                              f"{path.name}:\n{describe_parameters(declared)}")
     return out
+
+
+def api_key_env_problems(parameters: Mapping[str, Any]) -> list[str]:
+    """One problem per ``*_api_key_env`` parameter whose value is not an environment variable's name.
+
+    Checked before a kernel starts, because the notebook, the manifest and the build's files would all
+    record the value, and such a value is usually the key itself. The value is never shown.
+    """
+    from .llm import check_env_var_name
+
+    problems = []
+    for name, value in parameters.items():
+        if name.endswith("_api_key_env"):
+            try:
+                check_env_var_name(value, name)
+            except ValueError as exc:
+                problems.append(f"parameter {name!r}: {exc}")
+    return problems
 
 
 def absolutize_paths(parameters: Mapping[str, Any], base: Path | None = None) -> dict[str, Any]:
