@@ -330,9 +330,32 @@ def _offline_error(name: str, err: Exception) -> ModelNotAvailableError:
         f"Original error: {type(err).__name__}: {err}")
 
 
+_MODEL_FILES = ("config.json", "tokenizer_config.json", "tokenizer.json", "tokenizer.model")
+
+
+def _not_a_model_folder(path: Path) -> ModelNotAvailableError | None:
+    """An error for a folder without any model or tokenizer file (transformers then blames missing
+    tokenizer packages such as sentencepiece), else None."""
+    if not path.is_dir() or any((path / f).exists() for f in _MODEL_FILES):
+        return None
+    if (path / "adapter_config.json").exists() or (path / "adapter" / "adapter_config.json").exists():
+        return ModelNotAvailableError(
+            f"{path} is a LoRA adapter (or a run folder holding one), not a model: load its base model with "
+            f"adapter={str(path)!r}, e.g. models.load_model('<base model>', adapter={str(path)!r})")
+    shown = ", ".join(sorted(p.name for p in path.iterdir())[:8]) or "nothing"
+    return ModelNotAvailableError(
+        f"folder {path} has no model files (it holds {shown}). A model folder needs config.json, the weights "
+        "(model.safetensors, or pytorch_model.bin, or shards with their index) and the tokenizer "
+        "(tokenizer_config.json plus tokenizer.json or tokenizer.model), as save_pretrained writes them; or pass an "
+        "embedded model name")
+
+
 def _from_pretrained(loader: Callable[..., Any], name: str, path: str, **kwargs: Any) -> Any:
     """Call ``loader(path)``; a hub id that cannot be fetched becomes a ModelNotAvailableError."""
     if Path(path).exists():
+        error = _not_a_model_folder(Path(path))
+        if error is not None:
+            raise error
         return loader(path, **kwargs)
     try:
         return loader(path, **kwargs)

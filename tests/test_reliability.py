@@ -356,3 +356,21 @@ def test_a_key_pasted_as_api_key_env_is_refused_before_a_kernel_and_never_writte
             assert PASTED.encode() not in path.read_bytes(), path
     assert pipeline.api_key_env_problems({param: "MY_TEACHER_KEY"}) == []
     assert pipeline.api_key_env_problems({param: ""}) == []
+
+
+# ------------------------------------------------------------------ weak: a folder that is not a model
+
+def test_a_folder_without_model_files_says_so(tmp_path):
+    from instructlab import models
+
+    folder = tmp_path / "notes"
+    folder.mkdir()
+    (folder / "readme.txt").write_text("not a model")
+    with pytest.raises(models.ModelNotAvailableError, match="has no model files.*config.json") as err:
+        models.load_tokenizer(folder)
+    assert "sentencepiece" not in str(err.value) and "readme.txt" in str(err.value)
+    adapter = tmp_path / "run" / "adapter"
+    adapter.mkdir(parents=True)
+    (adapter / "adapter_config.json").write_text("{}")
+    with pytest.raises(models.ModelNotAvailableError, match="LoRA adapter"):
+        models.load_model(tmp_path / "run")
