@@ -323,3 +323,19 @@ def test_a_220_prompt_build_under_faults_loses_nothing_and_resumes_from_its_cach
     print("fault build:", json.dumps(summary))
     assert summary["records"] == N_PROMPTS - len(always_fail) == counts["final"]
     assert set(faults) >= {"429", "429ms", "500", "503", "hang", "truncated", "empty_body", "empty_answer", "not_chat"}
+
+
+def test_no_file_a_notebook_run_writes_holds_the_key(tmp_path):
+    # Notebook 01 end to end (papermill, smoke profile) with the stub as teacher and the key in the
+    # environment, named by teacher_api_key_env: grep every file the run wrote.
+    from instructlab import pipeline
+
+    run = tmp_path / "run"
+    with StubTeacher(lambda k, n: "ok") as stub:
+        pipeline.run_notebook("01", {"profile": "smoke", "teacher_base_url": stub.url, "teacher_model": "m",
+                                     "teacher_api_key_env": KEY_ENV}, run)
+    assert stub.auth == {f"Bearer {SECRET}"} and sum(map(len, stub.attempts.values())) == 2
+    files = [p for p in run.rglob("*") if p.is_file()]
+    assert any(p.name == "responses.jsonl" for p in files) and any(p.suffix == ".ipynb" for p in files)
+    for path in files:
+        assert SECRET.encode() not in path.read_bytes(), f"API key written to {path}"
