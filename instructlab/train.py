@@ -690,16 +690,21 @@ def _checkpoint_problem(path: Path) -> str | None:
     except (OSError, ValueError, KeyError, TypeError) as err:
         return f"trainer_state.json unreadable ({type(err).__name__}: {err})"
     weights = path / "adapter_model.safetensors"
-    try:
-        from safetensors import safe_open
+    if weights.exists():
+        try:
+            from safetensors import safe_open
 
-        with safe_open(str(weights), framework="pt") as f:
-            list(f.keys())
-    except Exception as err:  # noqa: BLE001 - any failure means the file is damaged
-        return f"{weights.name} unreadable ({type(err).__name__}: {str(err)[:120]})"
+            with safe_open(str(weights), framework="pt") as f:
+                list(f.keys())
+        except Exception as err:  # noqa: BLE001 - any failure means the file is damaged
+            return f"{weights.name} unreadable ({type(err).__name__}: {str(err)[:120]})"
+    elif not any(any(path.glob(p)) for p in ("adapter_model.bin", "pytorch_model_fsdp*", "global_step*")):
+        return "no adapter weights"  # the last three: FSDP and DeepSpeed checkpoint layouts
     import torch
 
     for name in ("optimizer.pt", "scheduler.pt"):
+        if not (path / name).exists():  # sharded layouts keep these elsewhere
+            continue
         try:
             torch.load(path / name, map_location="cpu", weights_only=True)
         except Exception as err:  # noqa: BLE001
@@ -739,9 +744,10 @@ def _usable_checkpoint(run_dir: Path, provenance: dict[str, Any]) -> str | None:
 def _claim_run_dir(run_dir: Path, overwrite: bool) -> None:
     """Before a new (not resumed) run in ``run_dir``: clear it when ``overwrite``, refuse a finished run's folder.
 
-    An unfinished run's folder (a killed run: checkpoints, no adapter yet) is restarted with a notice; its
-    checkpoints can never be resumed into the new run because their fingerprints differ (see
-    :func:`_usable_checkpoint`). The command line refuses that case too (``--resume`` or ``--overwrite``).
+    An unfinished run's folder (a killed run: checkpoints, no adapter yet) is restarted with a notice (kept
+    for notebooks and sweeps that run again into their folder); a later resume takes its old checkpoints
+    only when their fingerprints match the new run's (see :func:`_usable_checkpoint`). The command line
+    refuses that case too (``--resume`` or ``--overwrite``).
     """
     if overwrite:
         if int(os.environ.get("RANK", "0")) == 0:  # rank 0 alone deletes
