@@ -161,7 +161,7 @@ def _out_of_range(value: Any, kind: type, low: float, low_ok: bool, high: float,
     return value < low or (value == low and not low_ok) or value > high or (value == high and not high_ok)
 
 
-def _check_numbers(config: "TrainConfig") -> None:
+def _check_numbers(config: TrainConfig) -> None:
     """Raise ValueError naming the first TrainConfig field outside its valid range."""
     for name, kind, low, low_ok, high, high_ok, valid in _RANGES:
         value = getattr(config, name)

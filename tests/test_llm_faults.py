@@ -14,8 +14,14 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 from instructlab import build
-from instructlab.llm import (BadResponseError, MissingAPIKeyError, OpenAIChat, ResponseCache, complete_many,
-                             retry_after)
+from instructlab.llm import (
+    BadResponseError,
+    MissingAPIKeyError,
+    OpenAIChat,
+    ResponseCache,
+    complete_many,
+    retry_after,
+)
 from instructlab.runs import read_jsonl
 
 SECRET = "sk-fault-test-NEVER-ON-DISK-93be1"
@@ -325,6 +331,7 @@ def test_a_220_prompt_build_under_faults_loses_nothing_and_resumes_from_its_cach
     assert set(faults) >= {"429", "429ms", "500", "503", "hang", "truncated", "empty_body", "empty_answer", "not_chat"}
 
 
+@pytest.mark.notebook
 def test_no_file_a_notebook_run_writes_holds_the_key(tmp_path):
     # Notebook 01 end to end (papermill, smoke profile) with the stub as teacher and the key in the
     # environment, named by teacher_api_key_env: grep every file the run wrote.

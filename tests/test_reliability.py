@@ -170,7 +170,8 @@ def test_train_cli_refuses_an_unfinished_runs_folder_without_resume_or_overwrite
 
 
 def test_run_cli_refuses_a_non_empty_run_dir_before_any_kernel(tmp_path, monkeypatch, capsys):
-    from instructlab import __main__ as cli, pipeline
+    from instructlab import __main__ as cli
+    from instructlab import pipeline
 
     started = []
     monkeypatch.setattr(pipeline, "run_notebook", lambda *a, **k: started.append(a) or Path("x.ipynb"))
@@ -341,7 +342,8 @@ PASTED = "sk-proj-Zq8PASTEDkeyDO-NOT-WRITE-41c9"
 @pytest.mark.parametrize("param, notebook", [("teacher_api_key_env", "01"), ("judge_api_key_env", "03")])
 def test_a_key_pasted_as_api_key_env_is_refused_before_a_kernel_and_never_written(param, notebook, tmp_path,
                                                                                    monkeypatch, capsys):
-    from instructlab import __main__ as cli, pipeline
+    from instructlab import __main__ as cli
+    from instructlab import pipeline
 
     started = []
     monkeypatch.setattr(pipeline, "run_notebook", lambda *a, **k: started.append(a) or Path("x.ipynb"))
