@@ -14,14 +14,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 from instructlab import build
-from instructlab.llm import (
-    BadResponseError,
-    MissingAPIKeyError,
-    OpenAIChat,
-    ResponseCache,
-    complete_many,
-    retry_after,
-)
+from instructlab.llm import (BadResponseError, MissingAPIKeyError, OpenAIChat, ResponseCache, complete_many,
+                             retry_after)
 from instructlab.runs import read_jsonl
 
 SECRET = "sk-fault-test-NEVER-ON-DISK-93be1"
