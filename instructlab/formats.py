@@ -368,6 +368,11 @@ def save_jsonl(path: str | Path, conversations: Iterable, fmt: str = "messages")
     rows = []
     for i, conv in enumerate(conversations, start=1):
         extra = {k: v for k, v in conv.items() if k != "messages"} if isinstance(conv, dict) else {}
+        bad_keys = [k for k, v in extra.items() if _nonfinite(v)]
+        if bad_keys:  # json.dumps would write NaN, which no JSON reader accepts
+            raise FormatError("NaN or Infinity is not a JSON value", path=path, field=bad_keys[0],
+                              expected="a number, a string or null",
+                              hint=f"conversation {i}: write None for a missing value")
         msgs = conv["messages"] if isinstance(conv, dict) else conv
         try:
             rows.append({**convert(to_messages(msgs)), **extra})

@@ -5,6 +5,7 @@ and API keys that never reach a run's files. Training runs use the tiny random m
 from __future__ import annotations
 
 import json
+import math
 import shutil
 import sys
 from pathlib import Path
@@ -325,6 +326,10 @@ def test_a_nan_extra_field_is_an_error_not_invalid_json_written_back(tmp_path):
     path.write_text(_line() + "\n" + _line(score=float("nan")) + "\n")
     with pytest.raises(FormatError, match=f"{path}:2: field 'score': NaN"):
         formats.load_records(path)
+    rec = {"messages": [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}], "score": math.nan}
+    with pytest.raises(FormatError, match="field 'score': NaN.*conversation 1"):
+        formats.save_jsonl(tmp_path / "out.jsonl", [rec])
+    assert not (tmp_path / "out.jsonl").exists()
 
 
 def test_loaded_records_know_their_file_and_line(tmp_path):
