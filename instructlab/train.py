@@ -269,26 +269,32 @@ class TrainResult:
 
 # ----------------------------------------------------------------------------- data
 
-def as_conversations(data: Any) -> list[list[dict[str, str]]]:
+def as_conversations(data: Any, sources: Sequence[str] | None = None) -> list[list[dict[str, str]]]:
     """Conversations (lists of {"role","content"}) from a JSONL path, records or conversations.
 
     Accepts: a path to a JSONL file (any format ``formats.load_records`` knows), a list of records
-    (dicts with "messages", or Alpaca / ShareGPT records), or a list of message lists.
-    """
-    if isinstance(data, (str, os.PathLike)):
-        from . import formats
+    (dicts with "messages", or Alpaca / ShareGPT records), or a list of message lists. ``sources`` (one
+    label per item) names a bad item in the error; by default its 1-based position.
 
+    Raises:
+        formats.FormatError: an item is not a conversation in any known format (named by its source).
+    """
+    from . import formats
+
+    if isinstance(data, (str, os.PathLike)):
         data = formats.load_records(data)
     out = []
-    for item in data:
-        if isinstance(item, dict):
-            if "messages" in item:
-                item = item["messages"]
-            else:
-                from . import formats
-
-                item = formats.to_messages(item)
-        out.append([{"role": m["role"], "content": m["content"]} for m in item])
+    for i, item in enumerate(data):
+        try:
+            if isinstance(item, dict):
+                item = item["messages"] if "messages" in item else formats.to_messages(item)
+            out.append([{"role": m["role"], "content": m["content"]} for m in item])
+        except formats.FormatError as err:
+            raise err.at(path=sources[i] if sources else f"record {i + 1}") from None
+        except (KeyError, TypeError) as err:
+            raise formats.FormatError(f"not a conversation ({type(err).__name__}: {err})",
+                                      path=sources[i] if sources else f"record {i + 1}",
+                                      expected='a list of {"role", "content"} turns') from None
     return out
 
 
@@ -883,8 +889,8 @@ def train_lora(model_name: str, train_data: Any, eval_data: Any = None, config: 
     tokenizer = models.load_tokenizer(model_name)
     records = train_data if not isinstance(train_data, (str, os.PathLike)) else _load(train_data)
     selected = config_subset(records, config)
-    masked = prepare_examples(tokenizer, as_conversations(selected), config,
-                              sources=_record_sources(records, selected))
+    sources = _record_sources(records, selected)
+    masked = prepare_examples(tokenizer, as_conversations(selected, sources), config, sources=sources)
     eval_masked = prepare_examples(tokenizer, as_conversations(eval_data), config, "eval") if eval_data is not None else None
     provenance = _provenance(model_name, config, selected, masked)
     checkpoint = None

@@ -236,6 +236,13 @@ def test_mask_report_names_dropped_records_by_file_and_line(tmp_path):
     assert report["dropped"] == [[f"{data}:7 (id 'q6')", "all trained tokens truncated by max_length"]]
 
 
+def test_a_bad_record_passed_as_a_list_is_named_by_its_position_and_id(tmp_path):
+    recs = [{"id": f"a{i}", "instruction": f"Say {i}", "output": f"Item {i} is fine, colleague."} for i in range(6)]
+    recs[4]["output"] = ""
+    with pytest.raises(FormatError, match=r"record 5 of the training data \(id 'a4'\).*'output': empty response"):
+        train_lora(TINY, recs, config=_cfg(), run_dir=tmp_path / "run")
+
+
 def test_masking_errors_name_the_source_not_the_shuffled_position():
     from instructlab import models
 
