@@ -220,7 +220,8 @@ class LocalChat:
 
         with self._lock:
             model, tok = self._load()
-            from instructlab.masking import prompt_ids  # the ids training saw before an answer
+            # the ids training saw before an answer
+            from instructlab.masking import prompt_ids
 
             prompt = torch.tensor([prompt_ids(tok, messages)], device=model.device)
             ids = {"input_ids": prompt, "attention_mask": torch.ones_like(prompt)}

@@ -152,7 +152,7 @@ def _needs_bos(tokenizer, text: str, adds_bos: bool) -> bool:
     return adds_bos and not text.lstrip().startswith(tokenizer.bos_token)
 
 
-def rendered_ids(tokenizer, text: str, info: "TemplateInfo | None" = None,
+def rendered_ids(tokenizer, text: str, info: TemplateInfo | None = None,
                  generation_prompt: bool = False) -> list[int]:
     """The token ids a rendered conversation (or generation prompt) becomes: the one rule that
     training and generation share.
@@ -197,7 +197,7 @@ def prompt_ids(tokenizer, messages: list[dict]) -> list[int]:
     return rendered_ids(tokenizer, render(tokenizer, messages, add_generation_prompt=True), generation_prompt=True)
 
 
-_BOS_CACHE: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+_BOS_CACHE: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 def _adds_bos_cached(tokenizer) -> bool:

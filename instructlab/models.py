@@ -443,7 +443,8 @@ def complete_text(model: Any, tokenizer: Any, prompt: str, max_new_tokens: int =
     """
     if chat:
         messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": prompt}]
-        from .masking import prompt_ids  # the ids training saw before an answer (BOS rule included)
+        # the ids training saw before an answer (BOS rule included)
+        from .masking import prompt_ids
 
         ids = torch.tensor([prompt_ids(tokenizer, messages)])
         enc = {"input_ids": ids, "attention_mask": torch.ones_like(ids)}

@@ -611,7 +611,8 @@ class ChatComparisonState:
         from transformers import GenerationConfig, TextIteratorStreamer
 
         model, tok = self.model_and_tokenizer(label)
-        from instructlab.masking import prompt_ids  # the ids training saw before an answer
+        # the ids training saw before an answer
+        from instructlab.masking import prompt_ids
 
         ids = torch.tensor([prompt_ids(tok, self.messages(prompt))], device=model.device)
         inputs = {"input_ids": ids, "attention_mask": torch.ones_like(ids)}

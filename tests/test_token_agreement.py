@@ -127,5 +127,6 @@ def test_bos_rule_on_both_tokenizers():
         assert ids[0] == tok.bos_token_id and ids.count(tok.bos_token_id) == 1, family
         ex = masking.tokenize_with_mask(tok, ONE)
         assert ex["input_ids"][0] == tok.bos_token_id and ex["input_ids"].count(tok.bos_token_id) == 1, family
-    text = masking.render(tokenizer_for(smol, "chatml"), ONE[:1], add_generation_prompt=True)
-    assert masking.prompt_ids(tokenizer_for(smol, "chatml"), ONE[:1]) == smol(text, add_special_tokens=False)["input_ids"]
+    chatml = tokenizer_for(smol, "chatml")
+    text = masking.render(chatml, ONE[:1], add_generation_prompt=True)
+    assert masking.prompt_ids(chatml, ONE[:1]) == smol(text, add_special_tokens=False)["input_ids"]
