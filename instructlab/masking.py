@@ -516,7 +516,8 @@ def tokenize_with_mask(tokenizer, messages, max_length: int | None = None,
 # --------------------------------------------------------------------------------------------
 
 def _norm(text: str) -> str:
-    return re.sub(r"\s+", "", text)
+    # U+2581 too: SentencePiece decoders (Gemma) turn a literal '▁' in the text into a space
+    return re.sub(r"[\s\u2581]+", "", text)
 
 
 def trained_runs(labels: Sequence[int]) -> list[tuple[int, int]]:
