@@ -97,6 +97,9 @@ class TrainConfig:
     quantization: str | None = None     # "4bit" = QLoRA (CUDA + bitsandbytes only)
     activation_checkpointing: bool | None = None   # None: off (on CPU it only costs time)
     device: str | None = None           # None: models.device_settings() decides
+    # Experiment tracker(s), passed to TRL's report_to: "trackio" (local, offline), "tensorboard", "wandb"...
+    # None: none (the run folder's log_history.jsonl is always written).
+    report_to: str | list[str] | None = None
 
     def __post_init__(self) -> None:
         self.target_modules = tuple(self.target_modules)
@@ -488,7 +491,7 @@ def sft_config(config: TrainConfig, hw: Any, output_dir: str | Path, has_eval: b
         dataset_kwargs={"skip_prepare_dataset": True}, remove_unused_columns=False,
         logging_steps=config.logging_steps, logging_first_step=True, save_strategy="steps",
         save_steps=config.save_steps, save_total_limit=config.save_total_limit,
-        eval_strategy="no", eval_on_start=has_eval, report_to=[], disable_tqdm=not progress,
+        eval_strategy="no", eval_on_start=has_eval, report_to=config.report_to or [], disable_tqdm=not progress,
         ddp_find_unused_parameters=False, dataloader_num_workers=0)
 
 
@@ -704,12 +707,50 @@ def merge_adapter(run_dir_or_adapter: str | Path, out_dir: str | Path, model_nam
 
 # ----------------------------------------------------------------------------- command line
 
+DEFAULT_DATA = str(Path(__file__).resolve().parent.parent / "data/kestrel/train.jsonl")
+FILE_KEYS = ("profile", "model", "data", "eval_data")  # what a config file may hold besides TrainConfig fields
+_KEY_ALIASES = {"model_name": "model", "model_name_or_path": "model"}
+
+
+def load_config_file(path: str | Path) -> dict[str, Any]:
+    """Settings from a YAML (or JSON) config file, for ``python -m instructlab.train --config``.
+
+    Args:
+        path: a flat mapping of TrainConfig fields plus ``profile``, ``model`` (or ``model_name`` /
+            ``model_name_or_path``, as in ``trl sft --config``), ``data`` and ``eval_data``; or a run's
+            ``config.json``, whose ``model_name`` and ``config`` are used (so a run replays).
+    Returns:
+        the settings, keys as in TrainConfig and FILE_KEYS.
+    Raises:
+        FileNotFoundError: no such file. ValueError: not a mapping, or keys that are neither TrainConfig
+        fields nor FILE_KEYS (the message lists the valid keys).
+    """
+    import yaml
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"--config {path}: no such file (a YAML file of TrainConfig fields or a run's config.json)")
+    data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}  # JSON is YAML
+    if not isinstance(data, dict):
+        raise ValueError(f"--config {path}: expected a mapping of settings, got {type(data).__name__}")
+    if isinstance(data.get("config"), dict) and "model_name" in data:  # a run's config.json
+        data = {"model": data["model_name"], **data["config"]}
+    data = {_KEY_ALIASES.get(k, k): v for k, v in data.items()}
+    valid = {f.name for f in fields(TrainConfig)} | set(FILE_KEYS)
+    unknown = sorted(set(data) - valid)
+    if unknown:
+        raise ValueError(f"--config {path}: unknown keys {unknown}; valid keys: {sorted(valid)}")
+    return data
+
+
 def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m instructlab.train", description=(
         "Train a LoRA adapter (works under `torchrun --nproc_per_node N` too; all ranks share --run-dir)."))
-    p.add_argument("--profile", default="quick", choices=sorted(TRAIN_PROFILES))
+    p.add_argument("--config", default=None, help="YAML file of TrainConfig fields (+ profile, model, data, "
+                   "eval_data), or a run's config.json to replay it; flags override it")
+    p.add_argument("--profile", default=None, choices=sorted(TRAIN_PROFILES), help="default: the file's, else quick")
     p.add_argument("--model", default=None, help="model name (default: the profile's)")
-    p.add_argument("--data", default=str(Path(__file__).resolve().parent.parent / "data/kestrel/train.jsonl"))
+    p.add_argument("--data", default=None, help=f"training data (default: the file's, else {DEFAULT_DATA})")
     p.add_argument("--eval-data", default=None, help="conversations with answers, for eval loss")
     p.add_argument("--run-dir", default=None)
     p.add_argument("--resume", action="store_true", help="continue the run in --run-dir from its last checkpoint")
@@ -719,16 +760,33 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         p.add_argument(f"--{name}", type=typ, default=None)
     p.add_argument("--category-shares", type=json.loads, default=None,
                    help='JSON, e.g. \'{"lookalike": 0.15}\': shares of those categories in the n-examples subset')
+    p.add_argument("--report-to", type=lambda v: v.split(","), default=None,
+                   help="experiment tracker(s), comma-separated: trackio (local, offline), tensorboard, wandb...")
     return p.parse_args(argv)
+
+
+def resolve_args(argv: Sequence[str] | None = None) -> tuple[str, TrainConfig, str, str | None]:
+    """(model, config, data, eval_data) from the command line: the profile's settings, then the
+    ``--config`` file's (a ``None`` there counts, e.g. ``n_examples: null`` = all data), then the flags.
+
+    Raises ValueError / FileNotFoundError for a bad config file (see :func:`load_config_file`).
+    """
+    a = _parse_args(argv)
+    keys = ("epochs", "max_steps", "n_examples", "learning_rate", "batch_size", "grad_accum", "max_length",
+            "seed", "save_steps", "batching", "train_on", "device", "category_shares", "report_to")
+    settings = load_config_file(a.config) if a.config else {}
+    file_args = {k: settings.pop(k, None) for k in FILE_KEYS}
+    model, config = profile_config(a.profile or file_args["profile"] or "quick", model=a.model or file_args["model"])
+    config = replace(config, **settings)
+    config = replace(config, **{k: getattr(a, k) for k in keys if getattr(a, k) is not None})  # flags win
+    return model, config, a.data or file_args["data"] or DEFAULT_DATA, a.eval_data or file_args["eval_data"]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Command-line entry point; prints the result summary as JSON on rank 0."""
     a = _parse_args(argv)
-    keys = ("epochs", "max_steps", "n_examples", "learning_rate", "batch_size", "grad_accum", "max_length",
-            "seed", "save_steps", "batching", "train_on", "device", "category_shares")
-    model, config = profile_config(a.profile, model=a.model, **{k: getattr(a, k) for k in keys})
-    res = train_lora(model, a.data, a.eval_data, config, a.run_dir, resume=a.resume)
+    model, config, data, eval_data = resolve_args(argv)
+    res = train_lora(model, data, eval_data, config, a.run_dir, resume=a.resume)
     if int(os.environ.get("RANK", "0")) == 0:
         print(json.dumps({"run_dir": str(res.run_dir), "adapter_dir": str(res.adapter_dir),
                           "final_loss": res.metrics.get("final_loss"), "throughput": res.throughput}, indent=2))
