@@ -364,7 +364,7 @@ def _open_dataset(source: Any, split: str):
     if isinstance(source, (datasets.DatasetDict, datasets.IterableDatasetDict)):
         if split not in source:
             raise FormatError(f"the dataset has no split {split!r}", field="split",
-                              expected=f"one of {sorted(source)}", hint=f"pass split={sorted(source)[0]!r}")
+                              expected=f"one of {sorted(source)}", hint=f"pass split={min(source)!r}")
         source = source[split]
     return source
 

@@ -760,7 +760,7 @@ def export_gguf(model_dir: str | Path, out_file: str | Path | None = None, outty
     out = Path(out_file) if out_file else model_dir / f"model-{outtype}.gguf"
     out.parent.mkdir(parents=True, exist_ok=True)
     cmd = gguf_converter() + ["--outtype", outtype, "--outfile", str(out), str(model_dir)]
-    done = subprocess.run(cmd, capture_output=True, text=True)
+    done = subprocess.run(cmd, capture_output=True, text=True, check=False)  # its output goes into the error
     if done.returncode != 0 or not out.is_file():
         tail = "\n".join((done.stderr or done.stdout).strip().splitlines()[-15:])
         raise RuntimeError(f"GGUF conversion failed (exit {done.returncode}): {' '.join(cmd)}\n{tail}")

@@ -88,7 +88,7 @@ def test_command_line_trains_from_a_file_and_replays_the_run(tmp_path):
     cfg = write(tmp_path / "run.yaml", f"profile: smoke\ndata: {data}\nmax_steps: 2\nlora_r: 4\n")
     cmd = [sys.executable, "-m", "instructlab.train", "--config", cfg, "--run-dir", str(tmp_path / "run"),
            "--seed", "3"]
-    out = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600)
+    out = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600, check=False)
     assert out.returncode == 0, out.stderr[-2000:]
     saved = json.loads((tmp_path / "run" / "config.json").read_text())
     assert saved["config"]["max_steps"] == 2 and saved["config"]["lora_r"] == 4 and saved["config"]["seed"] == 3

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 import trl
+from jinja2.exceptions import TemplateError
 
 from instructlab import masking, models
 
@@ -49,7 +50,7 @@ def conversation_for(tok):
     try:
         tok.apply_chat_template([SYSTEM] + CONV, tokenize=False)
         return [SYSTEM] + CONV
-    except Exception:  # jinja's TemplateError: "System role not supported"
+    except TemplateError:  # "System role not supported"
         return CONV
 
 
