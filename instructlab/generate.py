@@ -25,6 +25,8 @@ from typing import Any, Iterator, Sequence
 
 import torch
 
+from .masking import rendered_ids
+
 Messages = list[dict[str, str]]
 
 # End-of-turn markers of common chat templates: generation stops at whichever is in the vocabulary.
@@ -108,8 +110,9 @@ def _model_device(model: Any) -> torch.device:
 @torch.no_grad()
 def _generate_batch(model: Any, tokenizer: Any, texts: list[str], config: Any) -> list[str]:
     """Answers for one batch of rendered prompts (left padded), new tokens only, special tokens removed."""
+    ids = [rendered_ids(tokenizer, t, generation_prompt=True) for t in texts]  # exactly the training prefix
     with _left_padding(tokenizer):
-        enc = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False)
+        enc = tokenizer.pad({"input_ids": ids}, padding=True, return_attention_mask=True, return_tensors="pt")
     enc = {k: v.to(_model_device(model)) for k, v in enc.items()}
     out = model.generate(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"],
                          generation_config=config)
@@ -137,7 +140,7 @@ def generate_answers(model: Any, tokenizer: Any, conversations: Sequence[Any], m
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     texts = render_prompts(tokenizer, conversations)
-    lengths = [len(tokenizer(t, add_special_tokens=False)["input_ids"]) for t in texts]
+    lengths = [len(rendered_ids(tokenizer, t, generation_prompt=True)) for t in texts]
     order = sorted(range(len(texts)), key=lambda i: -lengths[i])  # longest first: memory peaks early
     config = _greedy_config(model, tokenizer, max_new_tokens)
     model.eval()

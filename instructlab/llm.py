@@ -319,9 +319,11 @@ class LocalChat:
 
         with self._lock:
             model, tok = self._load()
-            ids = tok.apply_chat_template(messages, add_generation_prompt=True, return_tensors="pt",
-                                          return_dict=True)
-            ids = {k: v.to(model.device) for k, v in ids.items()}
+            # the ids training saw before an answer
+            from instructlab.masking import prompt_ids
+
+            prompt = torch.tensor([prompt_ids(tok, messages)], device=model.device)
+            ids = {"input_ids": prompt, "attention_mask": torch.ones_like(prompt)}
             with torch.no_grad():
                 out = model.generate(**ids, max_new_tokens=self.max_new_tokens, do_sample=False,
                                      pad_token_id=tok.pad_token_id)

@@ -15,7 +15,21 @@ How, without searching for a response-template string:
    prompt or a date, fold the system prompt into the first user turn, or drop ``<think>`` blocks
    from earlier assistant turns are handled (see :func:`_locate`).
 4. Tokenize the render once with offsets; a token is trained when its characters overlap an
-   assistant span. ``input_ids`` are therefore exactly the tokenization of the render.
+   assistant span. ``input_ids`` are therefore exactly :func:`rendered_ids` of the render.
+
+One rule decides what token ids a rendered conversation becomes, for training and generation alike
+(:func:`rendered_ids`): the render's tokens without any special tokens added, preceded by the
+tokenizer's BOS when the tokenizer adds one by default (Gemma, Llama) and the render does not
+already start with it. So a template that writes ``bos_token`` gets no second BOS, a template that
+does not (ChatML, Phi-3, Zephyr on a Gemma tokenizer) still gets one, and a tokenizer that would
+also append EOS never ends a generation prompt with it. Training (:func:`tokenize_with_mask`,
+:func:`mask_dataset`, hence the eval loss), generation (``generate``, ``models.complete_text``) and
+the local chat backend (``llm.LocalChat``) all call it, so the model is asked to answer after
+exactly the prefix it was trained on.
+
+Templates whose assistant turns end differently by position (gpt-oss harmony: ``<|end|>`` when
+more turns follow, ``<|return|>`` after the final one) are probed per position, and each turn
+trains the marker it actually ends with.
 
 :func:`verify_mask` checks an example independently (decodes the trained tokens);
 :func:`show_mask` shows trained vs masked tokens in colour.
@@ -55,15 +69,22 @@ class TemplateInfo:
     """What the probe learned about a tokenizer's chat template.
 
     ``end_marker``: text written after an assistant content that closes the turn (trained).
-    ``add_special_tokens``: whether tokenizing the render must add the tokenizer's BOS (only when
-    the template does not write it itself). ``headers``: render text before the first content,
+    ``tokenizer_adds_bos``: whether the tokenizer adds BOS by default (:func:`rendered_ids` then
+    puts it in front of renders that lack it). ``headers``: render text before the first content,
     for conversations starting with a user / a system message (None when unknown).
+    ``final_marker``: the marker after the conversation's final assistant message when it differs
+    from ``end_marker`` (gpt-oss: ``<|return|>`` vs ``<|end|>``); None when they are the same.
     """
 
     end_marker: str
-    add_special_tokens: bool
+    tokenizer_adds_bos: bool
     headers: dict
     direct_backend: bool = False
+    final_marker: str | None = None
+
+    def marker(self, last: bool) -> str:
+        """The end marker of an assistant turn that is (``last``) or is not the conversation's final message."""
+        return self.final_marker if last and self.final_marker is not None else self.end_marker
 
 
 # --------------------------------------------------------------------------------------------
@@ -105,6 +126,89 @@ def _trim_marker(text: str, specials: list[str]) -> str:
     return text.rstrip()
 
 
+_ANSWER_PROBE = "Answer"  # what an answer usually starts with: a word (see rendered_ids)
+_TAG = re.compile(r"\s*(<\|[^<>|\s]+\|>|</?[A-Za-z_][\w.-]*>|\[/?[A-Z_]+\])")
+
+
+def _first_marker(tail: str, specials: list[str]) -> str:
+    """The text up to and including the first special token or tag of ``tail`` (whitespace before it
+    allowed): the end marker when the turn's two positions close differently."""
+    ends = [tail.find(s) + len(s) for s in specials if s in tail and not tail[:tail.find(s)].strip()]
+    tag = _TAG.match(tail)
+    ends += [tag.end()] if tag else []
+    return tail[:min(ends)] if ends else ""
+
+
+def tokenizer_adds_bos(tokenizer) -> bool:
+    """Whether ``tokenizer(text)`` starts with BOS by default (Gemma, Llama: yes; SmolLM2, Qwen: no)."""
+    bos = getattr(tokenizer, "bos_token_id", None)
+    if bos is None or not getattr(tokenizer, "bos_token", None):
+        return False
+    with_special = tokenizer("x", add_special_tokens=True)["input_ids"]
+    return with_special[:1] == [bos] and tokenizer("x", add_special_tokens=False)["input_ids"][:1] != [bos]
+
+
+def _needs_bos(tokenizer, text: str, adds_bos: bool) -> bool:
+    return adds_bos and not text.lstrip().startswith(tokenizer.bos_token)
+
+
+def rendered_ids(tokenizer, text: str, info: TemplateInfo | None = None,
+                 generation_prompt: bool = False) -> list[int]:
+    """The token ids a rendered conversation (or generation prompt) becomes: the one rule that
+    training and generation share.
+
+    Args:
+        tokenizer: a Hugging Face tokenizer.
+        text: the chat template's render (:func:`render`, with or without the generation prompt).
+        info: the tokenizer's :class:`TemplateInfo` when already known (saves one lookup).
+        generation_prompt: ``text`` ends where an answer starts. It is then tokenized as it is in
+            training, followed by an answer: a word-initial probe is appended and only the tokens
+            that end before it are kept. Without this, a pre-tokenizer may merge the prompt's trailing
+            whitespace differently (Llama-3's ``"\n\n"`` header end on SmolLM2: one token alone, two
+            before a word), and the model would be asked to answer after a prefix it never saw.
+    Returns:
+        the tokens of ``text`` with no special tokens added, preceded by BOS when the tokenizer adds
+        BOS by default and ``text`` does not already start with it. Never a second BOS, never an EOS.
+    """
+    adds = info.tokenizer_adds_bos if info is not None else _adds_bos_cached(tokenizer)
+    if generation_prompt and getattr(tokenizer, "is_fast", False):
+        enc = tokenizer(text + _ANSWER_PROBE, add_special_tokens=False, return_offsets_mapping=True)
+        ends = [e for _, e in enc["offset_mapping"]]
+        keep = next((k for k, e in enumerate(ends) if e > len(text)), len(ends))
+        ids = enc["input_ids"][:keep]
+    else:
+        ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+    return [tokenizer.bos_token_id] + ids if _needs_bos(tokenizer, text, adds) else ids
+
+
+def prompt_ids(tokenizer, messages: list[dict]) -> list[int]:
+    """Generation-prompt ids for ``messages``: :func:`render` with the generation prompt, then
+    :func:`rendered_ids`. They equal the first ids of the training example of the same
+    conversation with its answer (``tokenize_with_mask``), up to the answer's first token.
+
+    Args:
+        tokenizer: a tokenizer with a chat template.
+        messages: the conversation to answer (``[{"role", "content"}]``, ending with a user turn).
+    Returns:
+        the prompt's token ids (a list of int).
+    Raises:
+        MaskingError: the tokenizer has no chat template or the template fails on ``messages``.
+    """
+    return rendered_ids(tokenizer, render(tokenizer, messages, add_generation_prompt=True), generation_prompt=True)
+
+
+_BOS_CACHE: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _adds_bos_cached(tokenizer) -> bool:
+    try:
+        if tokenizer not in _BOS_CACHE:
+            _BOS_CACHE[tokenizer] = tokenizer_adds_bos(tokenizer)
+        return _BOS_CACHE[tokenizer]
+    except TypeError:  # not weak-referenceable
+        return tokenizer_adds_bos(tokenizer)
+
+
 def _probe(tokenizer) -> TemplateInfo:
     try:
         return _probe_template(tokenizer)
@@ -126,21 +230,23 @@ def _probe_template(tokenizer) -> TemplateInfo:
     tail_single = single[cut:]
     start = multi.index(p["a1"]) + len(p["a1"])
     tail_multi = multi[start:multi.index(p["u2"], start)]
-    marker = _trim_marker(os.path.commonprefix([tail_single, tail_multi]), _special_texts(tokenizer))
+    specials = _special_texts(tokenizer)
+    marker = _trim_marker(os.path.commonprefix([tail_single, tail_multi]), specials)
+    final = None
+    if not marker:  # the two positions close differently (harmony: <|end|> before more turns, <|return|> last)
+        marker, final = _first_marker(tail_multi, specials), _first_marker(tail_single, specials)
+        marker, final = (marker, final) if marker and final else ("", None)
     headers = {"user": single[:single.index(p["u1"])]}
     try:
         sys_render = render(tokenizer, [{"role": "system", "content": p["system"]}] + one)
         headers["system"] = sys_render[:sys_render.index(p["system"])] if p["system"] in sys_render else None
     except MaskingError:  # some templates refuse system messages; those conversations fail later anyway
         headers["system"] = None
-    bos = getattr(tokenizer, "bos_token", None)
-    adds_bos = bool(bos) and tokenizer("x", add_special_tokens=True)["input_ids"][:1] == [tokenizer.bos_token_id]
-    add = adds_bos and not single.startswith(bos)
     backend = getattr(tokenizer, "backend_tokenizer", None)
     direct = backend is not None and getattr(tokenizer, "is_fast", False) and (
-        backend.encode(multi, add_special_tokens=add).ids
-        == tokenizer(multi, add_special_tokens=add)["input_ids"])
-    return TemplateInfo(marker, add, headers, direct)
+        backend.encode(multi, add_special_tokens=False).ids
+        == tokenizer(multi, add_special_tokens=False)["input_ids"])
+    return TemplateInfo(marker, tokenizer_adds_bos(tokenizer), headers, direct, final)
 
 
 def template_info(tokenizer) -> TemplateInfo:
@@ -252,9 +358,11 @@ def assistant_spans(tokenizer, messages: list[dict], full: str | None = None,
                                "rendered conversation: the chat template changes assistant text in a way "
                                "the kit cannot follow. Rendering (spans found so far in ⟦ ⟧):\n"
                                + mark_spans(full, spans))
-        end = _with_marker(full, span[1], info.end_marker)
+        # train whichever marker the turn really ends with (the position's own marker first)
+        markers = dict.fromkeys([info.marker(i == len(messages) - 1), info.marker(i != len(messages) - 1)])
+        end = next((e for e in (_with_marker(full, span[1], mk) for mk in markers) if e is not None), None)
         if end is None:
-            raise MaskingError(f"the end-of-turn marker {info.end_marker!r} does not follow assistant "
+            raise MaskingError(f"the end-of-turn marker {' or '.join(map(repr, markers))} does not follow assistant "
                                f"message {i}; the model would not learn to stop. Rendering:\n"
                                + mark_spans(full, spans + [span]))
         spans.append((span[0], end))
@@ -313,10 +421,11 @@ class _OffsetRanges:
 
 
 class _EncodingRanges:
-    """Token ranges from a Rust ``Encoding`` (char_to_token; no offset list is materialised)."""
+    """Token ranges from a Rust ``Encoding`` (char_to_token; no offset list is materialised);
+    ``shift``: tokens put in front of the encoding (a BOS from :func:`rendered_ids`)."""
 
-    def __init__(self, encoding):
-        self.enc = encoding
+    def __init__(self, encoding, shift: int = 0):
+        self.enc, self.shift = encoding, shift
 
     def _first(self, chars) -> int | None:
         for c in chars:
@@ -327,7 +436,7 @@ class _EncodingRanges:
 
     def __call__(self, s: int, e: int) -> tuple[int, int]:
         first, last = self._first(range(s, e)), self._first(range(e - 1, s - 1, -1))
-        return (first, last + 1) if first is not None else (0, 0)
+        return (first + self.shift, last + 1 + self.shift) if first is not None else (0, 0)
 
 
 def _labels(ids: list[int], ranges, spans, max_length: int | None, train_on: str) -> dict:
@@ -354,24 +463,29 @@ def _encode_many(tokenizer, texts: list[str], info: TemplateInfo) -> list[tuple[
     conversion of every offset) when that is equivalent to ``tokenizer(texts)``, i.e. no padding or
     truncation is configured on it; otherwise the public call with ``return_offsets_mapping``."""
     backend = getattr(tokenizer, "backend_tokenizer", None)
+    bos = [[tokenizer.bos_token_id] if _needs_bos(tokenizer, t, info.tokenizer_adds_bos) else [] for t in texts]
     if info.direct_backend and backend is not None and backend.padding is None and backend.truncation is None:
-        encs = backend.encode_batch(texts, add_special_tokens=info.add_special_tokens)
-        return [(e.ids, _EncodingRanges(e)) for e in encs]
-    enc = _encode(tokenizer, texts, info)
-    return [(ids, _OffsetRanges(off)) for ids, off in zip(enc["input_ids"], enc["offset_mapping"])]
+        encs = backend.encode_batch(texts, add_special_tokens=False)
+        return [(b + e.ids, _EncodingRanges(e, len(b))) for b, e in zip(bos, encs)]
+    enc = _encode(tokenizer, texts)
+    return [(b + ids, _OffsetRanges([(0, 0)] * len(b) + list(off)))
+            for b, ids, off in zip(bos, enc["input_ids"], enc["offset_mapping"])]
 
 
-def _encode(tokenizer, texts, info: TemplateInfo):
+def _encode(tokenizer, texts):
+    """The public tokenizer call with offsets, no special tokens (:func:`rendered_ids` adds BOS)."""
     if not getattr(tokenizer, "is_fast", False):
         raise MaskingError("masking needs a fast tokenizer (offset mapping); load it with use_fast=True")
-    return tokenizer(texts, add_special_tokens=info.add_special_tokens, return_offsets_mapping=True)
+    return tokenizer(texts, add_special_tokens=False, return_offsets_mapping=True)
 
 
 def _check_bos(tokenizer, ids: list[int]) -> None:
     bos = getattr(tokenizer, "bos_token_id", None)
     if bos is not None and len(ids) > 1 and ids[0] == bos and ids[1] == bos:
-        raise MaskingError("double BOS at the start of input_ids: the template writes BOS and the "
-                           "tokenizer added another; please report this tokenizer/template pair")
+        # rendered_ids never adds a BOS to a render that has one, so the template wrote it twice
+        raise MaskingError(f"double BOS at the start of input_ids: the chat template writes the BOS token "
+                           f"{tokenizer.bos_token!r} twice (e.g. bos_token followed by a turn header that is "
+                           "the same token); use a template written for this tokenizer")
 
 
 def tokenize_with_mask(tokenizer, messages, max_length: int | None = None,
@@ -402,7 +516,8 @@ def tokenize_with_mask(tokenizer, messages, max_length: int | None = None,
 # --------------------------------------------------------------------------------------------
 
 def _norm(text: str) -> str:
-    return re.sub(r"\s+", "", text)
+    # U+2581 too: SentencePiece decoders (Gemma) turn a literal '▁' in the text into a space
+    return re.sub(r"[\s\u2581]+", "", text)
 
 
 def trained_runs(labels: Sequence[int]) -> list[tuple[int, int]]:
@@ -451,7 +566,7 @@ def verify_mask(tokenizer, messages, example: dict, train_on: str = "assistant")
     info = template_info(tokenizer)
     messages = to_messages(messages)
     full = render(tokenizer, messages)
-    expected_ids = _encode(tokenizer, full, info)["input_ids"]
+    expected_ids = rendered_ids(tokenizer, full, info)
     ids, labels = list(example["input_ids"]), list(example["labels"])
     truncated = len(ids) < len(expected_ids)
     problems = []
@@ -465,7 +580,9 @@ def verify_mask(tokenizer, messages, example: dict, train_on: str = "assistant")
     wanted = wanted[-1:] if train_on == "last_assistant" else wanted
     runs = trained_runs(labels)
     decoded = [tokenizer.decode(ids[a:b], skip_special_tokens=False) for a, b in runs]
-    items = [(m["content"] + info.end_marker, _post_think(m["content"]) + info.end_marker) for m in wanted]
+    last = messages[-1] if messages[-1]["role"] == "assistant" else None
+    items = [(m["content"] + info.marker(m is last), _post_think(m["content"]) + info.marker(m is last))
+             for m in wanted]
     problems += _match_runs(decoded, items, truncated)
     answers = _norm(" ".join(m["content"] for m in messages if m["role"] == "assistant"))
     trained_text = _norm("".join(decoded))

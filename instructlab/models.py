@@ -466,8 +466,11 @@ def complete_text(model: Any, tokenizer: Any, prompt: str, max_new_tokens: int =
     """
     if chat:
         messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": prompt}]
-        text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-        enc = tokenizer(text, return_tensors="pt", add_special_tokens=False)  # the template has BOS already
+        # the ids training saw before an answer (BOS rule included)
+        from .masking import prompt_ids
+
+        ids = torch.tensor([prompt_ids(tokenizer, messages)])
+        enc = {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
     else:
         enc = tokenizer(prompt, return_tensors="pt")
     enc = {k: v.to(model.device) for k, v in enc.items()}

@@ -26,6 +26,8 @@ from . import runs
 REPO_ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS_DIR = REPO_ROOT / "notebooks"
 PROFILES = ("smoke", "quick", "full")
+# The one kernel name: the venv's own ipykernel spec (no registration step), also the notebooks' kernelspec
+# and what `make lab` offers; jupyter_client runs it with this interpreter.
 KERNEL_NAME = "python3"
 
 

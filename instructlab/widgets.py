@@ -611,9 +611,11 @@ class ChatComparisonState:
         from transformers import GenerationConfig, TextIteratorStreamer
 
         model, tok = self.model_and_tokenizer(label)
-        inputs = tok.apply_chat_template(self.messages(prompt), add_generation_prompt=True,
-                                         return_tensors="pt", return_dict=True)
-        inputs = {k: v.to(model.device) for k, v in inputs.items()}
+        # the ids training saw before an answer
+        from instructlab.masking import prompt_ids
+
+        ids = torch.tensor([prompt_ids(tok, self.messages(prompt))], device=model.device)
+        inputs = {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
         streamer = TextIteratorStreamer(tok, skip_prompt=True, skip_special_tokens=True)
         failure: list[BaseException] = []
 
