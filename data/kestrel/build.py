@@ -305,6 +305,7 @@ def gen_question(rng: random.Random, mode: str) -> Example:
     tail = rng.choice(CLOSERS[mode])
     paras.append(tail)
     return _ex("question", fact.doc, _wrap(rng, q, mode), paras, fact.team,
+               extra_terms=facts.SUBJECTS.get(fact.questions[0], ()),
                skel_user=q, skel_resp=f"{answer}|{closer}|{tail}")
 
 
@@ -325,7 +326,8 @@ def gen_knowledge(rng: random.Random, mode: str) -> Example:
     ask = rng.choice(KNOWLEDGE_ASKS[mode])
     answer = re.sub(r"\s*\(see KB-\d+\)", "", answer)
     return _ex("template", fact.doc, ask.format(q=q), [answer, f"Reference: {fact.kb}"], fact.team,
-               template="knowledge", skel_user=ask + "|" + q, skel_resp=answer)
+               template="knowledge", extra_terms=facts.SUBJECTS.get(fact.questions[0], ()),
+               skel_user=ask + "|" + q, skel_resp=answer)
 
 
 # --------------------------------------------------------------------------------------------
@@ -472,7 +474,7 @@ def _slots(rng: random.Random, mode: str) -> dict:
 # --------------------------------------------------------------------------------------------
 
 REWRITES = [
-    {"doc": "kb-1310-maintenance-windows", "team": CM,
+    {"doc": "kb-1310-maintenance-windows", "team": CM, "terms": ("maintenance window", "change request"),
      "train": ["hey all!! heads up, {short} will be down sat night {us} from {a1} to {a2} for the "
                "downtime slot. change ticket is {cr}. sorry for the hassle :)",
                "FYI folks - we're taking {short} offline {us} {a1}-{a2} (downtime slot), change form "
@@ -499,6 +501,7 @@ REWRITES = [
                           "{date} {t1} UTC to {sun} {t2} UTC.", "There is nothing you need to do; "
                           "KB-1310 sets out how maintenance windows work."]]}},
     {"doc": "incident-management-policy", "team": NOC,
+     "terms": ("incident", "priority 2", "Network Operations Centre"),
      "train": ["guys the {short} thing is still broken!! network team is on it, outage ticket "
                "{inc}, its a high priority one. will shout when its fixed",
                "update: {short} still flaky since {b1}, outage ticket {inc} (high priority). network "
@@ -524,6 +527,7 @@ REWRITES = [
                           "{P2} classification.", "The {NOC} continues to investigate, and a further "
                           "update will reach you no later than {i2} UTC."]]}},
     {"doc": "kb-1042-password-reset-sso", "team": DEFAULT_TEAM,
+     "terms": ("single sign-on", "multi-factor authentication", "knowledge base article"),
      "train": ["no worries! just go to the one login page and hit forgot password, there's a "
                "help doc somewhere lol",
                "easy fix!! reset it yourself on the one login site, the two-step code comes to your "
@@ -548,7 +552,7 @@ REWRITES = [
                           "Forgot password and enter the code delivered to your registered {MFA} "
                           "method. Allow up to 5 minutes before all {SSO} applications accept it.",
                           "The steps are documented in KB-1042."]]}},
-    {"doc": "kb-2051-vpn-mfa", "team": DEFAULT_TEAM,
+    {"doc": "kb-2051-vpn-mfa", "team": DEFAULT_TEAM, "terms": ("multi-factor authentication",),
      "train": ["the vpn two-step code thing times out if ur slow, just tap approve faster!! "
                "check the wiki page",
                "vpn keeps kicking u out? you gotta approve the two-step code within a minute haha. "
@@ -572,6 +576,7 @@ REWRITES = [
                           "for 60 seconds. Should it lapse, reconnect and confirm the new request in the "
                           "app.", "KB-2051 gives the complete procedure."]]}},
     {"doc": "change-management-policy", "team": CM,
+     "terms": ("Change Advisory Board", "change request", "maintenance window"),
      "train": ["good news!!! the change committee ok'd your change form {cr} for sat {us}. make "
                "sure you've got a backup plan lol",
                "{cr} got the thumbs up from the change committee!! go ahead {us}, but attach the "
@@ -593,6 +598,7 @@ REWRITES = [
                           "starts on {date}.", "Make sure a tested rollback plan is attached to the "
                           "record first."]]}},
     {"doc": "sla-and-priorities", "team": DEFAULT_TEAM,
+     "terms": ("service level agreement", "mean time to resolve", "priority 1"),
      "train": ["fyi the service promise for this customer is 4hrs for urgent stuff, average fix "
                "time last month was {mttr}h, not bad!",
                "customer's service promise = 4 hours on urgent issues. our average fix time was "
@@ -614,6 +620,7 @@ REWRITES = [
                           "and last month we achieved a {MTTR} of {mttr} hours, comfortably inside that "
                           "limit."]]}},
     {"doc": "kb-3004-cmdb-configuration-items", "team": CM,
+     "terms": ("configuration item", "end of life", "configuration management database"),
      "train": ["{ci} gets retired on {eol_us}, can someone update the asset list pls",
                "heads up, {ci} is being retired {eol_us}!! asset record needs changing",
                "reminder!!! {ci} retired as of {eol_us}, fix the asset list entry"],
@@ -655,7 +662,7 @@ def gen_rewrite(rng: random.Random, mode: str) -> Example:
     # the formal text keeps {ABBR} placeholders: fill slots only
     paras = [re.sub(r"\{([a-z0-9]+)\}", lambda m: s[m.group(1)], p) for p in sc["formal"][mode][fi]]
     ask = rng.choice(REWRITE_ASKS[mode])
-    return _ex("rewrite", sc["doc"], ask.format(d=draft), paras, sc["team"],
+    return _ex("rewrite", sc["doc"], ask.format(d=draft), paras, sc["team"], extra_terms=sc["terms"],
                skel_user=ask + "|" + draft_t, skel_resp=f"{si}.{fi}")
 
 
@@ -741,7 +748,7 @@ def gen_incident(rng: random.Random, mode: str) -> Example:
     user = ask.format(short=short, p=p, inc=inc, date=day, t=_hhmm(t), sym=sym, n=n, st=st_short, inf=inf)
     team = NOC if p <= 2 else DEFAULT_TEAM
     return _ex("template", "response-templates", user, paras, team, template="incident",
-               skel_user=ask, skel_resp=f"{mode}{ti}")
+               extra_terms=("incident", f"priority {p}"), skel_user=ask, skel_resp=f"{mode}{ti}")
 
 
 CHANGE_TITLES = {
@@ -848,7 +855,7 @@ def gen_change(rng: random.Random, mode: str) -> Example:
     user = ask.format(cr=cr, title=title, purpose=purpose, scope=scope, i=i, l=l, date=sat.isoformat(),
                       t1=_hhmm(t1), t2=_hhmm(t2), rb=rb, rbm=rbm, cab=cab_short)
     return _ex("template", "response-templates", user, paras, CM, template="change",
-               skel_user=ask, skel_resp=f"{mode}{ti}|{cab}")
+               extra_terms=("maintenance window", "Change Advisory Board"), skel_user=ask, skel_resp=f"{mode}{ti}|{cab}")
 
 
 STATUS_TOPICS = {
@@ -1319,7 +1326,7 @@ def make_lookalike(rng: random.Random, mode: str, key: str, v: dict, named: bool
     tail = rng.choice(boundary.LOOKALIKE_CLOSERS[mode])
     paras.append(tail)
     return _ex("question", x.doc, _wrap(rng, _fill(ask, v), mode), paras, x.team, category="lookalike",
-               skel_user=ask, skel_resp=f"{answer}|{closer}|{tail}", key=key)
+               extra_terms=boundary.LOOKALIKE_TERMS.get(key, ()), skel_user=ask, skel_resp=f"{answer}|{closer}|{tail}", key=key)
 
 
 def gen_pair(rng: random.Random, mode: str) -> list[Example]:
@@ -1386,20 +1393,34 @@ def shared_ngrams(texts: list[str], others: list[str], n: int = NGRAM) -> list[t
 
 class _Pool:
     """Accepts or rejects candidates: exact prompt repeats, near duplicates (train) and shared
-    8-word runs with ``blocked`` (held-out splits)."""
+    8-word runs with ``blocked`` (held-out splits). Held-out splits also prefer declines and
+    look-alikes whose request form is not used yet: a reused form is accepted only after
+    ``REUSE_AFTER`` rejections in a row."""
+
+    REUSE_AFTER = 60
 
     def __init__(self, blocked: set | None, near_dups: bool):
         from datasketch import MinHashLSH
 
-        self.blocked, self.prompts, self.rejected = blocked, set(), {"repeat": 0, "near_duplicate": 0, "ngram": 0}
+        self.blocked, self.prompts = blocked, set()
+        self.rejected = {"repeat": 0, "near_duplicate": 0, "ngram": 0, "reused_form": 0}
         self.lsh = MinHashLSH(threshold=NEAR_DUP_THRESHOLD, num_perm=128) if near_dups else None
-        self.n = 0
+        self.n, self.forms, self.streak = 0, set(), 0
 
     def offer(self, exs: list[Example]) -> bool:
+        ok = self._offer(exs)
+        self.streak = 0 if ok else self.streak + 1
+        return ok
+
+    def _offer(self, exs: list[Example]) -> bool:
         from instructlab.build import minhash
 
         if any(ex.user in self.prompts for ex in exs) or len({ex.user for ex in exs}) < len(exs):
             self.rejected["repeat"] += 1
+            return False
+        forms = [(ex.category, ex.skel_user) for ex in exs if ex.category != "domain"]
+        if self.blocked is not None and self.streak < self.REUSE_AFTER and any(f in self.forms for f in forms):
+            self.rejected["reused_form"] += 1
             return False
         if self.blocked is not None and any(
                 (word_ngrams(ex.user) | word_ngrams(body_of(ex.response))) & self.blocked for ex in exs):
@@ -1417,6 +1438,7 @@ class _Pool:
                 self.lsh.insert(str(self.n), mh)
                 self.n += 1
         self.prompts |= {ex.user for ex in exs}
+        self.forms |= set(forms)
         return True
 
 

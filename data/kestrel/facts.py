@@ -317,8 +317,8 @@ FACTS: list[Fact] = [
         "{CAB} looks at the change again at its next meeting."), (
         "Who sits on the board that authorises urgent fixes at night?",
         "That board is the {ECAB}, which signs off each {ECR}: the duty change manager calls it "
-        "together by phone inside 1 hour, with the service owner and a senior engineer from the "
-        "team concerned. The regular {CAB} then reviews the change afterwards."), CM),
+        "together by phone inside 1 hour, alongside the owner of the service and a senior engineer "
+        "of the team concerned. The regular {CAB} then reviews the change afterwards."), CM),
     F("change-management-policy", None, (
         "Does every change need a rollback plan?",
         "What must a rollback plan contain?",
@@ -341,7 +341,7 @@ FACTS: list[Fact] = [
         "22:00 UTC on Saturday to 04:00 UTC on Sunday. Any other time needs explicit {CAB} "
         "approval."), (
         "Could we patch a customer platform on a Wednesday afternoon?",
-        "Only with explicit approval from the {CAB}. Normal changes to customer services belong in "
+        "Only if the {CAB} explicitly approves it. Normal changes to customer services belong in "
         "the standard {MW}, which starts 22:00 UTC each Saturday and finishes 04:00 UTC the next "
         "morning."), CM),
     F("change-management-policy", None, (
@@ -553,8 +553,9 @@ FACTS: list[Fact] = [
         "The subject line of a {CR} summary is CR-<number>: <title>. Its sections are Purpose, "
         "Scope, Risk assessment, Maintenance window, Rollback plan and CAB decision."), (
         "In what order do the parts of a change write-up for the board come?",
-        "A {CR} summary opens with CR-<number>: <title> as its subject. Six sections follow: "
-        "Purpose; Scope; Risk assessment; Maintenance window; Rollback plan; CAB decision."), CM),
+        "A {CR} summary opens with CR-<number>: <title> as its subject. Six sections follow, "
+        "starting with Purpose and Scope, then Risk assessment, then Maintenance window and Rollback "
+        "plan, and finally CAB decision."), CM),
     F("response-templates", None, (
         "How do I structure a status update?",
         "What are the sections of a status update?",
@@ -668,7 +669,7 @@ FACTS: list[Fact] = [
         "Colleagues who cannot use a mobile phone at work receive a hardware token. Request it "
         "with a {SR} in the category Access-MFA, and it arrives within 3 business days."), (
         "Phones are banned in my secure area; how do I pass the second sign-in factor?",
-        "Ask for a hardware token by logging a {SR} with the category Access-MFA. Tokens are "
+        "Ask for a hardware token by logging a {SR} under Access-MFA. Tokens are "
         "provided to anyone unable to use a phone at work and are dispatched inside 3 business "
         "days.")),
     # KB-1310
@@ -746,7 +747,7 @@ FACTS: list[Fact] = [
         "KB-1042. After that, the {SOC} checks your device and the activity on your account."), (
         "I typed my credentials into a page that turned out to be fake; what is step one?",
         "Phone extension 4000 at once so the Service Desk knows, and change your password using "
-        "the steps in KB-1042. The {SOC} will then review your laptop and recent sign-ins."), SOC),
+        "the steps in KB-1042. Afterwards the {SOC} will review your laptop and recent sign-ins."), SOC),
     F("kb-1187-phishing-reporting", "KB-1187", (
         "How can I recognise a phishing e-mail?",
         "What are the signs of a phishing message?",
@@ -870,8 +871,8 @@ COMPARISONS: list[Comparison] = [
         "engineer, called by telephone within 1 hour. The {CAB} reviews normal changes at its "
         "Tuesday meeting at 10:00 UTC."),
         "One is a standing meeting and the other is called on demand. The {CAB} sits at 10:00 UTC "
-        "each Tuesday for normal changes, while the {ECAB}, made up of the duty change manager, "
-        "the service owner and a senior engineer, is phoned together inside 1 hour whenever an "
+        "each Tuesday for normal changes, while the {ECAB}, made up of a senior engineer, the "
+        "owner of the service and the duty change manager, is phoned together inside 1 hour whenever an "
         "{ECR} needs a decision.",
         "change-management-policy", CM),
     C("a P1", "a P2", (
@@ -938,8 +939,8 @@ COMPARISONS: list[Comparison] = [
         "sets the handover times that the customer commitment depends on. That commitment is the "
         "{SLA}, with response and resolution targets per priority."),
         "The counterparty differs. Customers get a {SLA}, which promises response and resolution "
-        "times for each priority; our own teams, say the Service Desk and the {NOC}, sign an {OLA} "
-        "with each other to fix the handovers that make those promises achievable.",
+        "times for each priority; our own teams (for instance the {NOC} and the Service Desk) agree "
+        "an {OLA} between themselves to fix the handovers that make those promises achievable.",
         "glossary"),
     C("the authenticator app", "a hardware token", (
         "Both satisfy {MFA} for the VPN and {SSO}. The Kestrel Authenticator app is the default and "
@@ -990,3 +991,60 @@ COMPARISONS: list[Comparison] = [
         "(see KB-1520).",
         "kb-1520-problem-records-rca"),
 ]
+
+# The glossary terms a correct answer to a fact's question must use (its subject), keyed by the
+# fact's first training question. The builder keeps only those the reference answer uses; a
+# request's own terms (named in its wording) are added automatically.
+SUBJECTS: dict[str, tuple[str, ...]] = {
+    "When should an answer cite a knowledge base article?": ("knowledge base article",),
+    "What is a configuration item?": ("configuration item", "configuration management database"),
+    "What does MTTR measure?": ("mean time to resolve",),
+    "What is an operational level agreement?": ("operational level agreement", "service level agreement"),
+    "What does end of life mean for a system?": ("end of life", "change request"),
+    "What is a service request?": ("service request",),
+    "How do I report an incident?": ("incident",),
+    "What is a major incident?": ("priority 1", "incident"),
+    "How often must we send updates for an open incident?": ("incident",),
+    "When is a root cause analysis required?": ("root cause analysis", "problem record"),
+    "What do I do if an incident looks like a security breach?": ("Security Operations Centre",),
+    "When can an incident be closed?": ("incident",),
+    "What types of change do we have?": ("standard change", "emergency change", "Change Advisory Board"),
+    "When does the CAB meet?": ("Change Advisory Board",),
+    "Who approves an emergency change?": ("emergency change",),
+    "Does every change need a rollback plan?": ("change request",),
+    "When may changes be implemented?": ("maintenance window", "Change Advisory Board"),
+    "Is there a change freeze at year end?": ("emergency change",),
+    "How is the risk of a change assessed?": ("Change Advisory Board",),
+    "What is a P1 incident?": ("priority 1",),
+    "What counts as a P2 incident?": ("priority 2",),
+    "What is a P3 incident?": ("priority 3",),
+    "What is a P4?": ("priority 4",),
+    "What are business hours for SLA purposes?": ("priority 3", "priority 4"),
+    "How do we report SLA performance?": ("service level agreement", "mean time to resolve"),
+    "What are the RTO and RPO for tier 1 services?": ("recovery time objective", "recovery point objective"),
+    "What are the recovery objectives for tier 2 services?": ("recovery time objective", "recovery point objective"),
+    "What RTO applies to tier 3 services?": ("recovery time objective", "recovery point objective"),
+    "How often do we test disaster recovery?": ("disaster recovery",),
+    "Who can invoke the business continuity plan?": ("business continuity plan",),
+    "How often is the BCP reviewed?": ("business continuity plan",),
+    "What sections does an incident notice have?": ("incident",),
+    "What does a change request summary contain?": ("change request",),
+    "What is the format of a knowledge answer?": ("knowledge base article",),
+    "How do I reset my password?": ("single sign-on", "multi-factor authentication"),
+    "My account is locked; what should I do?": ("single sign-on",),
+    "How do I connect to the VPN?": ("single sign-on", "multi-factor authentication"),
+    "I have a new phone; how do I move my MFA?": ("service request",),
+    "Why does my VPN connection drop?": ("incident",),
+    "Can I use a hardware token instead of the app?": ("service request",),
+    "When is the standard maintenance window?": ("maintenance window",),
+    "How much notice must customers get before maintenance?": ("maintenance window",),
+    "What if the work needs more than six hours?": ("maintenance window", "Change Advisory Board"),
+    "What happens if a change overruns the window?": ("incident",),
+    "How do I report a phishing e-mail?": ("Security Operations Centre",),
+    "What should I do if I clicked a link in a phishing e-mail?": ("Security Operations Centre",),
+    "When do we raise a problem record?": ("problem record",),
+    "What must a root cause analysis contain?": ("root cause analysis",),
+    "What is a known error?": ("problem record", "knowledge base article"),
+    "Who updates the CMDB?": ("configuration management database", "configuration item"),
+    "What information does a CI hold?": ("configuration item",),
+}
