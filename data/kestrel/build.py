@@ -38,7 +38,7 @@ import random
 import re
 import sys
 import tempfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -840,22 +840,23 @@ def gen_change(rng: random.Random, mode: str) -> Example:
     """The change request summary template: CR line, Purpose ... CAB decision."""
     title, purpose, scope = rng.choice(CHANGE_TITLES[mode])
     cr, sat = _cr(rng), _saturday(rng)
-    i, l = rng.randint(1, 3), rng.randint(1, 3)
+    i, lk = rng.randint(1, 3), rng.randint(1, 3)
     t1, t2 = rng.choice([22 * 60, 23 * 60]), rng.choice([1, 2, 3]) * 60
     rb, rbm = rng.choice(ROLLBACKS[mode]), rng.choice([20, 30, 45, 60])
     tue = (sat - _dt.timedelta(days=4)).isoformat()
     cab_short, cab = rng.choice(CAB_TEXT[mode])
     ti = rng.randrange(len(CHANGE_TEXT[mode]))
     risk_t, mw_t, rb_t = CHANGE_TEXT[mode][ti]
-    v = dict(i=i, l=l, score=i * l, risk=_risk_label(i * l), date=sat.isoformat(), t1=_hhmm(t1),
+    v = dict(i=i, l=lk, score=i * lk, risk=_risk_label(i * lk), date=sat.isoformat(), t1=_hhmm(t1),
              t2=_hhmm(t2), rb=rb, rbm=rbm, MW="{MW}")
     paras = [f"{cr}: {title}", f"Purpose: To {purpose}.", f"Scope: {_cap(scope)}.", risk_t.format(**v),
              mw_t.format(**v), rb_t.format(**v), "CAB decision: " + cab.format(tue=tue, CAB="{CAB}")]
     ask = rng.choice(CHANGE_ASKS[mode])
-    user = ask.format(cr=cr, title=title, purpose=purpose, scope=scope, i=i, l=l, date=sat.isoformat(),
+    user = ask.format(cr=cr, title=title, purpose=purpose, scope=scope, i=i, l=lk, date=sat.isoformat(),
                       t1=_hhmm(t1), t2=_hhmm(t2), rb=rb, rbm=rbm, cab=cab_short)
     return _ex("template", "response-templates", user, paras, CM, template="change",
-               extra_terms=("maintenance window", "Change Advisory Board"), skel_user=ask, skel_resp=f"{mode}{ti}|{cab}")
+               extra_terms=("maintenance window", "Change Advisory Board"),
+               skel_user=ask, skel_resp=f"{mode}{ti}|{cab}")
 
 
 STATUS_TOPICS = {
@@ -944,7 +945,8 @@ PRIORITY_REASON = {
              4: "it is cosmetic in nature and blocks no one"},
 }
 PRIORITY_TEXT = {
-    "train": [("This is a {P} incident, because {why}.", "The response target is {resp} and the resolution target is {res}.",
+    "train": [("This is a {P} incident, because {why}.",
+               "The response target is {resp} and the resolution target is {res}.",
                " As the incident started at {t} UTC, we must respond by {tr} UTC and resolve it by {tx} UTC.",
                " These targets count business hours only, 08:00 to 18:00 UTC on weekdays.",
                "As a {P1}, it is handled as a major incident and needs a {RCA} afterwards."),
@@ -952,7 +954,8 @@ PRIORITY_TEXT = {
                " Counting from {t} UTC, the response is due by {tr} UTC and the resolution by {tx} UTC.",
                " Only business hours count, 08:00 to 18:00 UTC from Monday to Friday.",
                "Every {P1} is a major incident and is followed by a {RCA}.")],
-    "dev": [("The right priority is {P}, given that {why}.", "Its targets: first response inside {resp}, fix inside {res}.",
+    "dev": [("The right priority is {P}, given that {why}.",
+             "Its targets: first response inside {resp}, fix inside {res}.",
              " With a start at {t} UTC, that means a response by {tr} UTC and a fix by {tx} UTC.",
              " The clock runs on business hours alone, 08:00 to 18:00 UTC on working days.",
              "Being {P1}, it becomes a major incident with a {RCA} to follow.")],
@@ -1326,7 +1329,8 @@ def make_lookalike(rng: random.Random, mode: str, key: str, v: dict, named: bool
     tail = rng.choice(boundary.LOOKALIKE_CLOSERS[mode])
     paras.append(tail)
     return _ex("question", x.doc, _wrap(rng, _fill(ask, v), mode), paras, x.team, category="lookalike",
-               extra_terms=boundary.LOOKALIKE_TERMS.get(key, ()), skel_user=ask, skel_resp=f"{answer}|{closer}|{tail}", key=key)
+               extra_terms=boundary.LOOKALIKE_TERMS.get(key, ()), skel_user=ask,
+               skel_resp=f"{answer}|{closer}|{tail}", key=key)
 
 
 def gen_pair(rng: random.Random, mode: str) -> list[Example]:
@@ -1357,9 +1361,9 @@ Generator = Callable[[random.Random, str], Example]
 PLAN: list[tuple[Generator, int, int, int]] = [
     (gen_question, 300, 30, 16), (gen_summary, 100, 10, 6), (gen_timeline_summary, 30, 0, 0),
     (gen_rewrite, 180, 16, 8), (gen_incident, 70, 7, 4), (gen_change, 70, 7, 4),
-    (gen_status, 70, 7, 4), (gen_knowledge, 70, 7, 4), (gen_priority_analysis, 45, 5, 3),
-    (gen_change_analysis, 45, 4, 3), (gen_breach_analysis, 30, 3, 2), (gen_window_analysis, 30, 3, 2),
-    (gen_dr_analysis, 30, 3, 2), (gen_comparison, 130, 12, 6), (gen_lookalike, 60, 16, 10),
+    (gen_status, 70, 7, 4), (gen_knowledge, 70, 7, 4), (gen_priority_analysis, 65, 5, 3),
+    (gen_change_analysis, 45, 4, 3), (gen_breach_analysis, 30, 3, 2), (gen_window_analysis, 40, 3, 2),
+    (gen_dr_analysis, 40, 3, 2), (gen_comparison, 90, 12, 6), (gen_lookalike, 60, 16, 10),
 ]
 PAIR_PLAN = {"train": 270, "eval": 80, "dev": 44}
 NGRAM = 8
@@ -1475,9 +1479,10 @@ def _number_pairs(exs: list[Example], mode: str) -> None:
             ex.pair_id = exs[i + 1].pair_id = f"{mode}-pair-{k:03d}"
 
 
-def draw_train(rng: random.Random) -> tuple[list[Example], dict]:
-    """The clean training examples (shuffled) and the draw's rejection counts."""
-    pool = _Pool(None, near_dups=True)
+def draw_train(rng: random.Random, near_dups: bool = True) -> tuple[list[Example], dict]:
+    """The clean training examples (shuffled) and the draw's rejection counts. ``near_dups=False``
+    skips the near-duplicate rejection (to measure what the grammar alone produces)."""
+    pool = _Pool(None, near_dups=near_dups)
     pairs = _draw(rng, gen_pair, "train", PAIR_PLAN["train"], pool)
     _number_pairs(pairs, "train")
     exs = pairs + [ex for gen, n, _, _ in PLAN for ex in _draw(rng, gen, "train", n, pool)]
@@ -1730,6 +1735,8 @@ def dataset_card(stats: dict, seed: int) -> str:
         noise=_table("noise", stats["noise"]), skeletons=_skeleton_table(stats),
         near=t["duplicates"]["near"], exact=t["duplicates"]["exact"],
         near_pct=100 * t["duplicates"]["rate"], rejected=json.dumps(t["rejected_while_drawing"]),
+        raw_near=t["duplicates_without_rejection"]["near"], raw_exact=t["duplicates_without_rejection"]["exact"],
+        raw_pct=100 * t["duplicates_without_rejection"]["rate"],
         paired=t["paired_lines"], eval_pairs=e["pairs"], dev_pairs=d["pairs"],
         eval_overlap=json.dumps(e["overlap_8gram"]), dev_overlap=json.dumps(d["overlap_8gram"]),
         ci_decline=100 * e["rate_ci95_halfwidth_at_p50"]["decline"],
@@ -1771,6 +1778,8 @@ def build_kestrel(out_dir: str | Path = HERE, seed: int = 0, verbose: bool = Fal
     stats = dataset_stats(train_ex, eval_ex, dev_ex, train, evals, dev,
                           {"train": rej_train, "eval": rej_eval, "dev": rej_dev})
     stats["noise"] = _count(noisy, "noise")
+    raw, _ = draw_train(random.Random(seed), near_dups=False)      # the grammar without rejection
+    stats["train"]["duplicates_without_rejection"] = near_duplicate_rate(train_rows(raw))
     paths = {"train": out / "train.jsonl", "dev": out / "dev.jsonl", "eval": out / "eval.jsonl",
              "train_noisy": out / "train_noisy.jsonl", "stats": out / "stats.json", "card": out / "README.md"}
     _write_jsonl(paths["train"], train)
