@@ -157,6 +157,19 @@ def _answers_with_doc():
         for split in B.SPLITS:
             for a in x.answers[split]:
                 yield x.doc, a
+    for split, docs in B.facts.HELD_SUMMARIES.items():
+        for doc, points in docs.items():
+            for p in points:
+                yield doc, p
+
+
+def test_subject_tables_name_real_facts_and_terms():
+    questions = {f.questions[0] for f in B.FACTS}
+    preferred = {t.preferred for t in K.TERMS}
+    assert set(B.facts.SUBJECTS) <= questions
+    assert all(set(v) <= preferred for v in B.facts.SUBJECTS.values())
+    assert all(set(v) <= preferred for v in B.boundary.LOOKALIKE_TERMS.values())
+    assert set(B.facts.HELD_SUMMARIES["dev"]).isdisjoint(B.facts.HELD_SUMMARIES["eval"])
 
 
 def test_every_number_in_an_answer_is_in_its_corpus_document():

@@ -357,14 +357,16 @@ def _doc_points(doc: str, mode: str, rng: random.Random | None = None) -> list[s
     answer variant of each fact when ``rng`` is given)."""
     if mode == "train":
         answers = [rng.choice(f.answers) if rng else f.answers[0] for f in FACTS if f.doc == doc]
-    else:
-        answers = [f.held[1] for i, f in enumerate(FACTS) if f.doc == doc and _held_split(i) == mode]
-    return [first_sentence(a) for a in answers]
+        return [first_sentence(a) for a in answers]
+    return list(facts.HELD_SUMMARIES[mode].get(doc, []))
 
 
-def doc_phrase(doc: str) -> str:
-    """How a request names a document: "Change Management Policy", "KB-1310 article on ..."."""
+def doc_phrase(doc: str, mode: str = "train") -> str:
+    """How a request names a document: "Change Management Policy", "KB-1310 article on ..."
+    (held-out requests name an article by its number alone: "article KB-1310")."""
     title = DOC_TITLES[doc]
+    if doc.startswith("kb-") and mode != "train":
+        return "article " + title.split(" ", 1)[0]
     if doc.startswith("kb-"):
         kb, topic = title.split(" ", 1)
         return f"{kb} article on {topic[0].lower() + topic[1:]}"
@@ -378,7 +380,7 @@ def gen_summary(rng: random.Random, mode: str) -> Example:
     points = _doc_points(doc, mode, rng)
     k = min(len(points), rng.randint(2, 4))
     picked = sorted(rng.sample(range(len(points)), k))
-    title = doc_phrase(doc)
+    title = doc_phrase(doc, mode)
     lead_t = rng.choice(SUMMARY_LEADS[mode])
     lead = lead_t.format(t=title)
 
@@ -1280,7 +1282,7 @@ UNPAIRED_LOOKALIKES = [x.key for x in LOOKALIKES if x.key not in _PAIRED_LOOKALI
 
 def _slot_values(rng: random.Random, mode: str) -> dict:
     return {"n": rng.choice(EMPLOYEES[mode]), "c": rng.choice(K.COMPETITORS),
-            "s": rng.choice(SERVICES[mode])[0]}
+            "s": _lower_first(rng.choice(SERVICES[mode])[0])}
 
 
 def _possessive(name: str) -> str:

@@ -1048,3 +1048,82 @@ SUBJECTS: dict[str, tuple[str, ...]] = {
     "Who updates the CMDB?": ("configuration management database", "configuration item"),
     "What information does a CI hold?": ("configuration item",),
 }
+
+# Held-out summaries: standalone key points per document, in new words (the held-out answers
+# above reply to one question each and do not stand alone as summary points). Each document
+# belongs to one held-out split.
+HELD_SUMMARIES: dict[str, dict[str, list[str]]] = {
+    "eval": {
+        "incident-management-policy": [
+            "Colleagues report incidents to the Service Desk, by portal or on extension 4000.",
+            "A {P1} is always handled as a major incident, with a bridge call inside 15 minutes.",
+            "Customers hear from us every 30 minutes on a {P1} and every 60 minutes on a {P2}.",
+            "Suspected security incidents pass straight to the {SOC}, whatever their priority.",
+            "An incident closes once the reporter confirms the fix, or after 3 business days of silence."],
+        "change-management-policy": [
+            "Changes come in three kinds: standard, normal and emergency.",
+            "Normal changes reach the {CAB}, which sits on Tuesdays at 10:00 UTC.",
+            "An {ECR} is approved by the {ECAB}, called together within 1 hour.",
+            "No {CR} is accepted without a tested rollback plan.",
+            "Between 2026-12-18 and 2027-01-04 only emergency work goes ahead."],
+        "sla-and-priorities": [
+            "Four priorities set the targets, from {P1} (15 minutes and 4 hours) down to {P4}.",
+            "Clocks for {P3} and {P4} advance in business hours, 08:00 to 18:00 UTC on weekdays.",
+            "The resolution clock stops only while an incident waits on the customer.",
+            "The monthly {SLA} report is out by the fifth business day."],
+        "dr-bcp-summary": [
+            "Tier 1 must return within 4 hours and lose no more than 15 minutes of data.",
+            "Tier 2 allows 24 hours of downtime and 4 hours of lost data; tier 3 allows 72 and 24.",
+            "Failover is exercised twice a year for tier 1 and yearly for tier 2.",
+            "The duty director's crisis management team decides when the {BCP} applies."],
+        "kb-1310-maintenance-windows": [
+            "Planned work on customer services uses the Saturday night slot, ending 04:00 UTC on Sunday.",
+            "Customers are told 5 business days ahead, or 10 for an extended {MW}.",
+            "An extended {MW} lasts until 10:00 UTC and is capped at four a year per service.",
+            "Work that will miss 03:30 UTC is rolled back unless the change manager extends it."],
+        "kb-1187-phishing-reporting": [
+            "Suspicious mail goes through the Report Phishing button or to phishing@kestrel.example.",
+            "The {SOC} assesses every report inside 4 hours.",
+            "Anyone who clicked a link calls extension 4000 and changes their password at once.",
+            "Messages impersonating other companies are reported in exactly the same way."],
+        "data-protection-policy": [
+            "Personal data is gathered for a stated purpose and kept only as the retention schedule allows.",
+            "Colleagues' private details, pay, health, reviews and whereabouts are never passed on; HR "
+            "handles such requests.",
+            "Work contact details in the staff directory may be shared.",
+            "Suspected breaches reach the {SOC} inside 1 hour through the Data Breach category."],
+        "hr-self-service-guide": [
+            "Staff keep their own address, phone and emergency contact current in the HR portal.",
+            "Annual leave is 25 days a year, with up to 5 days carried into March.",
+            "Sickness is paid in full for 15 days in a rolling 12 months, then at half pay for 15 more.",
+            "Reviews happen each January, with a check-in in July."],
+    },
+    "dev": {
+        "style-guide": [
+            "Every message opens with a salutation and ends with Kind regards and the sending team.",
+            "Dates use the YYYY-MM-DD order and times the 24-hour clock in UTC.",
+            "A term is written out in full, with its short form, the first time it appears.",
+            "Slang, emoji and exclamation marks have no place in our writing."],
+        "kb-1042-password-reset-sso": [
+            "Passwords are reset by the owner at https://id.kestrel.example with an {MFA} code.",
+            "A password needs 14 characters and may not repeat one of the previous 10.",
+            "Five failed attempts lock the {SSO} account for 15 minutes."],
+        "kb-2051-vpn-mfa": [
+            "Remote access runs through Kestrel Connect with the Kestrel-Corp profile.",
+            "The {MFA} prompt must be approved within 60 seconds.",
+            "A session lasts at most 12 hours before a new one is needed."],
+        "kb-1520-problem-records-rca": [
+            "Three repeats of an incident in 30 days, or any {P1}, lead to a {PRB}.",
+            "A {RCA} records the timeline, the cause and preventive actions with owners.",
+            "Known errors get their workaround published as a {KB}."],
+        "kb-3004-cmdb-configuration-items": [
+            "Owners bring the {CMDB} up to date inside every {CR}.",
+            "Change Management checks 50 records a month.",
+            "Each {CI} entry holds its owner team, service, location, contract and {EOL} date."],
+        "staff-directory-guide": [
+            "The staff directory shows work contact details: role, team, office, extension and work e-mail.",
+            "Outlook's Scheduling Assistant shows when colleagues are free or busy.",
+            "Out-of-office replies and the Deputy field say who covers for an absent colleague.",
+            "On-call rotas for the {NOC} and {SOC} are published a week ahead."],
+    },
+}
