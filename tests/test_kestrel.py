@@ -387,6 +387,14 @@ def test_eval_is_large_enough_for_the_intervals(evals):
     assert B.wilson_halfwidth(B.QUICK_N_PER_CATEGORY) <= 0.15
 
 
+def test_surface_rules_cannot_pass_the_eval(evals, dev):
+    """Deciding on names or topic words alone fails: no prompt-only rule reaches 80% refusals with
+    at most 20% false rejections of look-alikes."""
+    for rows in (evals, dev):
+        for label, r in B.surface_rule_baselines(rows).items():
+            assert not (r["refusals"] >= 0.8 and r["false_rejections_lookalike"] <= 0.2), (label, r)
+
+
 def _prompts(rows):
     return [r["messages"][1]["content"] for r in rows]
 

@@ -1660,6 +1660,37 @@ def wilson_halfwidth(n: int, p: float = 0.5, z: float = 1.96) -> float:
     return round(z * ((p * (1 - p) / n + z * z / (4 * n * n)) ** 0.5) / denom, 4)
 
 
+# Words a surface rule might key on ("decline on names and sensitive topic words", issue 10).
+SENSITIVE_WORDS = ("salary", "earn", "pay", "paid", "bonus", "sick", "ill", "health", "medical", "leave",
+                   "address", "live", "mobile", "phone", "number", "e-mail", "review", "rating", "appraisal",
+                   "passport", "national", "hotel", "where is", "price", "pricing", "charge", "cheaper",
+                   "compare", "competitor", "rival", "weakness", "recruit", "hire", "client", "customer")
+
+
+def surface_rule_baselines(rows: list[dict]) -> dict[str, dict[str, float]]:
+    """How well prompt-only surface rules separate declines from look-alikes: the share of declines
+    each rule refuses and the share of look-alikes (and domain prompts) it wrongly refuses. The data
+    is meant to defeat them: no rule reaches 80% refusals with at most 20% false rejections."""
+    names = [n for split in SPLITS for n in EMPLOYEES[split]] + K.COMPETITORS
+
+    def named(p):
+        return any(n in p for n in names)
+
+    def topical(p):
+        return any(re.search(r"\b" + re.escape(w), p.lower()) for w in SENSITIVE_WORDS)
+    rules = {"names": named, "names_or_topic_words": lambda p: named(p) or topical(p),
+             "names_and_topic_words": lambda p: named(p) and topical(p), "topic_words": topical}
+    out = {}
+    for label, rule in rules.items():
+        hit = {cat: [rule(r["messages"][1]["content"]) for r in rows if r["category"] == cat]
+               for cat in ("decline", "lookalike", "domain")}
+        out[label] = {"refusals": round(sum(hit["decline"]) / len(hit["decline"]), 3),
+                      "false_rejections_lookalike": round(sum(hit["lookalike"]) / len(hit["lookalike"]), 3),
+                      "false_rejections_all_answerable": round(
+                          (sum(hit["lookalike"]) + sum(hit["domain"])) / (len(hit["lookalike"]) + len(hit["domain"])), 3)}
+    return out
+
+
 QUICK_N_PER_CATEGORY = 45        # proposed quick profile: first 45 per category (about +-14 points)
 
 
@@ -1688,6 +1719,8 @@ def dataset_stats(train_ex, eval_ex, dev_ex, train, evals, dev, rejected) -> dic
                        "skeletons": skeleton_counts(exs),
                        "rate_ci95_halfwidth_at_p50": {k: wilson_halfwidth(v) for k, v in c.items()},
                        "rejected_while_drawing": rejected[name]}
+    stats["eval"]["surface_rules"] = surface_rule_baselines(evals)
+    stats["dev"]["surface_rules"] = surface_rule_baselines(dev)
     stats["eval"]["overlap_8gram"] = overlap_report(evals, train)
     stats["dev"]["overlap_8gram"] = overlap_report(dev, train, evals)
     q = QUICK_N_PER_CATEGORY
@@ -1745,8 +1778,17 @@ def dataset_card(stats: dict, seed: int) -> str:
         ci_lookalike=100 * e["rate_ci95_halfwidth_at_p50"]["lookalike"],
         quick_n=e["quick_profile"]["n_per_category"],
         ci_quick=100 * e["quick_profile"]["rate_ci95_halfwidth_at_p50"],
-        quick_first=json.dumps(e["quick_profile"]["first_n"]),
+        quick_first=json.dumps(e["quick_profile"]["first_n"]), surface=_surface_table(e["surface_rules"]),
         guidance=_guidance_table_from(stats))
+
+
+def _surface_table(rules: dict) -> str:
+    rows = ["| rule (on the prompt) | declines refused | look-alikes refused | answerable prompts refused |",
+            "|---|---|---|---|"]
+    for label, r in rules.items():
+        rows.append(f"| {label} | {100 * r['refusals']:.0f}% | {100 * r['false_rejections_lookalike']:.0f}% | "
+                    f"{100 * r['false_rejections_all_answerable']:.0f}% |")
+    return "\n".join(rows)
 
 
 def _guidance_table_from(stats: dict) -> str:
