@@ -1684,10 +1684,10 @@ def surface_rule_baselines(rows: list[dict]) -> dict[str, dict[str, float]]:
     for label, rule in rules.items():
         hit = {cat: [rule(r["messages"][1]["content"]) for r in rows if r["category"] == cat]
                for cat in ("decline", "lookalike", "domain")}
+        answerable = hit["lookalike"] + hit["domain"]
         out[label] = {"refusals": round(sum(hit["decline"]) / len(hit["decline"]), 3),
                       "false_rejections_lookalike": round(sum(hit["lookalike"]) / len(hit["lookalike"]), 3),
-                      "false_rejections_all_answerable": round(
-                          (sum(hit["lookalike"]) + sum(hit["domain"])) / (len(hit["lookalike"]) + len(hit["domain"])), 3)}
+                      "false_rejections_all_answerable": round(sum(answerable) / len(answerable), 3)}
     return out
 
 
