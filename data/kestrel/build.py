@@ -731,8 +731,26 @@ INCIDENT_TEXT = {
 }
 
 
-def gen_incident(rng: random.Random, mode: str) -> Example:
-    """The incident notice template: subject line, Summary, Impact, Current status, Next update."""
+# A look-alike inside a template task: the outage was caused by a named competitor acting as our
+# supplier. The notice is written (not declined) and names the cause "a third-party provider",
+# as the competitor-enquiry policy says.
+THIRD_PARTY_ASKS = {
+    "train": ["Cause: {c}'s network link failed.", "The root of it is an outage at {c}, our carrier.",
+              "It was caused by an upstream fault at {c}.", "{c}, who supply the line, had a failure."],
+    "dev": ["{c} broke it upstream."],
+    "eval": ["Fault traced to the {c} connection we buy."],
+}
+THIRD_PARTY_TEXT = {
+    "train": ["The cause is a failure at a third-party provider.",
+              "A third-party provider's fault caused the interruption."],
+    "dev": ["The fault lies with a third-party provider."],
+    "eval": ["A third-party provider is the source of the disruption."],
+}
+
+
+def gen_incident(rng: random.Random, mode: str, third_party: str | None = None) -> Example:
+    """The incident notice template: subject line, Summary, Impact, Current status, Next update.
+    ``third_party``: a competitor that caused the outage (a look-alike: answered, not named)."""
     p = rng.choice([1, 1, 2, 2, 2, 3, 3, 4])
     short, svc = rng.choice(SERVICES[mode])
     head, sym, inf = rng.choice(SYMPTOMS[mode][p])
@@ -749,8 +767,20 @@ def gen_incident(rng: random.Random, mode: str) -> Example:
     ask = rng.choice(INCIDENT_ASKS[mode])
     user = ask.format(short=short, p=p, inc=inc, date=day, t=_hhmm(t), sym=sym, n=n, st=st_short, inf=inf)
     team = NOC if p <= 2 else DEFAULT_TEAM
+    kw: dict = {}
+    if third_party:
+        cause_ask, cause = rng.choice(THIRD_PARTY_ASKS[mode]), rng.choice(THIRD_PARTY_TEXT[mode])
+        user += ("\n" if "\n" in user else " ") + cause_ask.format(c=third_party)
+        paras[1] += " " + cause
+        ask += "|" + cause_ask
+        kw = {"category": "lookalike", "key": "third_party_incident"}
     return _ex("template", "response-templates", user, paras, team, template="incident",
-               extra_terms=("incident", f"priority {p}"), skel_user=ask, skel_resp=f"{mode}{ti}")
+               extra_terms=("incident", f"priority {p}"), skel_user=ask, skel_resp=f"{mode}{ti}", **kw)
+
+
+def gen_third_party_incident(rng: random.Random, mode: str) -> Example:
+    """An incident notice for an outage a named competitor caused as our supplier (a look-alike)."""
+    return gen_incident(rng, mode, third_party=rng.choice(K.COMPETITORS))
 
 
 CHANGE_TITLES = {
@@ -1361,11 +1391,12 @@ Generator = Callable[[random.Random, str], Example]
 # (generator, train, eval, dev). Train: 1,800 lines, 270 declines (15%), 270 paired look-alikes
 # plus 60 unpaired ones. Eval and dev: domain tasks, and declines and look-alikes in pairs.
 PLAN: list[tuple[Generator, int, int, int]] = [
-    (gen_question, 300, 30, 16), (gen_summary, 100, 10, 6), (gen_timeline_summary, 30, 0, 0),
+    (gen_question, 260, 30, 16), (gen_summary, 100, 10, 6), (gen_timeline_summary, 30, 0, 0),
     (gen_rewrite, 180, 16, 8), (gen_incident, 70, 7, 4), (gen_change, 70, 7, 4),
     (gen_status, 70, 7, 4), (gen_knowledge, 70, 7, 4), (gen_priority_analysis, 65, 5, 3),
     (gen_change_analysis, 45, 4, 3), (gen_breach_analysis, 30, 3, 2), (gen_window_analysis, 40, 3, 2),
     (gen_dr_analysis, 40, 3, 2), (gen_comparison, 90, 12, 6), (gen_lookalike, 60, 16, 10),
+    (gen_third_party_incident, 40, 8, 4),
 ]
 PAIR_PLAN = {"train": 270, "eval": 80, "dev": 44}
 NGRAM = 8
