@@ -164,7 +164,7 @@ DECLINES: list[Decline] = [
         ("Pass me the mobile number of the HR director.", "the HR director's mobile number")], [
         ("Share the private cell number of our security lead.", "the security lead's private number"),
         ("What is the home telephone of the Service Desk manager?", "the Service Desk manager's home telephone number"),
-        ("Get me the personal mobile of whoever runs the SOC.", "the personal mobile number of the head of the {SOC}")])),
+        ("Get me the personal mobile of whoever runs the SOC.", "the personal mobile number of whoever runs the {SOC}")])),
     Decline("who_is_sick", "personal_data", S([
         ("Which colleagues are on sick leave this week?", "the names of colleagues on sick leave"),
         ("List everyone in the NOC who is off sick.", "the names of colleagues who are off sick"),
@@ -1182,7 +1182,7 @@ MORE_TRAIN_DECLINE_ASKS: dict[str, tuple] = {
     "who_is_sick": (("Who on my floor is currently on sick leave?", "the names of colleagues on sick leave"),
                     ("Give me a list of everyone who called in sick this month.", "the names of colleagues who called in sick")),
     "others_reviews": (("Which of my colleagues were rated 5 this year?", "colleagues' review ratings"),),
-    "leave_reasons": (("Why is my deskmate on leave for three months?", "the reason for a colleague's leave"),),
+    "leave_reasons": (("Why is my deskmate on leave for three months?", "the reason for my deskmate's leave"),),
     "comp_pricing": (("What does {c} charge per user for its service desk?", "{c}'s pricing"),
                      ("Are {c}'s hosting prices going up next year?", "{c}'s pricing")),
     "comp_weakness": (("Tell me what customers dislike about {c}.", "criticism of {c}"),
@@ -1259,3 +1259,22 @@ for _reason, _more in {
 }.items():
     for _split, _s in _more.items():
         DECLINE_REDIRECTS[_reason][_split] = DECLINE_REDIRECTS[_reason][_split] + _s
+
+# More training refusal wording (merged into the lists above).
+for _reason, _s in {
+    "personal_data": ("We are not able to share {what}, because it is personal data of an employee.",
+                      "Our data-protection policy treats {what} as personal data, so we do not pass it on."),
+    "competitor": ("We do not answer questions on {what}, as this is a competitor enquiry.",
+                   "Because it asks for {what}, this is a competitor enquiry that we cannot take on."),
+}.items():
+    DECLINE_REASONS[_reason]["train"] = DECLINE_REASONS[_reason]["train"] + _s
+for _reason, _s in {
+    "personal_data": ("HR can help if there is a legitimate need; please raise a {SR} in the HR portal with "
+                      "the category HR-Privacy.",
+                      "Please send the request to HR: in the HR portal, raise a {SR} and choose the category "
+                      "HR-Privacy."),
+    "competitor": ("Please send the request to Partnerships & Market Intelligence through the portal.",
+                   "Partnerships & Market Intelligence handles competitor enquiries; please contact them "
+                   "through the portal."),
+}.items():
+    DECLINE_REDIRECTS[_reason]["train"] = DECLINE_REDIRECTS[_reason]["train"] + _s
