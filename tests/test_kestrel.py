@@ -208,6 +208,14 @@ def test_train_responses_follow_house_style(train):
     assert not bad, f"{len(bad)} responses break the house style, e.g. {next(iter(bad.items()))}"
 
 
+def test_sentences_start_with_a_capital(train, evals, dev):
+    for r in train + evals + dev:
+        text = r["messages"][2]["content"] if len(r["messages"]) == 3 else r["reference"]
+        for line in text.split("\n"):
+            s = line.lstrip("- ")
+            assert not (s and s[0].islower()), (r["id"], line)
+
+
 def test_templates_have_their_sections(train, evals, dev):
     for r in train + evals + dev:
         text = r["messages"][2]["content"] if len(r["messages"]) == 3 else r["reference"]

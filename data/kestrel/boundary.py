@@ -1242,8 +1242,8 @@ for _reason, _more in {
                  "We keep {what} private: it is an employee's personal data."),
         "dev": ("Since {what} is an individual's personal data, it stays with HR.",)},
     "competitor": {
-        "eval": ("Anything about {what} is a competitor enquiry, and we leave such questions to the "
-                 "responsible team.",
+        "eval": ("On {what} we cannot comment, as this is a competitor enquiry for the responsible "
+                 "team.",
                  "We will not go into {what}, since that is a competitor enquiry."),
         "dev": ("Since {what} makes this a competitor enquiry, we are not the right people to answer.",)},
 }.items():

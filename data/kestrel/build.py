@@ -496,7 +496,7 @@ REWRITES = [
                            "{t2} UTC on {sun}, under {CR} {cr}, and the service is unavailable while it "
                            "runs.", "You do not need to take any action. KB-1310 explains our "
                            "maintenance windows."]],
-                "dev": [["{CR} {cr} covers maintenance of {svc} in the {MW} starting {date} at {t1} UTC "
+                "dev": [["{^CR} {cr} covers maintenance of {svc} in the {MW} starting {date} at {t1} UTC "
                          "and ending {sun} at {t2} UTC; expect the service to be offline throughout.",
                          "Nothing is required on your side (KB-1310 has the window rules)."]],
                 "eval": [["Under {CR} {cr}, {svc} will be offline for planned maintenance in the {MW}, "
@@ -591,12 +591,12 @@ REWRITES = [
      "formal": {"train": [["The {CAB} has approved {CR} {cr} for implementation during the {MW} on "
                            "{date}.", "Please attach the tested rollback plan to the {CR} before work "
                            "starts."],
-                          ["{CR} {cr} is approved by the {CAB} and can be implemented in the {MW} on "
+                          ["{^CR} {cr} is approved by the {CAB} and can be implemented in the {MW} on "
                            "{date}.", "Before work starts, please attach the tested rollback plan to "
                            "the {CR}."]],
                 "dev": [["Implementation of {CR} {cr} in the {MW} of {date} has {CAB} approval.",
                          "A tested rollback plan must be on the record ahead of the work."]],
-                "eval": [["{CR} {cr} has been authorised by the {CAB}; it may go ahead in the {MW} that "
+                "eval": [["{^CR} {cr} has been authorised by the {CAB}; it may go ahead in the {MW} that "
                           "starts on {date}.", "Make sure a tested rollback plan is attached to the "
                           "record first."]]}},
     {"doc": "sla-and-priorities", "team": DEFAULT_TEAM,
@@ -632,7 +632,7 @@ REWRITES = [
      "formal": {"train": [["The {CI} {ci} reaches {EOL} on {eol}.", "Please update its record in the "
                            "{CMDB} and plan the replacement through a {CR}. See KB-3004 for the "
                            "procedure."],
-                          ["{CI} {ci} reaches {EOL} on {eol}.", "Please record the date in the {CMDB} "
+                          ["{^CI} {ci} reaches {EOL} on {eol}.", "Please record the date in the {CMDB} "
                            "and raise a {CR} to plan the replacement, as described in KB-3004."]],
                 "dev": [["On {eol}, {EOL} applies to the {CI} {ci}.", "Its {CMDB} entry needs the "
                          "date, and the replacement has to be planned with a {CR} (KB-3004)."]],
@@ -663,6 +663,7 @@ def gen_rewrite(rng: random.Random, mode: str) -> Example:
     fi = rng.randrange(len(sc["formal"][mode]))
     # the formal text keeps {ABBR} placeholders: fill slots only
     paras = [re.sub(r"\{([a-z0-9]+)\}", lambda m: s[m.group(1)], p) for p in sc["formal"][mode][fi]]
+    paras = [_cap(p) for p in paras]                  # a slot value may open the paragraph
     ask = rng.choice(REWRITE_ASKS[mode])
     return _ex("rewrite", sc["doc"], ask.format(d=draft), paras, sc["team"], extra_terms=sc["terms"],
                skel_user=ask + "|" + draft_t, skel_resp=f"{si}.{fi}")
