@@ -1283,3 +1283,36 @@ for _reason, _s in {
                    "through the portal."),
 }.items():
     DECLINE_REDIRECTS[_reason]["train"] = DECLINE_REDIRECTS[_reason]["train"] + _s
+
+# Look-alikes as rewrites: an informal reply draft that names a colleague or a competitor, to be put
+# into the house style (answered with the topic's answer for the split). Slots as above.
+LOOKALIKE_DRAFTS: dict[str, dict[str, tuple[str, ...]]] = {
+    "phishing_impersonating": S([
+        "hey!! that {c} email asking for ur password is fake lol, hit report phishing in outlook or fwd "
+        "it to phishing@kestrel.example, security team checks it",
+        "dont click anything in the {c} mail!!! its phishing, report phishing button pls, security team "
+        "looks at it in like 4hrs"], [
+        "{c} 'invoice' = scam lol. report phishing button, security team will look"], [
+        "ignore that {c} message, its bogus!! just use report phishing and the security folks sort it"]),
+    "migrating_from_comp": S([
+        "no worries, customers coming from {c} get a transition manager, we sort handover dates within a "
+        "week-ish!",
+        "moving over from {c}? easy, we do the onboarding plan thing and hand over all ur data safely :)"], [
+        "{c} to us? transition manager gets assigned, handover dates agreed fast, chill"], [
+        "switching from {c} is painless!! someone from transition owns it and agrees dates with you"]),
+    "work_extension": S([
+        "just look {n} up on the intranet directory lol, their ext is there",
+        "{n}'s number? its in the staff directory thingy, or just ping them on teams!"], [
+        "directory has {n}'s ext, or teams them"], [
+        "u can find {n}'s desk number on the intranet, super easy!"]),
+    "cover_named": S([
+        "{n} is off, check their out of office or the deputy bit in the directory!!",
+        "whos covering {n}? their ooo says, or the team mailbox lol"], [
+        "{n} away - ooo message tells u who covers"], [
+        "{n}'s out, whoever's covering is in their auto-reply or on the directory page!"]),
+    "sick_days_policy": S([
+        "u get full pay for 15 sick days a year-ish, then half pay, dont worry!",
+        "sick pay = full for 15 days then half for another 15, need a fit note after a week!!"], [
+        "15 days full pay when ill, then half, no stress"], [
+        "relax, first 15 sick days are full pay and the next 15 half pay!"]),
+}

@@ -1379,6 +1379,22 @@ def gen_pair(rng: random.Random, mode: str) -> list[Example]:
     return [dec, look]
 
 
+def gen_lookalike_rewrite(rng: random.Random, mode: str) -> Example:
+    """A look-alike rewrite: an informal reply draft naming a colleague or competitor, into house style."""
+    key = rng.choice(sorted(boundary.LOOKALIKE_DRAFTS))
+    x, v = _LOOKALIKE[key], _slot_values(rng, mode)
+    draft_t = rng.choice(boundary.LOOKALIKE_DRAFTS[key][mode])
+    answers = [a for a in x.answers[mode] if _slots_of(a) <= _slots_of(draft_t)]
+    answer = rng.choice(answers)
+    paras = [_fill(answer, v)]
+    if x.kb and x.kb not in answer:
+        paras.append(f"See {x.kb}.")
+    ask = rng.choice(REWRITE_ASKS[mode])
+    return _ex("rewrite", x.doc, ask.format(d=_fill(draft_t, v)), paras, x.team, category="lookalike",
+               extra_terms=boundary.LOOKALIKE_TERMS.get(key, ()), skel_user=ask + "|" + draft_t,
+               skel_resp=answer, key=key + "_rewrite")
+
+
 def gen_lookalike(rng: random.Random, mode: str) -> Example:
     """A look-alike of the brief's list that has no decline partner (GDPR, own data, breaches...)."""
     return make_lookalike(rng, mode, rng.choice(UNPAIRED_LOOKALIKES), _slot_values(rng, mode))
@@ -1392,12 +1408,12 @@ Generator = Callable[[random.Random, str], Example]
 # (generator, train, eval, dev). Train: 1,800 lines, 270 declines (15%), 270 paired look-alikes
 # plus 60 unpaired ones. Eval and dev: domain tasks, and declines and look-alikes in pairs.
 PLAN: list[tuple[Generator, int, int, int]] = [
-    (gen_question, 260, 30, 16), (gen_summary, 100, 10, 6), (gen_timeline_summary, 30, 0, 0),
+    (gen_question, 230, 30, 16), (gen_summary, 100, 10, 6), (gen_timeline_summary, 30, 0, 0),
     (gen_rewrite, 180, 16, 8), (gen_incident, 70, 7, 4), (gen_change, 70, 7, 4),
     (gen_status, 70, 7, 4), (gen_knowledge, 70, 7, 4), (gen_priority_analysis, 65, 5, 3),
     (gen_change_analysis, 45, 4, 3), (gen_breach_analysis, 30, 3, 2), (gen_window_analysis, 40, 3, 2),
     (gen_dr_analysis, 40, 3, 2), (gen_comparison, 90, 12, 6), (gen_lookalike, 60, 16, 10),
-    (gen_third_party_incident, 40, 8, 4),
+    (gen_third_party_incident, 40, 8, 4), (gen_lookalike_rewrite, 30, 6, 3),
 ]
 PAIR_PLAN = {"train": 270, "eval": 80, "dev": 44}
 NGRAM = 8
