@@ -1,6 +1,7 @@
 """Pipeline: parameter validation before execution, run folders and manifests, failing notebooks."""
 
 import json
+import os
 import subprocess
 import sys
 import time
@@ -195,3 +196,26 @@ def test_interrupted_notebook_is_recorded(tmp_path):
         pipeline.run_notebook(nb, {}, tmp_path / "run")
     manifest = json.loads((tmp_path / "run" / "manifest.json").read_text())
     assert manifest["status"] == "interrupted" and "Ctrl-C" in manifest["error"]
+
+
+def test_ctrl_c_stops_cleanly_and_says_how_to_resume(tmp_path):
+    import signal
+
+    nb = tmp_path / "11_slow.py"
+    nb.write_text(TEXT_NOTEBOOK.replace('print(f"hello {i}")', 'print(f"hello {i}", flush=True)\n'
+                                        'import time\ntime.sleep(120)'))
+    proc = subprocess.Popen([sys.executable, "-m", "instructlab", "run", str(nb), "--run-dir", str(tmp_path / "r")],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    import selectors
+
+    sel, seen, deadline = selectors.DefaultSelector(), "", time.time() + 90
+    sel.register(proc.stdout, selectors.EVENT_READ)
+    while "hello 0" not in seen and time.time() < deadline and proc.poll() is None:
+        if sel.select(timeout=1):
+            seen += proc.stdout.readline()     # the live view streams what the cell prints
+    assert "hello 0" in seen, seen
+    os.killpg(proc.pid, signal.SIGINT)         # what Ctrl-C in a terminal sends: the whole process group
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err[-2000:]
+    assert "interrupted (Ctrl-C)" in err and str(tmp_path / "r") in err and "run the command again" in err
+    assert json.loads((tmp_path / "r" / "manifest.json").read_text())["status"] == "interrupted"
