@@ -33,6 +33,14 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from . import experiment, profiles, runs
 
+__all__ = ["SweepConfigError", "SweepConfig", "SweepData", "SweepResult", "RunSpec", "QualityScore",
+           "nested_subsets", "split_dev", "record_key", "quality_scores", "quality_subsets", "t_interval",
+           "summarize", "metric_columns", "write_table", "load_sweep_config", "check_config", "train_param_keys",
+           "grid", "load_sweep_data", "noise_rate", "dev_as_eval_records", "run_tasks", "run_is_finished",
+           "execute_run", "collect_metrics", "loss_curves", "default_sweep_dir", "device_slots", "run_sweep",
+           "find_sweep_dir", "load_results", "summary_table", "write_report", "UNTUNED", "CASE_STUDY_METRICS",
+           "METRIC_LABELS"]
+
 REPO_ROOT = experiment.REPO_ROOT
 DATA_CHOICES, SELECTION_CHOICES, TRAIN_ON_CHOICES = ("clean", "noisy"), ("random", "quality"), ("assistant", "all")
 

@@ -32,7 +32,7 @@ from . import profiles, runs
 
 __all__ = ["RESULT_FILE", "REPO_ROOT", "repo_path", "TrainParams", "EvalParams", "TrainRun", "EvalRun",
            "train_run", "eval_run", "read_result", "progress_callback", "dev_loss", "checkpoint_candidates",
-           "select_checkpoint", "Lesson", "start_lesson"]
+           "select_checkpoint", "params_match", "param_names", "Lesson", "start_lesson"]
 
 RESULT_FILE = "result.json"
 REPO_ROOT = profiles.REPO_ROOT

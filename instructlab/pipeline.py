@@ -29,7 +29,7 @@ __all__ = ["ParameterError", "NotebookFailedError", "Parameter", "StepResult", "
            "load_notebook", "notebook_parameters", "describe_parameters", "validate_parameters", "absolutize_paths",
            "run_notebook", "run_succeeded", "chain_notebooks", "run_chain"]
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+REPO_ROOT = profiles.REPO_ROOT   # repository paths are computed in one place
 NOTEBOOKS_DIR = REPO_ROOT / "notebooks"
 PROFILES = profiles.NAMES
 KERNEL_NAME = "python3"

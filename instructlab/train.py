@@ -43,10 +43,10 @@ from typing import Any, Iterable, Sequence
 
 from . import runs
 from . import profiles as _profiles
+from .masking import TRAIN_ON  # defined once, in masking
 
 ROLES = {"system", "user", "assistant"}
 BATCHING = ("group_by_length", "padding_free", "padded")
-TRAIN_ON = ("assistant", "last_assistant", "all")
 
 
 class TrainDataError(ValueError):
