@@ -88,3 +88,25 @@ def test_notebook_runs_in_smoke_profile(nb_path, tmp_path):
     assert manifest["status"] == "succeeded" and manifest["notebook"] == nb_path.stem  # the lesson's finish()
     assert manifest["lesson_duration_s"] > 0 and len(manifest["outputs"]) > 1
     RUN_DIRS[nb_path.name[:2]] = run_dir
+
+
+def test_an_edit_saved_by_jupyterlab_survives(tmp_path):
+    """Save a lesson through jupytext's contents manager (what JupyterLab's save calls): the edit lands in
+    the .py source, nothing else changes, and no .ipynb appears beside it."""
+    import shutil
+
+    from jupytext import TextFileContentsManager
+
+    src = NOTEBOOKS[2]
+    shutil.copy(src, tmp_path / src.name)
+    cm = TextFileContentsManager(root_dir=str(tmp_path))
+    model = cm.get(src.name)                         # opened as a notebook, not as a text file
+    assert model["type"] == "notebook"
+    cells = model["content"]["cells"]
+    markdown = next(c for c in cells if c["cell_type"] == "markdown" and c["source"].startswith("## The data"))
+    markdown["source"] += "\n\nAn edit made in JupyterLab."
+    cm.save(model, src.name)
+    before, after = src.read_text(encoding="utf-8").splitlines(), (tmp_path / src.name).read_text().splitlines()
+    added = [line for line in after if line not in before]
+    assert added == ["# An edit made in JupyterLab."] and len(after) == len(before) + 2
+    assert sorted(p.name for p in tmp_path.iterdir()) == [src.name]
