@@ -58,7 +58,15 @@ def nested_subsets(records: Sequence[Any], sizes: Iterable[int], seed: int) -> d
 
     One permutation (``random.Random(seed)``) is drawn and each subset is its first ``size``
     elements, so subsets of the same seed are nested and the same seed always gives the same subsets.
-    Returns {size: list}. Raises ValueError when a size is < 1 or larger than ``len(records)``.
+
+    Args:
+        records: the pool.
+        sizes: subset sizes.
+        seed: the permutation's seed.
+    Returns:
+        {size: list of records}.
+    Raises:
+        ValueError: a size is < 1 or larger than ``len(records)``.
     """
     sizes = sorted(set(int(s) for s in sizes))
     if not sizes:
@@ -74,8 +82,14 @@ def nested_subsets(records: Sequence[Any], sizes: Iterable[int], seed: int) -> d
 def split_dev(records: Sequence[dict], dev_size: int, seed: int = 0) -> tuple[list[dict], list[dict]]:
     """Carve a dev split (for checkpoint selection) out of the training records.
 
-    Returns (pool, dev): ``dev_size`` records drawn with ``seed`` and the remaining pool, order kept.
-    Raises ValueError when fewer than ``dev_size + 1`` records exist.
+    Args:
+        records: the training records.
+        dev_size: records for the dev split.
+        seed: the draw's seed.
+    Returns:
+        (pool, dev): the remaining pool and ``dev_size`` records drawn with ``seed``, order kept.
+    Raises:
+        ValueError: fewer than ``dev_size + 1`` records.
     """
     if dev_size < 0 or dev_size >= len(records):
         raise ValueError(f"dev_size {dev_size} needs more than {dev_size} training records, got {len(records)}")
@@ -205,8 +219,12 @@ def _interleave_strata(strata: dict[str, list[int]], total: int) -> list[int]:
 def t_interval(values: Sequence[float], confidence: float = 0.95) -> dict[str, float | int | None]:
     """Mean and Student-t confidence interval of ``values`` (NaN/None dropped).
 
-    Returns {n, mean, std, ci_low, ci_high, half_width}; with n < 2 the interval is None (one seed
-    says nothing about the spread: run more seeds).
+    Args:
+        values: one number per seed.
+        confidence: the interval's level.
+    Returns:
+        {n, mean, std, ci_low, ci_high, half_width}; with n < 2 the interval is None (one seed says
+        nothing about the spread: run more seeds).
     """
     vals = [float(v) for v in values if v is not None and not (isinstance(v, float) and math.isnan(v))]
     n = len(vals)
@@ -238,8 +256,15 @@ def metric_columns(rows: Sequence[Mapping[str, Any]]) -> list[str]:
 
 def summarize(rows: Sequence[Mapping[str, Any]], metrics: Sequence[str] | None = None,
               confidence: float = 0.95) -> list[dict[str, Any]]:
-    """Aggregate per-run results over seeds: one row per (variant, size, metric) with n, mean,
-    std and the t-interval (see :func:`t_interval`). Failed runs (status != succeeded) are left out."""
+    """Aggregate per-run results over seeds (failed runs are left out).
+
+    Args:
+        rows: the per-run result rows.
+        metrics: the columns to aggregate (default :func:`metric_columns`).
+        confidence: the interval's level.
+    Returns:
+        One row per (variant, size, metric) with n, mean, std, the t-interval and the seeds.
+    """
     ok = [r for r in rows if r.get("status", "succeeded") == "succeeded"]
     metrics = list(metrics) if metrics else metric_columns(ok)
     groups: dict[tuple, list[Mapping[str, Any]]] = {}
@@ -257,7 +282,14 @@ def summarize(rows: Sequence[Mapping[str, Any]], metrics: Sequence[str] | None =
 
 
 def write_table(rows: Sequence[Mapping[str, Any]], path_without_suffix: str | Path) -> tuple[Path, Path]:
-    """Write rows as ``<path>.csv`` and ``<path>.json``; returns both paths."""
+    """Write rows as ``<path>.csv`` and ``<path>.json`` (atomically).
+
+    Args:
+        rows: dicts (lists and dicts in cells are JSON-encoded in the CSV).
+        path_without_suffix: the file path without its suffix.
+    Returns:
+        (csv path, json path).
+    """
     base = Path(path_without_suffix)
     base.parent.mkdir(parents=True, exist_ok=True)
     cols: list[str] = []
@@ -440,7 +472,13 @@ def _variant_dicts(config: SweepConfig) -> list[dict[str, Any]]:
 
 
 def grid(config: SweepConfig) -> list[RunSpec]:
-    """All runs of a sweep, without duplicates, smallest sizes first."""
+    """All runs of a sweep, without duplicates, smallest sizes first.
+
+    Args:
+        config: the sweep.
+    Returns:
+        The RunSpecs.
+    """
     base, *variants = _variant_dicts(config)
     size = int(config.comparisons.get("size", config.sizes[0]))
     specs = [RunSpec(n, s, **base) for s in config.seeds for n in sorted(config.sizes)]
@@ -478,8 +516,15 @@ class SweepData:
 
 def load_sweep_data(config: SweepConfig) -> SweepData:
     """Read the configured pools, carve the dev split from the clean data and drop its records
-    (matched by :func:`record_key`) from every pool. Raises SweepConfigError for missing files or
-    sizes larger than a pool."""
+    (matched by :func:`record_key`) from every pool.
+
+    Args:
+        config: the sweep.
+    Returns:
+        SweepData.
+    Raises:
+        SweepConfigError: a missing data or eval file, or a size larger than its pool.
+    """
     needed = {v["data"] for v in _variant_dicts(config)}
     raw: dict[str, list[dict]] = {}
     for name in sorted(needed | {"clean"} & set(config.data)):
@@ -951,8 +996,15 @@ METRIC_LABELS = {"tone_rubric": "tone (rule-based rubric, 1-5)", "terminology": 
 
 
 def find_sweep_dir(path: str | Path) -> Path:
-    """The sweep folder inside ``path``: ``path`` itself when it holds ``results.json``, else its
-    ``sweep/`` subfolder (a notebook-04 run folder). Raises FileNotFoundError saying what to run."""
+    """The sweep folder inside ``path``.
+
+    Args:
+        path: a sweep folder, or a notebook-04 run folder (holding ``sweep/``).
+    Returns:
+        ``path`` itself when it holds ``results.json``, else its ``sweep/`` subfolder.
+    Raises:
+        FileNotFoundError: saying what to run first.
+    """
     path = Path(path)
     for candidate in (path, path / "sweep"):
         if (candidate / "results.json").exists():
@@ -962,7 +1014,15 @@ def find_sweep_dir(path: str | Path) -> Path:
 
 
 def load_results(path: str | Path) -> tuple[list[dict], list[dict], dict]:
-    """(per-run rows, summary rows, sweep config dict) of a sweep folder (see :func:`find_sweep_dir`)."""
+    """The results of a sweep.
+
+    Args:
+        path: a sweep folder or a notebook-04 run folder (see :func:`find_sweep_dir`).
+    Returns:
+        (per-run rows, summary rows, sweep config dict).
+    Raises:
+        FileNotFoundError: no results there.
+    """
     sweep_dir = find_sweep_dir(path)
     rows = json.loads((sweep_dir / "results.json").read_text(encoding="utf-8"))
     summary_path = sweep_dir / "summary.json"

@@ -153,7 +153,13 @@ def notebook_parameters(notebook: str | Path) -> dict[str, Parameter]:
 
 
 def describe_parameters(params: Mapping[str, Parameter]) -> str:
-    """A readable list of parameters, one per line."""
+    """A readable list of parameters, one per line.
+
+    Args:
+        params: what :func:`notebook_parameters` returns.
+    Returns:
+        ``"  name = default  (type)  # help"`` lines.
+    """
     return "\n".join("  " + p.describe() for p in params.values()) or "  (no parameters cell)"
 
 
@@ -200,10 +206,16 @@ def validate_parameters(notebook: str | Path, parameters: Mapping[str, Any] | No
                         from_cli: bool = False) -> dict[str, Any]:
     """Check ``parameters`` against the notebook's parameters cell and return them converted.
 
-    ``from_cli=True`` treats values as command-line strings and converts them to the declared type
-    (``"100"`` -> 100 for an int parameter, ``"true"`` -> True, ``"[1, 2]"`` -> a list).
-    Raises ParameterError for unknown names or values of the wrong type; the message lists every
-    valid parameter with its default and type. ``profile`` must be one of smoke/quick/full.
+    Args:
+        notebook: a path, file name or number prefix (see :func:`resolve_notebook`).
+        parameters: {name: value}.
+        from_cli: the values are command-line strings, converted to the declared type
+            (``"100"`` -> 100 for an int parameter, ``"true"`` -> True, ``"[1, 2]"`` -> a list).
+    Returns:
+        The parameters, converted.
+    Raises:
+        ParameterError: unknown names, values of the wrong type or an unknown ``profile``; the
+            message lists every valid parameter with its default and type.
     """
     path = resolve_notebook(notebook)
     declared = notebook_parameters(path)
@@ -226,8 +238,15 @@ def validate_parameters(notebook: str | Path, parameters: Mapping[str, Any] | No
 
 
 def absolutize_paths(parameters: Mapping[str, Any], base: Path | None = None) -> dict[str, Any]:
-    """Turn string values that name an existing relative path (from ``base``, default the current
-    directory) into absolute paths, because notebooks run with their own folder as working directory."""
+    """Turn string values that name an existing relative path into absolute paths (notebooks run with
+    their own folder as working directory).
+
+    Args:
+        parameters: {name: value}.
+        base: the folder relative paths start from (default: the current directory).
+    Returns:
+        The parameters with such paths (and ``run_dir``) made absolute.
+    """
     base = Path(base or Path.cwd())
     out = {}
     for name, value in parameters.items():
@@ -435,7 +454,13 @@ def _papermill_quiet(quiet: bool):
 
 
 def run_succeeded(run_dir: str | Path) -> bool:
-    """True when ``run_dir/manifest.json`` records a finished, successful notebook run."""
+    """Whether ``run_dir/manifest.json`` records a finished, successful notebook run.
+
+    Args:
+        run_dir: a run folder.
+    Returns:
+        True when its manifest says ``status: succeeded``.
+    """
     import json
 
     path = Path(run_dir) / "manifest.json"

@@ -126,5 +126,5 @@ lesson.finish(base_model=base_model, instruct_model=instruct_model, prompts=prom
 #   terminology (change request, CR, Change Advisory Board, CAB) or when to decline.
 #
 # **Try next:** add your own prompts in the parameters cell; raise `max_new_tokens`; pass a local folder or a
-# hub id as `base_model`; then continue with `01_data_building.ipynb` (building the Kestrel dataset) and
-# `02_lora_training.ipynb` (teaching a model that standard).
+# hub id as `base_model`; then continue with `01_data_building.py` (building the Kestrel dataset) and
+# `02_lora_training.py` (teaching a model that standard).

@@ -291,4 +291,4 @@ lesson.finish(
 # `tests/test_serve.py`) and set `teacher_base_url = "http://127.0.0.1:8000/v1"` and `teacher_model` to the
 # same folder path; export your key in the shell, never here. Compare the teacher's rejects with the
 # deterministic set, lower the MinHash threshold in `build.curate`, then train on the result in
-# `02_lora_training.ipynb`.
+# `02_lora_training.py`.

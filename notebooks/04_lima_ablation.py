@@ -163,7 +163,7 @@ lesson.finish(sweep_dir=str(sweep_dir), config=asdict(cfg), n_runs=len(result.ro
 # * At equal size, quality-selected data can be compared with random data, clean with noisy, and response-only
 #   loss with full-sequence loss, each with the same seeds.
 #
-# **Try next:** open `05_result_plots.ipynb` with `ablation_dir` set to this run folder for the full set of
+# **Try next:** open `05_result_plots.py` with `ablation_dir` set to this run folder for the full set of
 # figures and a Markdown report; add sizes or seeds in `configs/sweep_quick.yaml` and run the notebook again:
 # finished runs are reused; run the full grid from a terminal with
 # `python -m instructlab sweep configs/sweep_full.yaml --workers <number of GPUs>`.
