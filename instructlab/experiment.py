@@ -289,10 +289,33 @@ def _answer(model_name: str, adapter: str | None, records: list[dict], max_new_t
         n_batches = -(-len(records) // batch_size)
         report(f"{side}: answering {len(records)} prompts with {model_name}{' + adapter' if adapter else ''} "
                f"({n_batches} batch{'es' if n_batches > 1 else ''} of up to {batch_size}, {max_new_tokens} new tokens)")
-    answers = generate.generate_answers(model, tokenizer, records, max_new_tokens=max_new_tokens,
-                                        batch_size=batch_size, progress=report is None)
-    if report:
-        report(f"{side}: {len(answers)} answers in {time.perf_counter() - t0:.1f} s")
+    if report is None:
+        return generate.generate_answers(model, tokenizer, records, max_new_tokens=max_new_tokens,
+                                         batch_size=batch_size, progress=True)
+    answers = _answers_by_batch(model, tokenizer, records, max_new_tokens, batch_size,
+                                lambda k, n, s: report(f"{side}: batch {k}/{n} done, {_clock(s)} elapsed"))
+    report(f"{side}: {len(answers)} answers in {time.perf_counter() - t0:.1f} s")
+    return answers
+
+
+def _answers_by_batch(model: Any, tokenizer: Any, records: Sequence[dict], max_new_tokens: int, batch_size: int,
+                      on_batch: Callable[[int, int, float], None]) -> list[str]:
+    """``generate.generate_answers`` one batch at a time, to report each batch: the same batches it makes
+    (prompts sorted longest first, ``batch_size`` at a time), so the answers are the same."""
+    from . import generate
+
+    texts = generate.render_prompts(tokenizer, records)
+    lengths = [len(tokenizer(t, add_special_tokens=False)["input_ids"]) for t in texts]
+    order = sorted(range(len(texts)), key=lambda i: -lengths[i])
+    batches = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+    answers: list[str] = [""] * len(records)
+    start = time.perf_counter()
+    for k, idx in enumerate(batches, 1):
+        out = generate.generate_answers(model, tokenizer, [records[i] for i in idx], max_new_tokens=max_new_tokens,
+                                        batch_size=len(idx), progress=False)
+        for i, answer in zip(idx, out):
+            answers[i] = answer
+        on_batch(k, len(batches), time.perf_counter() - start)
     return answers
 
 
