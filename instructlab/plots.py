@@ -11,6 +11,10 @@ from pathlib import Path
 from typing import Any
 
 
+__all__ = ["save_figure", "plot_counts", "plot_length_histograms", "plot_before_after", "plot_metric_vs_size",
+           "plot_variant_bars", "plot_loss_curves", "show"]
+
+
 def _pyplot():
     """Import pyplot lazily, on a headless backend when no display and no notebook is present."""
     import matplotlib

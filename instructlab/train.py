@@ -42,10 +42,11 @@ from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 from . import runs
+from . import profiles as _profiles
+from .masking import TRAIN_ON  # defined once, in masking
 
 ROLES = {"system", "user", "assistant"}
 BATCHING = ("group_by_length", "padding_free", "padded")
-TRAIN_ON = ("assistant", "last_assistant", "all")
 
 
 class TrainDataError(ValueError):
@@ -211,25 +212,7 @@ class TrainProfile:
     description: str
 
 
-TRAIN_PROFILES: dict[str, TrainProfile] = {
-    "smoke": TrainProfile(
-        "tiny-random",
-        TrainConfig(epochs=1, max_steps=4, batch_size=2, grad_accum=1, max_length=512, n_examples=8,
-                    learning_rate=1e-3, save_steps=2),
-        "tiny random model, 8 examples, 4 steps: checks the plumbing in seconds, learns nothing"),
-    "quick": TrainProfile(
-        "smollm2-135m-instruct",
-        TrainConfig(epochs=1, learning_rate=1e-3, batch_size=4, grad_accum=1, max_length=512, n_examples=480,
-                    lora_r=16, lora_alpha=32,
-                    target_modules=("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"),
-                    category_shares={"decline": 0.15, "lookalike": 0.15}, warmup_ratio=0.05, save_steps=20),
-        "SmolLM2-135M-Instruct, 480 examples (15% declines, 15% look-alikes, the rest stratified by task type), "
-        "LoRA r=16 on every linear layer, 1 epoch (120 steps of 4) at max_length 512: the demo, ~15 min on a "
-        "2-core CPU"),
-    "full": TrainProfile(
-        "smollm2-135m-instruct", TrainConfig(),
-        "the case study's configuration (4 epochs, lr 2e-4, batch 4 x accumulation 4, r=16 on q/v, all data)"),
-}
+TRAIN_PROFILES: dict[str, TrainProfile] = _profiles.train_profiles()   # defined in profiles.py
 
 
 def profile_config(profile: str, **overrides: Any) -> tuple[str, TrainConfig]:

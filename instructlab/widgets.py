@@ -27,6 +27,11 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping, Sequence
 
+from .masking import TRAIN_ON
+
+__all__ = ["is_headless", "DatasetBrowser", "DatasetBrowserState", "MaskInspector", "MaskInspectorState",
+           "ChatComparison", "ChatComparisonState", "LiveLossPlot", "LossHistory", "TRAIN_ON"]  # noqa: F822 (LiveLossPlot: built lazily)
+
 HEADLESS_ENV = "INSTRUCTLAB_HEADLESS"
 VIEWS = ("messages", "alpaca", "sharegpt")
 ALL = "(all)"
@@ -384,7 +389,6 @@ class DatasetBrowser(_View):
 # --------------------------------------------------------------------------------------------
 
 OWN_TEMPLATE = "(tokenizer's own)"
-TRAIN_ON = ("assistant", "last_assistant", "all")
 
 
 class MaskInspectorState:

@@ -5,7 +5,6 @@ import math
 from pathlib import Path
 
 import pytest
-import yaml
 
 from instructlab import ablation
 from instructlab.ablation import RunSpec, SweepConfig
@@ -127,148 +126,197 @@ def test_config_errors_list_valid_keys(tmp_path):
         ablation.load_sweep_config(path)
 
 
+@pytest.mark.parametrize("text, needle", [
+    ("train_params: {max_stepz: 2}\n", "unknown train_params keys ['max_stepz']"),
+    ("train_params: {seed: 3}\n", "are set by the grid"),
+    ("eval_params: {n_per_categroy: 1}\n", "unknown eval_params keys ['n_per_categroy']"),
+    ("profile: huge\n", "unknown profile 'huge'"),
+    ("sizes: [4\nseeds: [0]\n", "not valid YAML"),
+    ("- sizes: [4]\n", "the top level is a list"),
+    ("", "the file is empty"),
+    ("# only a comment\n", "the file is empty"),
+])
+def test_bad_sweep_configs_name_the_file_and_the_problem(tmp_path, text, needle):
+    path = tmp_path / "bad_sweep.yaml"
+    path.write_text(text)
+    with pytest.raises(ablation.SweepConfigError) as err:
+        ablation.load_sweep_config(path)
+    assert str(path) in str(err.value) and needle in str(err.value)
+
+
+def test_cli_refuses_a_bad_sweep_before_any_run(tmp_path):
+    import subprocess
+    import sys
+
+    path = tmp_path / "typo.yaml"
+    path.write_text((REPO / "configs" / "sweep_smoke.yaml").read_text().replace("max_steps", "max_stepz"))
+    out = tmp_path / "sweep"
+    proc = subprocess.run([sys.executable, "-m", "instructlab", "sweep", str(path), "--out", str(out)],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and "max_stepz" in proc.stderr and str(path) in proc.stderr
+    assert not out.exists()
+
+
 @pytest.mark.parametrize("name", ["sweep_quick.yaml", "sweep_smoke.yaml", "sweep_full.yaml"])
 def test_shipped_configs_load(name):
     cfg = ablation.load_sweep_config(REPO / "configs" / name)
     assert ablation.grid(cfg)
 
 
-# ------------------------------------------------------------------------ a sweep with fake notebooks
+# ------------------------------------------------------------------------ sweeps through the run functions
+# Real runs on tiny-random (about 10 s each on 2 cores): experiment.train_run and experiment.eval_run.
 
-def _fake_notebook(path, params, body):
-    import nbformat
+from instructlab import experiment  # noqa: E402
 
-    nb = nbformat.v4.new_notebook()
-    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
-    nb.cells = [nbformat.v4.new_code_cell(params, metadata={"tags": ["parameters"]}), nbformat.v4.new_code_cell(body)]
-    nbformat.write(nb, str(path))
-    return path
+REAL_TRAIN_RUN, REAL_EVAL_RUN = experiment.train_run, experiment.eval_run
 
 
-FAKE_TRAIN = '''import json, pathlib
-rd = pathlib.Path(run_dir); rd.mkdir(parents=True, exist_ok=True)
-sweep = rd.parent.parent.parent
-with open(sweep / "calls.txt", "a") as f: f.write(f"train {rd.parent.name}\\n")
-if (sweep / f"fail_{n_examples}").exists(): raise RuntimeError(f"simulated crash at n={n_examples}")
-n = sum(1 for _ in open(data_path))
-assert n == n_examples, (n, n_examples)
-(rd / "metrics.json").write_text(json.dumps({"train_loss": 1.0 / n, "eval_loss": 2.0 / n}))
-(rd / "log_history.jsonl").write_text("".join(json.dumps({"step": i, "loss": 1.0 / i}) + "\\n" for i in range(1, 4)))
-'''
-FAKE_EVAL = '''import json, pathlib
-rd = pathlib.Path(run_dir); rd.mkdir(parents=True, exist_ok=True)
-with open(rd.parent.parent.parent / "calls.txt", "a") as f: f.write(f"eval {rd.parent.name}\\n")
-(rd / "before_metrics.json").write_text(json.dumps({"metrics": {"terminology": {"value": 0.05, "n": 5}}}))
-if adapter:
-    train = json.loads((pathlib.Path(adapter) / "metrics.json").read_text())   # adapter = the train run folder
-    value = min(1.0, 0.02 / train["train_loss"])
-    (rd / "after_metrics.json").write_text(json.dumps({"metrics": {"terminology": {"value": value, "n": 5}}}))
-'''
+def tiny_config(**changes):
+    cfg = ablation.load_sweep_config(REPO / "configs" / "sweep_smoke.yaml")
+    cfg.sizes, cfg.seeds, cfg.pool_size, cfg.dev_size = [4, 8], [0, 1], 60, 2
+    cfg.comparisons, cfg.workers = {}, 1
+    cfg.train_params, cfg.eval_params = {"max_steps": 2}, {"n_per_category": 1, "max_new_tokens": 4}
+    for k, v in changes.items():
+        setattr(cfg, k, v)
+    ablation.check_config(cfg)
+    return cfg
 
 
-@pytest.fixture
-def fake_sweep(tmp_path):
-    train_nb = _fake_notebook(tmp_path / "train.ipynb",
-                              'model = "m"\ndata_path = ""\neval_path = ""\nn_examples = 0\nprofile = "quick"\n'
-                              'seed = 0\ntrain_on = "assistant"\nrun_dir = ""', FAKE_TRAIN)
-    eval_nb = _fake_notebook(tmp_path / "eval.ipynb", 'model = "m"\nadapter = ""\neval_path = ""\n'
-                             'profile = "quick"\nrun_dir = ""', FAKE_EVAL)
-    (tmp_path / "data").mkdir()
-    for name, recs in (("train", records(60)), ("noisy", records(60, noisy_every=3)), ("eval", records(5))):
-        (tmp_path / "data" / f"{name}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in recs))
-    cfg = SweepConfig(name="t", sizes=[10, 20], seeds=[0, 1], dev_size=6,
-                      data={"clean": str(tmp_path / "data/train.jsonl"), "noisy": str(tmp_path / "data/noisy.jsonl")},
-                      eval_path=str(tmp_path / "data/eval.jsonl"), train_notebook=str(train_nb),
-                      eval_notebook=str(eval_nb), comparisons={"size": 10, "variants": [{"data": "noisy", "selection": "quality"}]},
-                      select_checkpoint=False)   # the fake training writes no adapter to choose from
-    return cfg, tmp_path / "sweep"
+class Calls:
+    """Wraps experiment.train_run / eval_run (in-process sweeps) to count calls and inject failures."""
 
+    def __init__(self, monkeypatch, fail_train=None, fail_eval=None):
+        self.train, self.eval = [], []
+        real_train, real_eval = REAL_TRAIN_RUN, REAL_EVAL_RUN
 
-def _calls(sweep_dir):
-    path = sweep_dir / "calls.txt"
-    return path.read_text().splitlines() if path.exists() else []
+        def train_run(params, run_dir, **kw):
+            self.train.append(Path(run_dir).parent.name)
+            if fail_train and fail_train(params):
+                raise RuntimeError(f"simulated crash at n={params.n_examples}")
+            return real_train(params, run_dir, **kw)
+
+        def eval_run(params, run_dir, **kw):
+            self.eval.append(Path(run_dir).parent.name)
+            if fail_eval and fail_eval(params):
+                raise RuntimeError("simulated crash during evaluation")
+            return real_eval(params, run_dir, **kw)
+
+        monkeypatch.setattr(experiment, "train_run", train_run)
+        monkeypatch.setattr(experiment, "eval_run", eval_run)
 
 
 @pytest.mark.slow
-def test_sweep_runs_aggregates_and_resumes(fake_sweep):
-    cfg, sweep_dir = fake_sweep
-    sweep_dir.mkdir()
-    (sweep_dir / "fail_20").write_text("")           # the size-20 runs crash: an interrupted sweep
+def test_sweep_runs_aggregates_and_resumes(tmp_path, monkeypatch):
+    cfg, sweep_dir = tiny_config(), tmp_path / "sweep"
+    calls = Calls(monkeypatch, fail_train=lambda p: p.n_examples == 8)       # the size-8 runs crash
     first = ablation.run_sweep(cfg, sweep_dir, progress=lambda s: None)
-    assert sorted(r["run_id"] for r in first.failed) == ["clean-random-assistant-n20-s0", "clean-random-assistant-n20-s1"]
-    failed_dir = Path(first.failed[0]["run_dir"]) / "train"
-    assert (failed_dir / "train.ipynb").exists()                       # executed copy with the error kept
+    assert sorted(r["run_id"] for r in first.failed) == ["clean-random-assistant-n8-s0", "clean-random-assistant-n8-s1"]
+    assert "simulated crash at n=8" in (Path(first.failed[0]["run_dir"]) / "manifest.json").read_text()
     assert json.loads((sweep_dir / "manifest.json").read_text())["status"] == "failed"
-    assert len(_calls(sweep_dir)) == 1 + 4 * 2 + 2             # untuned eval + 4 good runs x (train, eval) + 2 crashes
+    assert sorted(calls.train) == sorted(f"clean-random-assistant-n{n}-s{s}" for n in (4, 8) for s in (0, 1))
+    assert len(calls.eval) == 1 + 2                                           # untuned + the two size-4 runs
 
-    (sweep_dir / "fail_20").unlink()
-    (sweep_dir / "calls.txt").unlink()
+    calls = Calls(monkeypatch)
     second = ablation.run_sweep(cfg, sweep_dir, progress=lambda s: None)
     assert not second.failed
-    assert sorted(_calls(sweep_dir)) == sorted(f"{step} clean-random-assistant-n20-s{s}"
-                                               for s in (0, 1) for step in ("train", "eval"))   # only the missing runs
+    assert sorted(calls.train) == sorted(calls.eval) == ["clean-random-assistant-n8-s0", "clean-random-assistant-n8-s1"]
 
     rows = json.loads((sweep_dir / "results.json").read_text())
-    assert len(rows) == 7 and all(r["status"] == "succeeded" for r in rows)
-    assert rows[0]["variant"] == "untuned" and rows[0]["terminology"] == 0.05 and rows[0]["size"] == 0
-    row = next(r for r in rows if r["run_id"] == "clean-random-assistant-n10-s0")
-    assert row["terminology"] == pytest.approx(0.2) and row["dev_loss"] == pytest.approx(0.2)
-    assert len(row["data_fingerprint"]) == 64 and row["n_train"] == 10
-    assert next(r for r in rows if r["data"] == "noisy")["noise_rate"] == 0.0    # quality selection drops noise
+    assert len(rows) == 5 and all(r["status"] == "succeeded" for r in rows)
+    assert rows[0]["variant"] == "untuned" and rows[0]["size"] == 0 and "terminology" in rows[0]
+    row = next(r for r in rows if r["run_id"] == "clean-random-assistant-n4-s0")
+    assert row["n_train"] == 4 and len(row["data_fingerprint"]) == 64 and row["global_step"] == 2
+    # the row's numbers are those of the run's documented results files
+    train = experiment.read_result(Path(row["run_dir"]) / "train")
+    evaluation = experiment.read_result(Path(row["run_dir"]) / "eval")
+    assert row["train_loss"] == train["metrics"]["train_loss"] and row["terminology"] == evaluation["metrics"]["terminology"]
+    assert evaluation["side"] == "after" and evaluation["adapter"] and "before" not in evaluation["sides"]
+    selection = json.loads((Path(row["run_dir"]) / "checkpoint_selection.json").read_text())
+    assert row["dev_loss"] == selection["dev_loss"] and evaluation["adapter"] == selection["chosen"]
     summary = {(s["variant"], s["size"], s["metric"]): s for s in json.loads((sweep_dir / "summary.json").read_text())}
-    assert summary[("clean-random-assistant", 20, "terminology")]["mean"] == pytest.approx(0.4)
-    assert summary[("clean-random-assistant", 20, "terminology")]["n"] == 2
+    at8 = [r["train_loss"] for r in rows if r["size"] == 8]
+    assert summary[("clean-random-assistant", 8, "train_loss")]["mean"] == pytest.approx(sum(at8) / 2)
+    assert summary[("clean-random-assistant", 8, "train_loss")]["n"] == 2
     assert (sweep_dir / "results.csv").exists() and (sweep_dir / "summary.csv").exists()
     assert set(ablation.loss_curves(sweep_dir)) == {r["run_id"] for r in rows[1:]}
 
-    # nested: the size-10 subset of a seed lies inside its size-20 subset
     ids = {n: {json.loads(line)["id"] for line in open(sweep_dir / f"runs/clean-random-assistant-n{n}-s0/train_data.jsonl")}
-           for n in (10, 20)}
-    assert ids[10] < ids[20]
+           for n in (4, 8)}
+    assert ids[4] < ids[8]                                                    # nested
     dev = {json.loads(line)["id"] for line in open(sweep_dir / "data/dev.jsonl")}
-    assert not dev & ids[20]                                                  # dev never trained on
+    assert not dev & ids[8]                                                   # dev never trained on
 
 
 @pytest.mark.slow
-def test_sweep_resumes_evaluation_without_retraining(fake_sweep, tmp_path):
-    cfg, sweep_dir = fake_sweep
-    cfg.sizes, cfg.seeds, cfg.comparisons, cfg.evaluate_untuned = [10], [0], {}, False
-    eval_nb = Path(cfg.eval_notebook)
-    ok = eval_nb.read_text()
-    _fake_notebook(eval_nb, 'model = "m"\nadapter = ""\neval_path = ""\nprofile = "quick"\nrun_dir = ""',
-                   "raise KeyboardInterrupt('killed')")
+def test_sweep_resumes_evaluation_without_retraining(tmp_path, monkeypatch):
+    cfg, sweep_dir = tiny_config(sizes=[4], seeds=[0], evaluate_untuned=False), tmp_path / "sweep"
+    Calls(monkeypatch, fail_eval=lambda p: True)
     assert ablation.run_sweep(cfg, sweep_dir, progress=lambda s: None).failed
-    eval_nb.write_text(ok)
-    (sweep_dir / "calls.txt").unlink()
+    calls = Calls(monkeypatch)
     assert not ablation.run_sweep(cfg, sweep_dir, progress=lambda s: None).failed
-    assert _calls(sweep_dir) == ["eval clean-random-assistant-n10-s0"]
-
-
-def test_sweep_rejects_bad_notebook_parameters_before_running(fake_sweep):
-    cfg, sweep_dir = fake_sweep
-    cfg.train_params = {"epochz": 2}
-    with pytest.raises(Exception, match="unknown parameter 'epochz'"):
-        ablation.run_sweep(cfg, sweep_dir, progress=lambda s: None)
-    assert not _calls(sweep_dir)
+    assert calls.train == [] and calls.eval == ["clean-random-assistant-n4-s0"]
 
 
 @pytest.mark.slow
-def test_sweep_with_two_workers(fake_sweep):
-    cfg, sweep_dir = fake_sweep
-    cfg.sizes, cfg.seeds, cfg.comparisons, cfg.evaluate_untuned = [10], [0, 1], {}, False
-    result = ablation.run_sweep(cfg, sweep_dir, workers=2, progress=lambda s: None)
+def test_sweep_with_two_worker_processes(tmp_path):
+    cfg, sweep_dir = tiny_config(sizes=[4], seeds=[0, 1], evaluate_untuned=False), tmp_path / "sweep"
+    lines = []
+    result = ablation.run_sweep(cfg, sweep_dir, workers=2, progress=lines.append)
     assert not result.failed and [r["seed"] for r in result.rows] == [0, 1]
-    assert len(_calls(sweep_dir)) == 4
+    assert any("2 workers" in line for line in lines)
+    for row in result.rows:          # each worker wrote its run's log and both results files
+        run = Path(row["run_dir"])
+        assert (run / "log.txt").exists() and (run / "train" / "result.json").exists() and (run / "eval" / "result.json").exists()
 
 
-def test_masking_variant_needs_a_train_on_parameter(fake_sweep, tmp_path):
-    cfg, sweep_dir = fake_sweep
-    cfg.train_notebook = str(_fake_notebook(tmp_path / "train_no_mask.ipynb",
-                                            'model = "m"\ndata_path = ""\neval_path = ""\nn_examples = 0\n'
-                                            'profile = "quick"\nrun_dir = ""', FAKE_TRAIN))
-    cfg.comparisons = {"size": 10, "variants": [{"train_on": "all"}]}
-    with pytest.raises(ablation.SweepConfigError, match="no `train_on` parameter"):
-        ablation.run_sweep(cfg, sweep_dir, progress=lambda s: None)
-    cfg.comparisons = {}
-    tasks = ablation.run_tasks(cfg, sweep_dir, ablation.load_sweep_data(cfg))
-    assert "seed" not in tasks[1]["train_params"]            # not declared: the seed draws the subset only
+def _stable(rows):
+    """A results table without what differs between two executions of the same runs (time, folder)."""
+    return [{k: v for k, v in r.items() if k not in ("duration_s", "skipped", "run_dir")} for r in rows]
+
+
+@pytest.mark.slow
+def test_sweep_killed_three_times_resumes_to_the_same_results(tmp_path):
+    """A smoke sweep killed (SIGKILL, whole process group) at random points, three times, then resumed,
+    gives the same results table as an uninterrupted sweep."""
+    import os
+    import random
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import yaml
+
+    config = yaml.safe_load((REPO / "configs" / "sweep_smoke.yaml").read_text())
+    config.update(sizes=[4], seeds=[0, 1], pool_size=60, comparisons={"size": 4, "variants": [{"train_on": "all"}]})
+    path = tmp_path / "sweep_kill.yaml"
+    path.write_text(yaml.safe_dump(config))
+    cmd = [sys.executable, "-m", "instructlab", "sweep", str(path), "--out"]
+
+    start = time.perf_counter()
+    clean = subprocess.run(cmd + [str(tmp_path / "clean")], capture_output=True, text=True, timeout=900)
+    assert clean.returncode == 0, clean.stderr[-2000:]
+    duration = time.perf_counter() - start
+
+    def finished():
+        return sum(1 for p in (killed / "runs").glob("*/result.json")) if (killed / "runs").exists() else 0
+
+    rng, killed, cut_short = random.Random(11), tmp_path / "killed", []
+    for _ in range(3):
+        proc = subprocess.Popen(cmd + [str(killed)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                start_new_session=True)
+        time.sleep(rng.uniform(0.2, 0.5) * duration)
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(60)
+            cut_short.append(finished())       # runs finished when this kill struck
+        proc.wait(60)
+    assert cut_short and min(cut_short) < 5, cut_short     # at least one kill struck before the sweep was done
+    done = finished()
+    resumed = subprocess.run(cmd + [str(killed)], capture_output=True, text=True, timeout=900)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert f"{done} already finished" in resumed.stdout
+    a = json.loads((tmp_path / "clean" / "results.json").read_text())
+    b = json.loads((killed / "results.json").read_text())
+    assert _stable(a) == _stable(b)
+    assert json.loads((tmp_path / "clean" / "summary.json").read_text()) == json.loads((killed / "summary.json").read_text())

@@ -1,36 +1,112 @@
-"""Every notebook runs headless through papermill in the smoke profile (tiny-random model)."""
+"""The lessons: jupytext text notebooks (``notebooks/NN_name.py``), each run headless through papermill
+in the smoke profile (tiny-random model)."""
 
-import json
+import re
+import subprocess
 from pathlib import Path
 
 import pytest
 
-NOTEBOOKS = sorted((Path(__file__).resolve().parent.parent / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+from instructlab import pipeline
+
+REPO = Path(__file__).resolve().parent.parent
+NOTEBOOKS = sorted((REPO / "notebooks").glob("[0-9][0-9]_*.py"))
+RUN_DIRS: dict[str, Path] = {}   # notebook prefix -> its run folder, for the notebooks that read it
 
 
-def test_there_are_notebooks():
-    assert NOTEBOOKS, "no numbered notebooks found under notebooks/"
+def test_there_are_notebooks_and_no_generators():
+    assert [p.name[:2] for p in NOTEBOOKS] == ["00", "01", "02", "03", "04", "05"]
+    assert not (REPO / "notebooks" / "_src").exists(), "the text notebooks are the source: no generator scripts"
+    tracked = subprocess.run(["git", "ls-files", "notebooks"], cwd=REPO, capture_output=True, text=True)
+    if tracked.returncode == 0:      # a git checkout: no .ipynb is committed next to its text twin
+        assert not [f for f in tracked.stdout.split() if f.endswith(".ipynb")]
 
 
-@pytest.mark.notebook
 @pytest.mark.parametrize("nb_path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
-def test_notebook_has_parameters_cell(nb_path):
-    nb = json.loads(nb_path.read_text(encoding="utf-8"))
-    tagged = [c for c in nb["cells"] if "parameters" in c.get("metadata", {}).get("tags", [])]
+def test_notebook_source_is_canonical_jupytext(nb_path):
+    """Reading and writing the text notebook gives the same text, so saving it from JupyterLab changes
+    only the cells that were edited (a one-cell change is a one-cell diff)."""
+    import jupytext
+
+    text = nb_path.read_text(encoding="utf-8")
+    assert text.startswith("# ---\n# jupyter:") and "format_name: percent" in text
+    assert jupytext.writes(jupytext.reads(text, fmt="py:percent"), fmt="py:percent") == text
+
+
+@pytest.mark.parametrize("nb_path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
+def test_edit_of_one_cell_is_a_one_cell_diff(nb_path, tmp_path):
+    """What JupyterLab does on save (notebook -> jupytext text): an edited cell changes only its lines."""
+    import difflib
+
+    import jupytext
+
+    text = nb_path.read_text(encoding="utf-8")
+    nb = jupytext.reads(text, fmt="py:percent")
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    code[-1].source += "\nprint('edited')"
+    edited = jupytext.writes(nb, fmt="py:percent")
+    changed = [line for line in difflib.unified_diff(text.splitlines(), edited.splitlines(), lineterm="", n=0)
+               if line[:1] in "+-" and not line.startswith(("+++", "---"))]
+    assert changed == ["+print('edited')"]
+
+
+@pytest.mark.parametrize("nb_path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
+def test_notebook_has_parameters_cell_and_no_profile_branches(nb_path):
+    nb = pipeline.load_notebook(nb_path)
+    tagged = [c for c in nb.cells if "parameters" in c.get("metadata", {}).get("tags", [])]
     assert len(tagged) == 1, f"{nb_path.name}: expected exactly one cell tagged 'parameters'"
-    src = "".join(tagged[0]["source"])
-    assert "profile" in src and "run_dir" in src, f"{nb_path.name}: parameters need `profile` and `run_dir`"
-    assert all(not c.get("outputs") for c in nb["cells"] if c["cell_type"] == "code"), \
-        f"{nb_path.name}: commit notebooks without outputs"
+    assert {"profile", "run_dir"} <= set(pipeline.notebook_parameters(nb_path)), \
+        f"{nb_path.name}: parameters need `profile` and `run_dir`"
+    assert not re.search(r"profile\s*[!=]=", nb_path.read_text(encoding="utf-8")), \
+        f"{nb_path.name}: read the profile's settings (instructlab/profiles.py) instead of branching on its name"
+    assert nb.metadata["kernelspec"]["name"] == pipeline.KERNEL_NAME
+
+
+def _smoke_params(prefix: str, tmp_path: Path) -> dict:
+    """Inputs that a notebook reads from an earlier one (as `make smoke` wires them)."""
+    if prefix != "05":
+        return {}
+    if "04" in RUN_DIRS:
+        return {"ablation_dir": str(RUN_DIRS["04"])}
+    from instructlab import ablation, profiles     # 05 alone: the smoke sweep through the run functions
+
+    sweep = tmp_path / "sweep"
+    ablation.run_sweep(ablation.load_sweep_config(profiles.get("smoke").sweep_path), sweep, progress=lambda s: None)
+    return {"ablation_dir": str(sweep)}
 
 
 @pytest.mark.notebook
 @pytest.mark.parametrize("nb_path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
 def test_notebook_runs_in_smoke_profile(nb_path, tmp_path):
-    import papermill as pm
+    import json
 
     run_dir = tmp_path / "run"
-    out = tmp_path / nb_path.name
-    pm.execute_notebook(str(nb_path), str(out), parameters={"profile": "smoke", "run_dir": str(run_dir)},
-                        kernel_name="python3", progress_bar=False, cwd=str(nb_path.parent))
-    assert run_dir.exists() and any(run_dir.iterdir()), f"{nb_path.name} wrote nothing into its run folder"
+    params = {"profile": "smoke", "run_dir": str(run_dir), **_smoke_params(nb_path.name[:2], tmp_path)}
+    executed = pipeline.run_notebook(nb_path, params, run_dir)
+    assert executed.exists() and executed.suffix == ".ipynb"
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    assert manifest["status"] == "succeeded" and manifest["notebook"] == nb_path.stem  # the lesson's finish()
+    assert manifest["lesson_duration_s"] > 0 and len(manifest["outputs"]) > 1
+    RUN_DIRS[nb_path.name[:2]] = run_dir
+
+
+def test_an_edit_saved_by_jupyterlab_survives(tmp_path):
+    """Save a lesson through jupytext's contents manager (what JupyterLab's save calls): the edit lands in
+    the .py source, nothing else changes, and no .ipynb appears beside it."""
+    import shutil
+
+    from jupytext import TextFileContentsManager
+
+    src = NOTEBOOKS[2]
+    shutil.copy(src, tmp_path / src.name)
+    cm = TextFileContentsManager(root_dir=str(tmp_path))
+    model = cm.get(src.name)                         # opened as a notebook, not as a text file
+    assert model["type"] == "notebook"
+    cells = model["content"]["cells"]
+    markdown = next(c for c in cells if c["cell_type"] == "markdown" and c["source"].startswith("## The data"))
+    markdown["source"] += "\n\nAn edit made in JupyterLab."
+    cm.save(model, src.name)
+    before, after = src.read_text(encoding="utf-8").splitlines(), (tmp_path / src.name).read_text().splitlines()
+    added = [line for line in after if line not in before]
+    assert added == ["# An edit made in JupyterLab."] and len(after) == len(before) + 2
+    assert sorted(p.name for p in tmp_path.iterdir()) == [src.name]

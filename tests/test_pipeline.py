@@ -1,6 +1,7 @@
 """Pipeline: parameter validation before execution, run folders and manifests, failing notebooks."""
 
 import json
+import os
 import subprocess
 import sys
 import time
@@ -122,7 +123,7 @@ def test_cli_run_failing_notebook_exits_nonzero_naming_it(tmp_path):
 
 
 def test_cli_run_succeeds_with_relative_paths(tmp_path):
-    nb = make_notebook(tmp_path / "nb" / "a.ipynb", WRITE_OUTPUT)
+    make_notebook(tmp_path / "nb" / "a.ipynb", WRITE_OUTPUT)
     proc = _cli("run", "nb/a.ipynb", "-p", "n_examples", "4", "--run-dir", "r", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert json.loads((tmp_path / "r" / "out.json").read_text())["n"] == 4
@@ -151,3 +152,70 @@ def test_parameters_papermill_cannot_parse_are_still_found(tmp_path):
     assert list(params) == ["n_examples", "profile", "run_dir"]
     assert params["n_examples"].type_name == "int" and params["n_examples"].help == "0 = all"
     assert pipeline.validate_parameters(nb, {"n_examples": "12"}, from_cli=True) == {"n_examples": 12}
+
+
+TEXT_NOTEBOOK = '''# %% [markdown]
+# # A text notebook
+
+# %% tags=["parameters"]
+n_examples = 2
+profile = "quick"
+run_dir = ""
+
+# %% [markdown]
+# ## Step two
+
+# %%
+for i in range(n_examples):
+    print(f"hello {i}")
+'''
+
+
+def test_text_notebook_runs_and_streams_its_cells(tmp_path, capsys):
+    nb = tmp_path / "07_text.py"
+    nb.write_text(TEXT_NOTEBOOK)
+    assert list(pipeline.notebook_parameters(nb)) == ["n_examples", "profile", "run_dir"]
+    executed = pipeline.run_notebook(nb, {"n_examples": 3}, tmp_path / "run", log_output=True)
+    assert executed == (tmp_path / "run").resolve() / "07_text.ipynb"
+    out = capsys.readouterr().out
+    assert "[07 cell 3/3 Step two]" in out and "    hello 2" in out     # cell 2 is papermill's injected one
+    cells = nbformat.read(str(executed), as_version=4).cells
+    assert "hello 2" in "".join(o.get("text", "") for c in cells if c.cell_type == "code" for o in c.outputs)
+
+
+def test_lessons_are_found_by_number():
+    assert pipeline.resolve_notebook("02").name == "02_lora_training.py"
+    assert [p.suffix for p in pipeline.chain_notebooks()] == [".py"] * 6
+    with pytest.raises(FileNotFoundError, match="02_lora_training.py"):
+        pipeline.resolve_notebook("99")
+
+
+def test_interrupted_notebook_is_recorded(tmp_path):
+    nb = make_notebook(tmp_path / "10_stop.ipynb", "raise KeyboardInterrupt")
+    with pytest.raises(KeyboardInterrupt):
+        pipeline.run_notebook(nb, {}, tmp_path / "run")
+    manifest = json.loads((tmp_path / "run" / "manifest.json").read_text())
+    assert manifest["status"] == "interrupted" and "Ctrl-C" in manifest["error"]
+
+
+def test_ctrl_c_stops_cleanly_and_says_how_to_resume(tmp_path):
+    import signal
+
+    nb = tmp_path / "11_slow.py"
+    nb.write_text(TEXT_NOTEBOOK.replace('print(f"hello {i}")', 'print(f"hello {i}", flush=True)\n'
+                                        'import time\ntime.sleep(120)'))
+    proc = subprocess.Popen([sys.executable, "-m", "instructlab", "run", str(nb), "--run-dir", str(tmp_path / "r")],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    import selectors
+
+    sel, seen, deadline = selectors.DefaultSelector(), "", time.time() + 90
+    sel.register(proc.stdout, selectors.EVENT_READ)
+    while "hello 0" not in seen and time.time() < deadline and proc.poll() is None:
+        if sel.select(timeout=1):
+            seen += proc.stdout.readline()     # the live view streams what the cell prints
+    assert "hello 0" in seen, seen
+    os.killpg(proc.pid, signal.SIGINT)         # what Ctrl-C in a terminal sends: the whole process group
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err[-2000:]
+    assert "interrupted (Ctrl-C)" in err and str(tmp_path / "r") in err and "run the command again" in err
+    assert json.loads((tmp_path / "r" / "manifest.json").read_text())["status"] == "interrupted"

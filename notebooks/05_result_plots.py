@@ -1,46 +1,58 @@
-"""Generate notebooks/05_result_plots.ipynb (run: .venv/bin/python notebooks/_src/make_05_result_plots.py)."""
+# ---
+# jupyter:
+#   jupytext:
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
+#   kernelspec:
+#     display_name: Python 3 (ipykernel)
+#     language: python
+#     name: python3
+# ---
 
-from _common import code, md, write_notebook
+# %% [markdown]
+# # 05 · Result plots and report
+#
+# **What you will learn.** How to read an ablation honestly: every point is a mean over seeds with its 95%
+# confidence interval and the individual seeds shown, so you can see whether a difference is larger than the
+# noise. The figures:
+#
+# 1. each case-study metric against the number of training examples (log x axis), with the untuned model as
+#    the floor;
+# 2. quality-selected versus random data at equal size; 3. clean versus noisy data; 4. response-only versus
+#    full-sequence loss; 5. the loss curves of every run overlaid; 6. before versus after tuning.
+#
+# Each figure is saved as PNG and SVG in the run folder, and `report.md` embeds them with the results table.
+#
+# **Inputs** come only through files: the sweep of notebook 04 (`ablation_dir`), optionally the evaluation run
+# of notebook 03 (`eval_dir`) and the training run of notebook 02 (`train_dir`).
 
-cells = [
-    md("""# 05 · Result plots and report
-
-**What you will learn.** How to read an ablation honestly: every point is a mean over seeds with its 95%
-confidence interval and the individual seeds shown, so you can see whether a difference is larger than the
-noise. The figures:
-
-1. each case-study metric against the number of training examples (log x axis), with the untuned model as
-   the floor;
-2. quality-selected versus random data at equal size; 3. clean versus noisy data; 4. response-only versus
-   full-sequence loss; 5. the loss curves of every run overlaid; 6. before versus after tuning.
-
-Each figure is saved as PNG and SVG in the run folder, and `report.md` embeds them with the results table.
-
-**Inputs** come only through files: the sweep of notebook 04 (`ablation_dir`), optionally the evaluation run
-of notebook 03 (`eval_dir`) and the training run of notebook 02 (`train_dir`)."""),
-    code('''profile = "quick"  # "smoke" | "quick" | "full"
+# %% tags=["parameters"]
+profile = "quick"  # "smoke" | "quick" | "full" (instructlab/profiles.py)
 run_dir = ""       # empty: a new run folder under runs/
-ablation_dir = ""  # run folder of notebook 04, or a sweep folder; empty: runs/sweep-<profile>
+ablation_dir = ""  # run folder of notebook 04, or a sweep folder; empty: runs/sweep-<name of the profile's sweep>
 eval_dir = ""      # run folder of notebook 03 for the before/after bars; empty: taken from the sweep
-train_dir = ""     # run folder of notebook 02, its loss curve is drawn with the sweep's; optional''',
-         metadata={"tags": ["parameters"]}),
-    code('''import json
+train_dir = ""     # run folder of notebook 02, its loss curve is drawn with the sweep's; optional
+
+# %%
+import json
 from pathlib import Path
+
 import pandas as pd
 from IPython.display import Markdown, display
-from instructlab import ablation, plots, runs
 
-run_dir = runs.ensure_run_dir(run_dir, "plots", profile)
-if not ablation_dir:
-    cfg = ablation.load_sweep_config(ablation.REPO_ROOT / "configs" / f"sweep_{profile}.yaml")
-    ablation_dir = ablation.default_sweep_dir(cfg)
-    if profile == "smoke":  # tests: nothing to read yet, so run the tiny in-process sweep here
-        print("profile 'smoke': running the tiny sweep of configs/sweep_smoke.yaml (tiny-random) first")
-        ablation_dir = run_dir / "sweep"
-        ablation.run_sweep(cfg, ablation_dir, progress=lambda s: None)
+from instructlab import ablation, experiment, plots, runs
+
+lesson = experiment.start_lesson("05_result_plots", profile, run_dir, "plots")
+run_dir, P = lesson.run_dir, lesson.profile
+ablation_dir = ablation_dir or ablation.default_sweep_dir(ablation.load_sweep_config(P.sweep_path))
 rows, summary, config = ablation.load_results(ablation_dir)
-print("run folder:", run_dir, "\\nsweep:", ablation.find_sweep_dir(ablation_dir), f"({len(rows)} runs)")'''),
-    code('''ok = [r for r in rows if r.get("status") == "succeeded"]
+print("sweep:", ablation.find_sweep_dir(ablation_dir), f"({len(rows)} runs)")
+
+# %%
+ok = [r for r in rows if r.get("status") == "succeeded"]
 print(f"{len(ok)} of {len(rows)} runs succeeded")
 metrics = [m for m in ablation.CASE_STUDY_METRICS if any(r.get(m) is not None for r in ok)]
 untuned = next((r for r in ok if r["variant"] == ablation.UNTUNED), {})
@@ -51,24 +63,33 @@ figures = {}  # name -> (title, png path, caption)
 table = ablation.summary_table(summary, metrics)
 table.to_csv(run_dir / "results_table.csv", index=False)
 runs.write_json(run_dir / "results_table.json", table.to_dict(orient="records"))
-table'''),
-    md("""## 1. Metric versus number of examples
+table
 
-The line is the mean over seeds, the band its 95% t-interval, the dots the individual seeds; the dashed line
-is the untuned model. Subsets are nested, so a rising curve means that *adding* examples helped."""),
-    code('''fig = plots.plot_metric_vs_size(summary, ok, metrics, baseline, labels=ablation.METRIC_LABELS,
+# %% [markdown]
+# ## 1. Metric versus number of examples
+#
+# The line is the mean over seeds, the band its 95% t-interval, the dots the individual seeds; the dashed line
+# is the untuned model. Subsets are nested, so a rising curve means that *adding* examples helped.
+
+# %%
+fig = plots.plot_metric_vs_size(summary, ok, metrics, baseline, labels=ablation.METRIC_LABELS,
                                 reference={m: untuned.get(m) for m in metrics},
                                 title="Case-study metrics versus training examples (mean, 95% CI over seeds)")
 png, _ = plots.save_figure(fig, run_dir / "metric_vs_size")
 figures["metric_vs_size"] = ("Metric versus number of examples", png,
                              "Nested random subsets of the clean data; mean over seeds, 95% t-interval, one dot per seed; "
                              "dashed: the untuned model.")
-plots.show(fig)'''),
-    md("""## 2-4. Quality versus random, clean versus noisy, response-only versus full loss
+plots.show(fig)
 
-All at the same subset size and with the same seeds. Bars are means, error bars the 95% t-interval, dots the
-seeds. Where the intervals overlap widely, this sweep cannot tell the variants apart: add seeds."""),
-    code('''def variant(**kw):
+
+# %% [markdown]
+# ## 2-4. Quality versus random, clean versus noisy, response-only versus full loss
+#
+# All at the same subset size and with the same seeds. Bars are means, error bars the 95% t-interval, dots the
+# seeds. Where the intervals overlap widely, this sweep cannot tell the variants apart: add seeds.
+
+# %%
+def variant(**kw):
     return ablation.RunSpec(0, 0, **{"data": "clean", "selection": "random", "train_on": "assistant", **kw}).variant
 
 comparisons = {
@@ -87,13 +108,17 @@ for name, (title, variants) in comparisons.items():
                                   title=f"{title}, {comparison_size} examples (mean, 95% CI over seeds)")
     png, _ = plots.save_figure(fig, run_dir / name)
     figures[name] = (title, png, f"{comparison_size} examples per run, same seeds for every variant.")
-    plots.show(fig)'''),
-    md("""## 5. Loss curves overlaid
+    plots.show(fig)
 
-Every run's training loss, coloured by subset size and variant. Curves that keep falling at the end had
-more to learn; compare them with the dev loss in the results table (the dev split is carved from training
-data and never overlaps the eval set)."""),
-    code('''sweep_dir = ablation.find_sweep_dir(ablation_dir)
+# %% [markdown]
+# ## 5. Loss curves overlaid
+#
+# Every run's training loss, coloured by subset size and variant. Curves that keep falling at the end had
+# more to learn; compare them with the dev loss in the results table (the dev split is carved from training
+# data and never overlaps the eval set).
+
+# %%
+sweep_dir = ablation.find_sweep_dir(ablation_dir)
 curves = ablation.loss_curves(sweep_dir)
 groups = {r["run_id"]: f"{r['variant']} n={r['size']}" for r in ok}
 if train_dir and (Path(train_dir) / "log_history.jsonl").exists():
@@ -103,12 +128,16 @@ if train_dir and (Path(train_dir) / "log_history.jsonl").exists():
 fig = plots.plot_loss_curves(curves, colour_by=groups, title=f"Training loss of {len(curves)} runs")
 png, _ = plots.save_figure(fig, run_dir / "loss_curves")
 figures["loss_curves"] = ("Loss curves overlaid", png, "Training loss per logged optimizer step, one line per run.")
-plots.show(fig)'''),
-    md("""## 6. Before versus after
+plots.show(fig)
 
-With `eval_dir` (a run of notebook 03) the bars are that run's before/after table. Otherwise they come from
-the sweep: the untuned model against the baseline runs at the largest size (mean over seeds)."""),
-    code('''from instructlab import metrics as M
+# %% [markdown]
+# ## 6. Before versus after
+#
+# With `eval_dir` (a run of notebook 03) the bars are that run's before/after table. Otherwise they come from
+# the sweep: the untuned model against the baseline runs at the largest size (mean over seeds).
+
+# %%
+from instructlab import metrics as M
 
 ba_file = Path(eval_dir) / "before_after.json" if eval_dir else None
 if ba_file is not None and ba_file.exists():
@@ -127,30 +156,32 @@ fig = plots.plot_before_after(ba_rows, title="Before versus after tuning")
 png, _ = plots.save_figure(fig, run_dir / "before_after")
 figures["before_after"] = ("Before versus after", png, f"Source: {source}.")
 plots.show(fig)
-pd.DataFrame(ba_rows)'''),
-    md("""## The report
+pd.DataFrame(ba_rows)
 
-`report.md` in the run folder embeds every figure next to the results table, so the whole result can be
-read (or pasted into a README) without the notebook."""),
-    code('''intro = (f"Sweep `{config.get('name', '?')}` ({profile} profile, model `{config.get('model', '?')}`): "
+# %% [markdown]
+# ## The report
+#
+# `report.md` in the run folder embeds every figure next to the results table, so the whole result can be
+# read (or pasted into a README) without the notebook.
+
+# %%
+intro = (f"Sweep `{config.get('name', '?')}` ({profile} profile, model `{config.get('model', '?')}`): "
          f"{len(ok)} runs, sizes {config.get('sizes')}, seeds {config.get('seeds')}. Values are means over seeds "
          "with the 95% t-interval half-width (shares in % of eval prompts, tone on the 1-5 rubric). "
          f"Results: `{sweep_dir / 'results.csv'}`.")
 report = ablation.write_report(run_dir / "report.md", "LIMA-style ablation: results", intro,
                                list(figures.values()), table=table)
-runs.write_manifest(run_dir, notebook="05_result_plots", profile=profile, sweep_dir=str(sweep_dir),
-                    eval_dir=eval_dir or None, train_dir=train_dir or None,
-                    figures={k: str(v[1]) for k, v in figures.items()}, report=str(report))
-print("report:", report)
-display(Markdown(report.read_text().split("## ")[0]))'''),
-    md("""## What was shown, what to try next
+display(Markdown(report.read_text().split("## ")[0]))
+lesson.finish(sweep_dir=str(sweep_dir), eval_dir=eval_dir or None, train_dir=train_dir or None,
+              figures={k: str(v[1]) for k, v in figures.items()}, report=str(report))
 
-* Each figure puts the seeds and a 95% interval next to the mean: a gap between variants counts only when it
-  is larger than the spread between seeds.
-* The report collects the figures and the table in one Markdown file in the run folder.
-
-**Try next:** run the sweep with more seeds (`configs/sweep_quick.yaml`, then notebook 04 again: finished runs
-are reused) and watch the intervals shrink; run `configs/sweep_full.yaml` on a GPU machine for the case
-study's sizes (100 to 1,800 examples); point `ablation_dir` at a sweep over your own data."""),
-]
-write_notebook(cells, "05_result_plots.ipynb")
+# %% [markdown]
+# ## What was shown, what to try next
+#
+# * Each figure puts the seeds and a 95% interval next to the mean: a gap between variants counts only when it
+#   is larger than the spread between seeds.
+# * The report collects the figures and the table in one Markdown file in the run folder.
+#
+# **Try next:** run the sweep with more seeds (`configs/sweep_quick.yaml`, then notebook 04 again: finished runs
+# are reused) and watch the intervals shrink; run `configs/sweep_full.yaml` on a GPU machine for the case
+# study's sizes (100 to 1,800 examples); point `ablation_dir` at a sweep over your own data.
