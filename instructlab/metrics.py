@@ -538,9 +538,13 @@ TONE_COMPONENTS = ("greeting", "sign_off", "no_exclamation", "no_emoji", "no_sla
 # NO_RESPONSE_CAP; a refusal that does not name the reason category and the team at most REFUSAL_CAP.
 NO_RESPONSE_CAP = 2.0
 REFUSAL_CAP = 3.0
-MIN_NEW_WORDS = 4            # content words of the body that the request does not already contain
+REPETITION_SHARE = 0.4       # share of repeated sentences that makes an answer unusable (a looping model)
+FORM_COMPONENTS = ("greeting", "sign_off", "no_exclamation", "no_slang_or_filler", "company_voice", "short_paragraphs",
+                   "date_time_format", "template_sections", "kb_citation", "abbreviation_first_use", "refusal_form")
+MIN_NEW_WORDS = 3            # content words of the body that the request does not already contain
+RELATED_REFERENCE_WORDS = 3  # content words shared with the reference that make a body related (else one with the request)
 STUFFING_TERMS = 6           # glossary terms beyond the relevant ones that make an answer a term list
-_STOP = frozenset("""  # noqa: SIM905 (a word list reads better as text)
+_STOP = frozenset("""
 a about above after again all also am an and any are as at be because been before being below between both
 but by can could did do does doing done each few for from further had has have having he her here hers him
 his how i if in into is it its itself just me more most my no nor not now of off on once only or other our
@@ -549,7 +553,8 @@ those through to too under until up very was we were what when where which while
 would you your yours yes per via within without across onto upon us let get got make made use used using
 may might must shall one two new please thank thanks appreciated brief reply fine query quick question
 dear colleague colleagues kind regards kestrel systems service desk team teams company request requests
-""".split())
+ok oh re ve ll st nd rd th
+""".split())  # noqa: SIM905 (a word list reads better as text)
 REFUSAL_REASONS: dict[str, str] = {
     "personal_data": r"\bpersonal (?:data|information|details)\b|\bprivate (?:data|information|details)\b|"
                      r"\bprivacy\b|\bdata protection\b|\bconfidential\b",
@@ -634,12 +639,19 @@ def answer_body(text: str | None) -> str:
     return "\n".join(body).strip()
 
 
+def _stem(word: str) -> str:
+    """A light stemmer: "meetings" / "meeting" / "meets" -> "meet", "approved" -> "approv"."""
+    for suffix in ("ings", "ing", "ed", "es", "s"):
+        if len(word) > len(suffix) + 3 and word.endswith(suffix) and not word.endswith("ss"):
+            return word[: -len(suffix)]
+    return word
+
+
 def content_words(text: str | None) -> set[str]:
-    """Lower-case words of 3+ characters that carry content (stop words and house phrases removed),
-    with a plural "s" stripped."""
-    words = re.findall(r"[a-z][a-z0-9]+(?:-[a-z0-9]+)*", _norm(text))
-    return {w[:-1] if len(w) > 3 and w.endswith("s") and not w.endswith("ss") else w
-            for w in words if len(w) >= 3 and w not in _STOP}
+    """Stemmed lower-case words and numbers that carry content (stop words and house phrases removed):
+    "DR", "P1", "14:00" and "2026-01-05" count, "the", "please" and "colleague" do not."""
+    words = re.findall(r"[a-z0-9]+(?:[-:][a-z0-9]+)*", _norm(text))
+    return {_stem(w) for w in words if len(w) >= 2 and w not in _STOP}
 
 
 def _decline_reason(ctx: ToneContext) -> str | None:
@@ -696,10 +708,10 @@ def response_problems(text: str | None, context: ToneContext | None = None,
 
     Returns:
         Problems in words. A decline request must be declined; a look-alike must not be; any other
-        answer needs a body with at least :data:`MIN_NEW_WORDS` content words the request does not
-        already contain, sharing at least two content words with the request or its reference (one
-        when the request has only one), and must not be a list of glossary terms
-        (:data:`STUFFING_TERMS` or more that the request does not call for).
+        answer needs a body with at least :data:`MIN_NEW_WORDS` content words (numbers included) the
+        request does not already contain, that shares a content word with the request or
+        :data:`RELATED_REFERENCE_WORDS` with its reference answer, and that is not a list of glossary
+        terms (:data:`STUFFING_TERMS` or more that the request does not call for).
     """
     ctx = context or ToneContext()
     body = answer_body(text)
@@ -708,12 +720,12 @@ def response_problems(text: str | None, context: ToneContext | None = None,
     if ctx.category == "lookalike" and is_refusal(text):
         return ["declines a legitimate request"]
     words = content_words(body)
-    asked = content_words(ctx.request)
+    asked, known = content_words(ctx.request), content_words(ctx.reference)
     problems = []
     if len(words - asked) < MIN_NEW_WORDS:
         problems.append("no substance: the body says nothing beyond the request")
-    topic = asked | content_words(ctx.reference)
-    if topic and len(words & topic) < min(2, len(asked) or 2):
+    said = words | content_words(_lines(text or "")[0] if (text or "").strip() else "")  # the subject line counts
+    if (asked or known) and not (said & asked or len(said & known) >= RELATED_REFERENCE_WORDS):
         problems.append("unrelated to the request")
     rules = term_rules() if rules is None else rules
     relevant = {r.preferred for r in rules if r.used(ctx.request) or r.used(ctx.reference)}
@@ -777,9 +789,11 @@ def rubric_tone(text: str | None, template: str | None = None, record: dict | To
         (see :func:`template_compliance`), responds (:func:`response_problems`), kb_citation (the
         reference's KB article, when it cites one), abbreviation_first_use
         (:func:`abbreviation_problems`), refusal_form (declines: reason category and team,
-        :func:`refusal_form_problems`). score = 1 + 4 * passed / applicable, then capped at
-        :data:`NO_RESPONSE_CAP` when the answer does not respond and at :data:`REFUSAL_CAP` when a
-        refusal lacks its reason or team. An empty answer scores 1.
+        :func:`refusal_form_problems`). The score applies the written scale people and the LLM judge
+        score with (``judge.TONE_RUBRIC``): 1 for chatty or looping answers, at most
+        :data:`NO_RESPONSE_CAP` (2) when the answer does not respond or is informal without greeting
+        and sign-off, else 5 / 4 / 3 / 2 for 0 / 1 / 2-3 / 4+ lapses, and at most :data:`REFUSAL_CAP`
+        (3) for a refusal without its reason category or team. An empty answer scores 1.
     """
     text = text or ""
     if not text.strip():
@@ -811,13 +825,34 @@ def rubric_tone(text: str | None, template: str | None = None, record: dict | To
     problems = [f"{name} failed" for name, ok in comp.items() if ok is False]
     problems += [f"slang/filler: {w!r}" for w in slang] + [f"date/time: {b!r}" for b in dt_bad]
     problems += not_responding + refusal_lacks + [f"abbreviation before its term: {a}" for a in abbr or []]
-    applicable = [ok for ok in comp.values() if ok is not None]
-    score = 1 + 4 * sum(applicable) / len(applicable)
-    if not_responding:
-        score = min(score, NO_RESPONSE_CAP)
-    if refusal_lacks:
-        score = min(score, REFUSAL_CAP)
-    return ToneScore(round(score, 3), comp, problems)
+    if _repetitive(answer_body(text)):
+        problems.append("repeats itself: no usable answer")
+    return ToneScore(_scale(comp, slang, text, problems), comp, problems)
+
+
+def _repetitive(body: str) -> bool:
+    """Whether at least :data:`REPETITION_SHARE` of the body's sentences repeat an earlier one."""
+    sentences = [" ".join(s.split()) for s in re.split(r"(?<=[.!?])\s+|\n+", _plain(body).lower())]
+    sentences = [s for s in sentences if len(s.split()) >= 2]
+    return len(sentences) >= 3 and (len(sentences) - len(set(sentences))) / len(sentences) >= REPETITION_SHARE
+
+
+def _scale(comp: dict[str, bool | None], slang: list[str], text: str, problems: list[str]) -> float:
+    """The written 1-5 scale (``judge.TONE_RUBRIC``, the one people score with), applied to the components.
+
+    1: chatty (an emoji, or slang / filler three times or more) or no usable answer (repeats itself);
+    2: does not respond, or informal (exclamation, slang or filler) without greeting and sign-off;
+    otherwise by the number of lapses (failed form components): 0 -> 5, 1 -> 4, 2 or 3 -> 3, 4+ -> 2;
+    a refusal without its reason category or team at most 3.
+    """
+    if comp["no_emoji"] is False or len(slang) >= 3 or "repeats itself: no usable answer" in problems:
+        return 1.0
+    informal = comp["no_exclamation"] is False or comp["no_slang_or_filler"] is False
+    if comp["responds"] is False or (informal and not comp["greeting"] and not comp["sign_off"]):
+        return NO_RESPONSE_CAP
+    lapses = sum(comp[c] is False for c in FORM_COMPONENTS)
+    score = 5.0 if lapses == 0 else 4.0 if lapses == 1 else 3.0 if lapses <= 3 else 2.0
+    return min(score, REFUSAL_CAP) if comp.get("refusal_form") is False else score
 
 
 # ============================================================================ templates
