@@ -317,7 +317,16 @@ class PairwiseJudge:
 # ============================================================================ agreement
 
 def load_judge_reference(path: str | Path = JUDGE_REFERENCE) -> list[dict]:
-    """Hand-scored responses: dicts with prompt, response, template, score (1-5), rationale."""
+    """Hand-scored responses of ``data/judge_reference.jsonl``.
+
+    Args:
+        path: the file.
+
+    Returns:
+        Dicts with id, prompt, response, template, score (1-5, by hand on the scale of
+        :data:`TONE_RUBRIC`), rationale, category (domain / decline / lookalike), source
+        ("constructed" or the model that wrote the response), kind and split (dev / test).
+    """
     from instructlab.runs import read_jsonl
 
     return read_jsonl(path)
@@ -326,7 +335,8 @@ def load_judge_reference(path: str | Path = JUDGE_REFERENCE) -> list[dict]:
 def agreement(judge_scores: Sequence[float | None], human_scores: Sequence[int]) -> dict:
     """Spearman rho (scipy), exact and within-one match between a judge and people.
 
-    Items the judge failed on are left out of rho and the matches, and counted in ``n_failed``.
+    Items the judge failed on are left out of rho and the matches, and counted in ``n_failed``; rho is
+    None when either side is constant (e.g. every answer of a looping base model scored 1).
     A judge score is rounded to the nearest whole number before the exact / within-one comparison.
     """
     from scipy.stats import spearmanr
@@ -334,7 +344,7 @@ def agreement(judge_scores: Sequence[float | None], human_scores: Sequence[int])
     pairs = [(j, h) for j, h in zip(judge_scores, human_scores) if j is not None]
     out = {"n": len(pairs), "n_failed": len(judge_scores) - len(pairs), "spearman": None, "p_value": None,
            "exact": None, "within_one": None}
-    if len(pairs) >= 2:
+    if len(pairs) >= 2 and len({j for j, _ in pairs}) > 1 and len({h for _, h in pairs}) > 1:  # else rho is undefined
         rho = spearmanr([j for j, _ in pairs], [h for _, h in pairs])
         out["spearman"], out["p_value"] = float(rho.statistic), float(rho.pvalue)
     if pairs:
@@ -344,7 +354,7 @@ def agreement(judge_scores: Sequence[float | None], human_scores: Sequence[int])
 
 
 def judge_agreement(judge: Any, path: str | Path = JUDGE_REFERENCE, progress: bool = False,
-                    source: str | None = None) -> dict:
+                    source: str | None = None, split: str | None = None) -> dict:
     """Score the hand-scored reference set with ``judge`` and compare with the hand scores.
 
     Args:
@@ -354,6 +364,8 @@ def judge_agreement(judge: Any, path: str | Path = JUDGE_REFERENCE, progress: bo
         progress: progress bar for LLM judges.
         source: only rows of this ``source`` ("constructed", or a model name such as
             "smollm2-135m-instruct"); None: all rows.
+        split: only rows of this split: "dev" (looked at while the rule-based rubric was built) or
+            "test" (scored by hand before the rubric saw them; the rubric was not changed after); None: all.
 
     Returns:
         :func:`agreement` (Spearman, exact, within-one) plus ``judge`` (label), ``n_unparseable``,
@@ -362,7 +374,8 @@ def judge_agreement(judge: Any, path: str | Path = JUDGE_REFERENCE, progress: bo
     """
     import inspect
 
-    ref = [r for r in load_judge_reference(path) if source is None or r.get("source", "constructed") == source]
+    ref = [r for r in load_judge_reference(path) if (source is None or r.get("source", "constructed") == source)
+           and (split is None or r.get("split") == split)]
     kwargs = {"records": ref} if "records" in inspect.signature(judge.score).parameters else {}
     res = judge.score([r["prompt"] for r in ref], [r["response"] for r in ref], [r.get("template") for r in ref],
                       progress=progress, **kwargs)
