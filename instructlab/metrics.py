@@ -308,9 +308,9 @@ class TermRule:
         """Offset of the first abbreviation (case-sensitive whole token), or None. ``identifiers=False``
         skips identifier forms such as CR-12345, KB-1042 and the "[P1]" of a subject line."""
         hits = [m for a in self.abbreviations for m in re.finditer(_abbreviation_pattern(a), _plain(text))]
-        if not identifiers:
-            hits = [m for m in hits if not re.match(r"-\d", text[m.end():m.end() + 2])
-                    and not (m.start() and text[m.start() - 1] == "[")]
+        if not identifiers:  # CR-12345, KB-<number>, Access-MFA, [P1]: parts of identifiers and labels
+            hits = [m for m in hits if not re.match(r"-[\d<]", text[m.end():m.end() + 2])
+                    and not (m.start() and text[m.start() - 1] in "[-")]
         return min((m.start() for m in hits), default=None)
 
     def used(self, text: str) -> bool:
@@ -543,7 +543,7 @@ FORM_COMPONENTS = ("greeting", "sign_off", "no_exclamation", "no_slang_or_filler
                    "date_time_format", "template_sections", "kb_citation", "abbreviation_first_use", "refusal_form")
 MIN_NEW_WORDS = 3            # content words of the body that the request does not already contain
 RELATED_REFERENCE_WORDS = 3  # content words shared with the reference that make a body related (else one with the request)
-STUFFING_TERMS = 6           # glossary terms beyond the relevant ones that make an answer a term list
+STUFFING_TERMS = 8           # glossary terms beyond the relevant ones that make an answer a term list
 _STOP = frozenset("""
 a about above after again all also am an and any are as at be because been before being below between both
 but by can could did do does doing done each few for from further had has have having he her here hers him
@@ -711,7 +711,8 @@ def response_problems(text: str | None, context: ToneContext | None = None,
         answer needs a body with at least :data:`MIN_NEW_WORDS` content words (numbers included) the
         request does not already contain, that shares a content word with the request or
         :data:`RELATED_REFERENCE_WORDS` with its reference answer, and that is not a list of glossary
-        terms (:data:`STUFFING_TERMS` or more that the request does not call for).
+        terms (:data:`STUFFING_TERMS` or more that the request does not call for; checked only when the
+        request or reference is known).
     """
     ctx = context or ToneContext()
     body = answer_body(text)
@@ -730,7 +731,7 @@ def response_problems(text: str | None, context: ToneContext | None = None,
     rules = term_rules() if rules is None else rules
     relevant = {r.preferred for r in rules if r.used(ctx.request) or r.used(ctx.reference)}
     stuffed = [r.preferred for r in rules if r.used(body) and r.preferred not in relevant]
-    if len(stuffed) >= STUFFING_TERMS:
+    if (ctx.request or ctx.reference) and len(stuffed) >= STUFFING_TERMS:  # relevance needs the request
         problems.append(f"a list of {len(stuffed)} glossary terms the request does not call for")
     return problems
 
@@ -738,18 +739,20 @@ def response_problems(text: str | None, context: ToneContext | None = None,
 def _strip_headings(text: str) -> str:
     from instructlab.kestrel import TEMPLATES
 
-    names = sorted({s for secs in TEMPLATES.values() for s in secs if not s.startswith("Reference")}, key=len,
-                   reverse=True)
-    pat = r"^[#*_\s-]*(?:" + "|".join(re.escape(n) for n in names) + r")[*_]*\s*:?"
-    return re.sub(pat, "", text, flags=re.MULTILINE | re.IGNORECASE)
+    # Only the names that hold an abbreviation matter ("CAB decision"); "Maintenance window" must stay a use.
+    names = sorted({s for secs in TEMPLATES.values() for s in secs
+                    if not s.startswith("Reference") and re.search(r"\b[A-Z]{2,}\b", s)}, key=len, reverse=True)
+    # A section name is a fixed label ("CAB decision"), also where an answer names it inline.
+    pat = r"\b(?:" + "|".join(re.escape(n) for n in names) + r")\b"
+    return re.sub(pat, "", text, flags=re.IGNORECASE)
 
 
 def abbreviation_problems(text: str | None, rules: Sequence[TermRule] | None = None) -> list[str] | None:
     """Abbreviations used before their term is spelled out ("change request (CR)", then "CR").
 
     Args:
-        text: the answer; identifiers (CR-12345, KB-1042, "[P1]"), the subject line and template
-            section headings ("CAB decision") are not uses of an abbreviation.
+        text: the answer; identifiers (CR-12345, KB-1042, KB-<number>, "[P1]", Access-MFA), the subject
+            line and template section names ("CAB decision") are not uses of an abbreviation.
         rules: glossary rules.
 
     Returns:
