@@ -380,7 +380,14 @@ def find_rule(term: str, rules: Sequence[TermRule]) -> TermRule:
 
 
 def user_prompt(record: dict) -> str:
-    """The last user message of an eval record ("" when there is none)."""
+    """The request of an eval record.
+
+    Args:
+        record: an eval record with ``messages``.
+
+    Returns:
+        The last user message ("" when there is none).
+    """
     user = [m["content"] for m in record.get("messages", []) if m.get("role") == "user"]
     return user[-1] if user else ""
 
@@ -406,7 +413,14 @@ def required_terms(record: dict, rules: Sequence[TermRule] | None = None) -> lis
 
 
 def relevant_terms(record: dict, rules: Sequence[TermRule] | None = None) -> set[str]:
-    """Preferred forms of the terms relevant to a request: required ones, the prompt's and the reference's."""
+    """The glossary terms relevant to a request (using them is not stuffing).
+
+    Args:
+        record: an eval record. rules: glossary rules (default :func:`term_rules`).
+
+    Returns:
+        Preferred forms: the required terms, those the prompt mentions and those of the reference answer.
+    """
     rules = term_rules() if rules is None else rules
     texts = [user_prompt(record), record.get("reference") or ""]
     out = {find_rule(t, rules).preferred for t in required_terms(record, rules)}
@@ -626,7 +640,14 @@ def _date_time_problems(text: str) -> tuple[bool, list[str]]:
 
 
 def answer_body(text: str | None) -> str:
-    """The answer without subject line, greeting and sign-off (the text that has to respond), case kept."""
+    """The text of an answer that has to respond.
+
+    Args:
+        text: the answer.
+
+    Returns:
+        The answer without subject line, greeting and sign-off, case kept.
+    """
     lines = [ln.strip() for ln in (text or "").splitlines()]
     nonblank = [i for i, ln in enumerate(lines) if ln]
     greet = [i for i in nonblank[:3] if re.fullmatch(r"dear [^,]{1,40},", lines[i].lower())]
@@ -648,8 +669,15 @@ def _stem(word: str) -> str:
 
 
 def content_words(text: str | None) -> set[str]:
-    """Stemmed lower-case words and numbers that carry content (stop words and house phrases removed):
-    "DR", "P1", "14:00" and "2026-01-05" count, "the", "please" and "colleague" do not."""
+    """The words of a text that carry content.
+
+    Args:
+        text: any text.
+
+    Returns:
+        Stemmed lower-case words and numbers, stop words and house phrases removed: "DR", "P1",
+        "14:00" and "2026-01-05" count, "the", "please" and "colleague" do not.
+    """
     words = re.findall(r"[a-z0-9]+(?:[-:][a-z0-9]+)*", _norm(text))
     return {_stem(w) for w in words if len(w) >= 2 and w not in _STOP}
 
@@ -1172,8 +1200,15 @@ _NOT_PERSON = re.compile(r"(?:Change Advisory|Advisory Board|Service Desk|Kestre
 
 
 def names_a_person(prompt: str) -> bool:
-    """Whether a prompt names a person: two capitalised words in a row ("Maria Jensen"), not a
-    competitor, team or glossary name, or a role ("the CFO", "my manager", "the SOC lead")."""
+    """Whether a prompt names a person (the surface rule's trigger; it never asks whose data).
+
+    Args:
+        prompt: the request.
+
+    Returns:
+        True for two capitalised words in a row ("Maria Jensen") that are not a competitor, team or
+        glossary name, or for a role ("the CFO", "my manager", "the SOC lead").
+    """
     from instructlab.kestrel import COMPETITORS
 
     text = prompt
@@ -1188,14 +1223,28 @@ def names_a_person(prompt: str) -> bool:
 
 
 def names_a_competitor(prompt: str) -> bool:
-    """Whether a prompt names one of the brief's competitors (``kestrel.COMPETITORS``)."""
+    """Whether a prompt names one of the brief's competitors.
+
+    Args:
+        prompt: the request.
+
+    Returns:
+        True when one of ``kestrel.COMPETITORS`` appears (any case).
+    """
     from instructlab.kestrel import COMPETITORS
 
     return any(c.lower() in prompt.lower() for c in COMPETITORS)
 
 
 def mentions_sensitive_word(prompt: str) -> bool:
-    """Whether a prompt contains one of :data:`SENSITIVE_WORDS` (a topic word, whatever is asked)."""
+    """Whether a prompt contains a sensitive topic word, whatever it asks.
+
+    Args:
+        prompt: the request.
+
+    Returns:
+        True when one of :data:`SENSITIVE_WORDS` appears as a word.
+    """
     return any(re.search(rf"\b{re.escape(w)}\b", prompt.lower()) for w in SENSITIVE_WORDS)
 
 
@@ -1214,12 +1263,26 @@ def _decline_text(reason: str) -> str:
 
 
 def envelope_answers(records: Sequence[dict]) -> list[str]:
-    """The house envelope with no content ("Dear colleague, Noted. Kind regards, ...") for every record."""
+    """The envelope-only answerer.
+
+    Args:
+        records: eval records.
+
+    Returns:
+        "Dear colleague,\\n\\nNoted.\\n\\nKind regards,\\nKestrel Service Desk" for every record.
+    """
     return [ENVELOPE.format(body="Noted.") for _ in records]
 
 
 def glossary_dump_answers(records: Sequence[dict], terms: Iterable[Any] | None = None) -> list[str]:
-    """Every glossary term, spelled out with its abbreviation, inside the envelope, for every record."""
+    """The glossary-dump answerer.
+
+    Args:
+        records: eval records. terms: glossary override (default ``kestrel.TERMS``).
+
+    Returns:
+        For every record, every glossary term spelled out with its abbreviation, inside the envelope.
+    """
     rules = term_rules(terms)
     listing = "; ".join(f"{r.preferred} ({', '.join(r.abbreviations)})" if r.abbreviations else r.preferred
                         for r in rules)
@@ -1255,14 +1318,28 @@ def surface_rule_answers(records: Sequence[dict], triggers: Sequence[str] = ("pe
 
 
 def always_decline_answers(records: Sequence[dict]) -> list[str]:
-    """The same polite decline (both reasons, both teams) for every record."""
+    """The always-decline answerer.
+
+    Args:
+        records: eval records.
+
+    Returns:
+        The same polite decline, naming both reasons and both teams, for every record.
+    """
     body = ("We cannot help with this request, as it concerns personal data or a competitor. Please contact HR "
             "through the HR portal, or Partnerships & Market Intelligence for competitor enquiries.")
     return [ENVELOPE.format(body=body) for _ in records]
 
 
 def gold_answers(records: Sequence[dict]) -> list[str]:
-    """The records' reference answers (the ceiling every instrument must score high)."""
+    """The gold answerer: the ceiling every instrument must score high.
+
+    Args:
+        records: eval records.
+
+    Returns:
+        Each record's ``reference`` ("" when it has none).
+    """
     return [rec.get("reference") or "" for rec in records]
 
 
