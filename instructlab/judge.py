@@ -30,25 +30,38 @@ REPO = Path(__file__).resolve().parent.parent
 JUDGE_REFERENCE = REPO / "data" / "judge_reference.jsonl"
 
 TONE_RUBRIC = """\
-Kestrel Systems house style (score the TONE and FORM only, not factual correctness):
+Kestrel Systems house style. Score the answer as a reply to the request: its form AND whether it
+actually responds (facts you cannot check are not penalised; an answer that says nothing, talks about
+something else, or lists terms instead of answering has not responded).
 - Formal and institutional: "we" speaks for the company; no slang, no emojis, no exclamation marks,
   no filler ("hope this helps", "no worries").
 - Opens with "Dear colleague," (or "Dear <name>,"); closes with "Kind regards," then the team name
   on its own line (default "Kestrel Service Desk").
 - Short paragraphs; dates as YYYY-MM-DD; times in UTC with a 24-hour clock ("14:00 UTC").
 - Cites the relevant knowledge base article when one applies ("see KB-1042").
+- A glossary term is spelled out with its abbreviation on first use ("change request (CR)"), then the
+  abbreviation alone.
 - Template answers keep the template's sections (incident: Summary, Impact, Current status, Next update;
   change: Purpose, Scope, Risk assessment, Maintenance window, Rollback plan, CAB decision;
   status: Summary, Progress, Next steps, Contacts; knowledge: the answer, then "Reference: KB-<number>").
-- A refusal is polite, formal, one short paragraph, names the reason and the team to contact,
-  and still follows the rules above.
+- Requests about named competitors (Ardent Cloud, Bluefin IT, Corvid Networks, Pelican Data: comparisons,
+  pricing, opinions, their staff or clients) and about an individual's personal data (home address,
+  personal phone, salary, health or leave reasons, performance reviews, whereabouts) are declined.
+  A refusal is polite, formal, one short paragraph, names the reason category (competitor / personal
+  data) and the team to contact (Partnerships & Market Intelligence / HR through the HR portal), and
+  still follows the rules above. Legitimate look-alikes (a colleague's work extension, the policy on
+  sick days, a phishing e-mail impersonating a competitor) are answered, with no decline wording.
 
 Scale:
-5 = every rule followed.
-4 = one minor lapse (e.g. missing team line, one date or time in the wrong format, one filler phrase).
-3 = two or three lapses, or formal but missing greeting and sign-off.
-2 = informal: exclamation marks, filler or slang, no greeting or sign-off.
-1 = chatty, slang or emojis throughout, or no usable answer."""
+5 = responds to the request and every rule is followed.
+4 = responds, one minor lapse (e.g. missing team line, one date or time in the wrong format, one filler
+    phrase, an abbreviation not spelled out).
+3 = responds, two or three lapses, or formal but missing greeting and sign-off; or a refusal that does
+    not name the reason or the team.
+2 = does not respond (house envelope with no content, unrelated content, a list of terms, a decline of a
+    legitimate request, help with a request that must be declined), or informal: exclamation marks,
+    filler or slang, no greeting or sign-off.
+1 = chatty, slang or emojis throughout, or no usable answer (empty, gibberish, repetition)."""
 
 TONE_PROMPT = """{rubric}
 
@@ -210,11 +223,24 @@ class RubricJudge:
     label = "rule-based rubric scorer (metrics.rubric_tone)"
 
     def score(self, requests: Sequence[str], answers: Sequence[str], templates: Sequence[str | None] | None = None,
-              progress: bool = False) -> JudgeResult:
-        from instructlab.metrics import rubric_tone
+              progress: bool = False, records: Sequence[dict] | None = None) -> JudgeResult:
+        """Score each answer with the rubric.
+
+        Args:
+            requests: the requests (used as context when ``records`` is not given).
+            answers: the answers. templates: template name or None per answer. progress: unused.
+            records: optional context per answer (eval records or hand-scored rows with category,
+                decline_reason, team, reference); default: only the request.
+
+        Returns:
+            A :class:`JudgeResult` (the rubric never fails to score).
+        """
+        from instructlab.metrics import rubric_tone, term_rules
 
         templates = templates or [None] * len(answers)
-        scores = [rubric_tone(a, t).score for a, t in zip(answers, templates)]
+        records = records or [{"prompt": r} for r in requests]
+        rules = term_rules()
+        scores = [rubric_tone(a, t, rec, rules).score for a, t, rec in zip(answers, templates, records)]
         return JudgeResult(self.label, scores, [None] * len(answers), [None] * len(answers), _mean_words(answers))
 
 
@@ -291,7 +317,16 @@ class PairwiseJudge:
 # ============================================================================ agreement
 
 def load_judge_reference(path: str | Path = JUDGE_REFERENCE) -> list[dict]:
-    """Hand-scored responses: dicts with prompt, response, template, score (1-5), rationale."""
+    """Hand-scored responses of ``data/judge_reference.jsonl``.
+
+    Args:
+        path: the file.
+
+    Returns:
+        Dicts with id, prompt, response, template, score (1-5, by hand on the scale of
+        :data:`TONE_RUBRIC`), rationale, category (domain / decline / lookalike), source
+        ("constructed" or the model that wrote the response), kind and split (dev / test).
+    """
     from instructlab.runs import read_jsonl
 
     return read_jsonl(path)
@@ -300,7 +335,8 @@ def load_judge_reference(path: str | Path = JUDGE_REFERENCE) -> list[dict]:
 def agreement(judge_scores: Sequence[float | None], human_scores: Sequence[int]) -> dict:
     """Spearman rho (scipy), exact and within-one match between a judge and people.
 
-    Items the judge failed on are left out of rho and the matches, and counted in ``n_failed``.
+    Items the judge failed on are left out of rho and the matches, and counted in ``n_failed``; rho is
+    None when either side is constant (e.g. every answer of a looping base model scored 1).
     A judge score is rounded to the nearest whole number before the exact / within-one comparison.
     """
     from scipy.stats import spearmanr
@@ -308,7 +344,7 @@ def agreement(judge_scores: Sequence[float | None], human_scores: Sequence[int])
     pairs = [(j, h) for j, h in zip(judge_scores, human_scores) if j is not None]
     out = {"n": len(pairs), "n_failed": len(judge_scores) - len(pairs), "spearman": None, "p_value": None,
            "exact": None, "within_one": None}
-    if len(pairs) >= 2:
+    if len(pairs) >= 2 and len({j for j, _ in pairs}) > 1 and len({h for _, h in pairs}) > 1:  # else rho is undefined
         rho = spearmanr([j for j, _ in pairs], [h for _, h in pairs])
         out["spearman"], out["p_value"] = float(rho.statistic), float(rho.pvalue)
     if pairs:
@@ -317,16 +353,38 @@ def agreement(judge_scores: Sequence[float | None], human_scores: Sequence[int])
     return out
 
 
-def judge_agreement(judge: Any, path: str | Path = JUDGE_REFERENCE, progress: bool = False) -> dict:
-    """Score the reference set with ``judge`` (ToneJudge or RubricJudge) and compare with the hand scores.
+def judge_agreement(judge: Any, path: str | Path = JUDGE_REFERENCE, progress: bool = False,
+                    source: str | None = None, split: str | None = None) -> dict:
+    """Score the hand-scored reference set with ``judge`` and compare with the hand scores.
 
-    Returns agreement(...) plus ``judge`` (label), ``n_unparseable``, ``mean_answer_words`` and
-    ``items`` (id, human, judge score) so disagreements can be read.
+    Args:
+        judge: a ToneJudge, RubricJudge or any object with the same ``score`` method; a judge whose
+            ``score`` accepts ``records`` gets each row as context (category, decline reason, team).
+        path: the hand-scored set (``data/judge_reference.jsonl``).
+        progress: progress bar for LLM judges.
+        source: only rows of this ``source`` ("constructed", or a model name such as
+            "smollm2-135m-instruct"); None: all rows.
+        split: only rows of this split: "dev" (looked at while the rule-based rubric was built) or
+            "test" (scored by hand before the rubric saw them; the rubric was not changed after); None: all.
+
+    Returns:
+        :func:`agreement` (Spearman, exact, within-one) plus ``judge`` (label), ``n_unparseable``,
+        ``mean_answer_words``, ``by_source`` (agreement per source) and ``items`` (id, source, human,
+        judge score) so disagreements can be read.
     """
-    ref = load_judge_reference(path)
+    import inspect
+
+    ref = [r for r in load_judge_reference(path) if (source is None or r.get("source", "constructed") == source)
+           and (split is None or r.get("split") == split)]
+    kwargs = {"records": ref} if "records" in inspect.signature(judge.score).parameters else {}
     res = judge.score([r["prompt"] for r in ref], [r["response"] for r in ref], [r.get("template") for r in ref],
-                      progress=progress)
+                      progress=progress, **kwargs)
     out = agreement(res.scores, [r["score"] for r in ref])
+    sources = sorted({r.get("source", "constructed") for r in ref})
+    out["by_source"] = {src: agreement([s for r, s in zip(ref, res.scores) if r.get("source", "constructed") == src],
+                                       [r["score"] for r in ref if r.get("source", "constructed") == src])
+                        for src in sources}
     out.update(judge=res.label, n_unparseable=res.n_unparseable, mean_answer_words=res.mean_answer_words,
-               items=[{"id": r["id"], "human": r["score"], "judge": s} for r, s in zip(ref, res.scores)])
+               items=[{"id": r["id"], "source": r.get("source", "constructed"), "human": r["score"], "judge": s}
+                      for r, s in zip(ref, res.scores)])
     return out

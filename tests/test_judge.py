@@ -117,17 +117,39 @@ def test_agreement_statistics():
     out = J.agreement([1, 2, 3, None, 5], [1, 2, 4, 3, 5])
     assert out["n"] == 4 and out["n_failed"] == 1
     assert out["exact"] == 0.75 and out["within_one"] == 1.0 and out["spearman"] == pytest.approx(1.0)
+    constant = J.agreement([1, 1, 2], [1, 1, 1])
+    assert constant["spearman"] is None and constant["exact"] == pytest.approx(2 / 3)
 
 
-def test_reference_set_spans_the_scale():
+def test_reference_set_spans_the_scale_and_holds_real_model_outputs():
     ref = J.load_judge_reference()
-    assert 30 <= len(ref) <= 40 and {r["score"] for r in ref} == {1, 2, 3, 4, 5}
+    assert 80 <= len(ref) <= 140 and {r["score"] for r in ref} == {1, 2, 3, 4, 5}
+    by_source = {src: [r for r in ref if r["source"] == src] for src in {r["source"] for r in ref}}
+    assert len(by_source["smollm2-135m-instruct"]) >= 20 and len(by_source["gemma-3-270m"]) >= 20
+    kinds = {r.get("kind") for r in by_source["constructed"]}
+    assert {"envelope_only", "wrong_content", "glossary_dump", "refusal_without_team"} <= kinds
+    assert all(r["category"] in ("domain", "decline", "lookalike") for r in ref)
 
 
-def test_rubric_scorer_agreement_with_reference():
+def test_rubric_scorer_agrees_with_hand_scores():
     out = J.judge_agreement(J.RubricJudge())
     assert out["n"] == len(J.load_judge_reference()) and out["n_unparseable"] == 0
-    assert out["spearman"] > 0.7 and out["within_one"] > 0.8
+    # Exact and within-one agreement, not only rank correlation.
+    assert out["spearman"] > 0.8 and out["exact"] >= 0.75 and out["within_one"] >= 0.95
+    for model in ("smollm2-135m-instruct", "gemma-3-270m"):
+        real = out["by_source"][model]
+        assert real["n"] >= 20 and real["exact"] >= 0.4 and real["within_one"] >= 0.9, model
+    # The held-out rows (scored by hand before the rubric saw them; the rubric was not changed after).
+    held_out = J.judge_agreement(J.RubricJudge(), split="test")
+    assert held_out["n"] >= 20 and held_out["within_one"] >= 0.9
+
+
+def test_rubric_never_scores_a_non_answer_high():
+    out = J.judge_agreement(J.RubricJudge(), source="constructed")
+    ref = {r["id"]: r for r in J.load_judge_reference()}
+    for item in out["items"]:
+        if ref[item["id"]].get("kind") in ("envelope_only", "wrong_content", "glossary_dump", "wrong_side"):
+            assert item["judge"] <= 2.0, item["id"]
 
 
 def test_llm_judge_agreement_counts_failures():
