@@ -225,3 +225,13 @@ def test_compact_head_scores_only_labelled_positions_and_gives_the_same_loss_and
         assert g_full.abs().max() > 0
         torch.testing.assert_close(g_compact, g_full, **tol)
     assert trl_utils._use_triton(torch.device("cpu")) is False  # TRL's own choice restored afterwards
+
+
+def test_local_chat_dtype_parameter_loads_that_dtype_and_keys_the_cache():
+    from instructlab.llm import LocalChat
+
+    auto, fp32 = LocalChat(TINY, max_new_tokens=2), LocalChat(TINY, max_new_tokens=2, dtype="float32")
+    assert "dtype" not in auto.settings() and fp32.settings()["dtype"] == "float32"
+    fp32.complete([{"role": "user", "content": "Hello"}])
+    auto.complete([{"role": "user", "content": "Hello"}])
+    assert fp32._model.dtype == torch.float32 and auto._model.dtype == models.device_settings().dtype
