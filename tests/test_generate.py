@@ -79,7 +79,8 @@ def test_real_models_batched_equals_one_by_one_with_the_static_cache(name):
     from instructlab.runs import read_jsonl
     from instructlab.metrics import REPO
 
-    tokenizer, lm = load_tokenizer(name), load_model(name)
+    # fp32: in bf16 batching can flip near-tied answers (tests/test_precision.py, a known gap)
+    tokenizer, lm = load_tokenizer(name), load_model(name, dtype="float32")
     assert _greedy_config(lm, tokenizer, 8).cache_implementation == "static"
     records = read_jsonl(REPO / "data" / "kestrel" / "eval.jsonl")[:4]
     batched = generate_answers(lm, tokenizer, records, max_new_tokens=16, batch_size=4, progress=False)
