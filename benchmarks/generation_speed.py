@@ -1,12 +1,21 @@
-"""Throughput of batched greedy generation versus one prompt at a time.
+"""Throughput of batched greedy generation versus one prompt at a time, in the precision the kit chose
+and against the fp32 path.
 
     python benchmarks/generation_speed.py                       # smollm2-135m-instruct, 32 eval prompts
     python benchmarks/generation_speed.py --model tiny-random --n 8 --max-new-tokens 16
+    INSTRUCTLAB_DTYPE=float32 python benchmarks/generation_speed.py   # the fp32 path alone, as on a CPU without bf16
 
-Both runs answer the same eval prompts with the same greedy settings, interleaved chunk by chunk so
-that the load of a shared machine affects both alike; throughput counts the new tokens of the answers
-(not padding). Prints tokens/s for each, the ratio (the kit's target is
->= 4x on CPU), and how many answers are identical. ``--out`` writes the numbers as JSON.
+Every run answers the same eval prompts with the same greedy settings, interleaved chunk by chunk (the order
+rotating) so that the load of a shared machine affects all alike; throughput counts the new tokens of the
+answers (not padding). Runs, in the precision ``models.device_settings()`` chose ("the path"):
+
+* batched and one-by-one: their ratio (the kit's target is >= 4x on CPU) and how many answers are identical;
+* where the path is bf16, also batched generation in fp32 (the kit's path before bf16, and the path of a
+  CPU without native bf16): the bf16 / fp32 ratio (target >= 2x). ``--fp32-one-by-one`` adds fp32
+  one-by-one generation, for the fp32 batched / one-by-one ratio.
+
+Also printed: the bf16 and fp32 matmul rates of this CPU, measured in the same run. ``--out`` writes the
+numbers as JSON.
 """
 
 from __future__ import annotations
@@ -28,6 +37,8 @@ def main(argv=None) -> dict:
     ap.add_argument("--batch-size", type=int, default=16)
     ap.add_argument("--threads", type=int, default=0,
                     help="torch CPU threads (0 = torch's default); on a shared, busy CPU 1 gives steadier timings")
+    ap.add_argument("--fp32-one-by-one", action="store_true",
+                    help="where the path is bf16, also time fp32 one-by-one generation (slow)")
     ap.add_argument("--out", default=None, help="write the result as JSON here")
     args = ap.parse_args(argv)
 
@@ -39,45 +50,76 @@ def main(argv=None) -> dict:
         torch.set_num_threads(args.threads)
 
     from instructlab.generate import generate_answers, generate_one_by_one
-    from instructlab.models import device_settings, load_model, load_tokenizer
+    from instructlab.models import device_settings, load_model, load_tokenizer, matmul_gflops
     from instructlab.runs import read_jsonl
 
+    settings = device_settings()
     path = Path(args.eval_path or Path(__file__).resolve().parent.parent / "data" / "kestrel" / "eval.jsonl")
     records = read_jsonl(path)[: args.n]
-    tok, model = load_tokenizer(args.model), load_model(args.model)
-    generate_answers(model, tok, records[:2], max_new_tokens=4, progress=False)  # warm-up
+    tok = load_tokenizer(args.model)
+    chosen = str(settings.dtype).replace("torch.", "")
+    dtypes = [chosen] + (["float32"] if settings.dtype != torch.float32 else [])
+    lm = {d: load_model(args.model, dtype=d) for d in dtypes}
+    for m in lm.values():
+        generate_answers(m, tok, records[:2], max_new_tokens=4, progress=False)  # warm-up
+    peaks = {"bfloat16": matmul_gflops(torch.bfloat16), "float32": matmul_gflops(torch.float32)}
 
-    def timed(fn, chunk, **kw):
-        t0 = time.perf_counter()
-        answers = fn(model, tok, chunk, max_new_tokens=args.max_new_tokens, progress=False, **kw)
-        return answers, time.perf_counter() - t0
-
-    # Interleaved, chunk by chunk (alternating which goes first), so that a change in the load of a
-    # shared machine hits both measurements alike instead of whichever happened to run second.
-    batched, single, t_b, t_s = [], [], 0.0, 0.0
+    # (name, dtype, function, kwargs) of every timed run
+    runs_ = [("batched", chosen, generate_answers, {"batch_size": args.batch_size}),
+             ("one_by_one", chosen, generate_one_by_one, {})]
+    if chosen != "float32":
+        runs_.append(("batched", "float32", generate_answers, {"batch_size": args.batch_size}))
+        if args.fp32_one_by_one:
+            runs_.append(("one_by_one", "float32", generate_one_by_one, {}))
+    answers = {(r[0], r[1]): [] for r in runs_}
+    seconds = {(r[0], r[1]): 0.0 for r in runs_}
+    # Interleaved, chunk by chunk, rotating which goes first, so that a change in the load of a shared
+    # machine hits every measurement alike instead of whichever happened to run last.
     for k in range(0, len(records), args.batch_size):
         chunk = records[k:k + args.batch_size]
-        runs_ = [("b", generate_answers, {"batch_size": args.batch_size}), ("s", generate_one_by_one, {})]
-        for kind, fn, kw in (runs_ if (k // args.batch_size) % 2 == 0 else runs_[::-1]):
-            answers, seconds = timed(fn, chunk, **kw)
-            if kind == "b":
-                batched, t_b = batched + answers, t_b + seconds
-            else:
-                single, t_s = single + answers, t_s + seconds
-    n_b = sum(len(tok(a, add_special_tokens=False)["input_ids"]) + 1 for a in batched)  # +1: the stop token
-    n_s = sum(len(tok(a, add_special_tokens=False)["input_ids"]) + 1 for a in single)
-    result = {"model": args.model, "device": device_settings().description, "threads": torch.get_num_threads(),
-              "prompts": len(records),
-              "max_new_tokens": args.max_new_tokens, "batch_size": args.batch_size,
-              "batched_seconds": round(t_b, 2), "batched_tokens_per_s": round(n_b / t_b, 1),
-              "one_by_one_seconds": round(t_s, 2), "one_by_one_tokens_per_s": round(n_s / t_s, 1),
-              "ratio": round((n_b / t_b) / (n_s / t_s), 2),
-              "identical_answers": sum(a == b for a, b in zip(batched, single))}
-    print(f"{result['model']} on {result['device']}, {result['threads']} torch threads: {len(records)} prompts, max_new_tokens={args.max_new_tokens}")
-    print(f"  batched (batch {args.batch_size}): {t_b:7.1f} s  {result['batched_tokens_per_s']:8.1f} tokens/s")
-    print(f"  one by one:          {t_s:7.1f} s  {result['one_by_one_tokens_per_s']:8.1f} tokens/s")
-    print(f"  throughput ratio batched / one-by-one: {result['ratio']:.2f}x (target >= 4x)")
-    print(f"  identical answers: {result['identical_answers']}/{len(records)}")
+        shift = (k // args.batch_size) % len(runs_)
+        for name, dtype, fn, kw in runs_[shift:] + runs_[:shift]:
+            t0 = time.perf_counter()
+            answers[(name, dtype)] += fn(lm[dtype], tok, chunk, max_new_tokens=args.max_new_tokens, progress=False, **kw)
+            seconds[(name, dtype)] += time.perf_counter() - t0
+
+    def rate(key):  # new tokens per second, +1 per answer for its stop token
+        n = sum(len(tok(a, add_special_tokens=False)["input_ids"]) + 1 for a in answers[key])
+        return n / seconds[key]
+
+    def same(a, b):
+        return sum(x == y for x, y in zip(answers[a], answers[b], strict=True))
+
+    b, s = ("batched", chosen), ("one_by_one", chosen)
+    result = {"model": args.model, "device": settings.description, "path": chosen, "threads": torch.get_num_threads(),
+              "prompts": len(records), "max_new_tokens": args.max_new_tokens, "batch_size": args.batch_size,
+              "matmul_gflops": {k: round(v, 1) for k, v in peaks.items()},
+              "batched_seconds": round(seconds[b], 2), "batched_tokens_per_s": round(rate(b), 1),
+              "one_by_one_seconds": round(seconds[s], 2), "one_by_one_tokens_per_s": round(rate(s), 1),
+              "ratio": round(rate(b) / rate(s), 2), "identical_answers": same(b, s)}
+    print(f"{args.model} on {settings.description}, {result['threads']} torch threads: {len(records)} prompts, "
+          f"max_new_tokens={args.max_new_tokens}")
+    print(f"  matmul 1024^3: bf16 {peaks['bfloat16']:.1f} GFLOP/s, fp32 {peaks['float32']:.1f} GFLOP/s; "
+          f"path: {chosen}")
+    print(f"  {chosen} batched (batch {args.batch_size}): {seconds[b]:7.1f} s  {rate(b):8.1f} tokens/s")
+    print(f"  {chosen} one by one:          {seconds[s]:7.1f} s  {rate(s):8.1f} tokens/s")
+    if ("batched", "float32") in answers and chosen != "float32":
+        f = ("batched", "float32")
+        print(f"  float32 batched (batch {args.batch_size}): {seconds[f]:7.1f} s  {rate(f):8.1f} tokens/s")
+        result.update(fp32_batched_tokens_per_s=round(rate(f), 1), fp32_batched_seconds=round(seconds[f], 2),
+                      batched_vs_fp32_batched=round(rate(b) / rate(f), 2), identical_to_fp32_batched=same(b, f))
+        if ("one_by_one", "float32") in answers:
+            g = ("one_by_one", "float32")
+            print(f"  float32 one by one:          {seconds[g]:7.1f} s  {rate(g):8.1f} tokens/s")
+            result.update(fp32_one_by_one_tokens_per_s=round(rate(g), 1), fp32_ratio=round(rate(f) / rate(g), 2),
+                          fp32_identical_answers=same(f, g))
+            print(f"  float32 batched / one-by-one: {result['fp32_ratio']:.2f}x, identical answers "
+                  f"{result['fp32_identical_answers']}/{len(records)}")
+    print(f"  throughput ratio batched / one-by-one ({chosen}): {result['ratio']:.2f}x (target >= 4x)")
+    print(f"  identical answers, batched vs one-by-one ({chosen}): {result['identical_answers']}/{len(records)}")
+    if "batched_vs_fp32_batched" in result:
+        print(f"  {chosen} batched / float32 batched: {result['batched_vs_fp32_batched']:.2f}x (target >= 2x); "
+              f"answers identical across the two precisions: {result['identical_to_fp32_batched']}/{len(records)}")
     if args.out:
         Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
     return result

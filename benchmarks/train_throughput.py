@@ -1,20 +1,29 @@
 """Training throughput on this machine: TRL's defaults vs TRL tuned by hand vs the kit's defaults.
 
 Same model (smollm2-135m-instruct), same Kestrel training examples, same per-device batch size and LoRA
-(r=16 on q_proj/v_proj) in all three set-ups; only what differs between them is changed:
+(r=16 on q_proj/v_proj) in every set-up; only what differs between them is changed:
 
-  (a) TRL SFTTrainer defaults          bf16 autocast + activation checkpointing on, random batches
-                                       (``use_cpu=True`` is needed on a CPU box, else SFTConfig raises)
+  (a) TRL SFTTrainer defaults          bf16 autocast + activation checkpointing on, random batches, fp32
+                                       weights (``use_cpu=True`` is needed on a CPU box, else SFTConfig raises)
   (b) TRL, bf16 and checkpointing off  fp32, random batches, padded to the longest in each batch
-  (c) the kit's defaults               ``instructlab.train`` settings: fp32 on CPU, no checkpointing,
-                                       length-grouped batches (``TrainConfig.batching``)
+  (c) the kit's defaults               ``instructlab.train`` settings: the precision
+                                       ``models.device_settings()`` chose for this CPU, no checkpointing,
+                                       length-grouped batches, the LM head on labelled positions only
+
+and, to measure each of the kit's changes on its own (each is (c) with one change undone):
+
+  (h) (c) with TRL's LM head on every position (``train.compact_lm_head_on_cpu`` off)
+  (w) (c) with the frozen base weights in fp32, cast by autocast at every step (bf16 machines only)
+  (f) (c) forced to fp32 (``INSTRUCTLAB_DTYPE=float32``): the kit on a CPU without native bf16
+  (g) (f) with TRL's LM head on every position: the kit's fp32 path before the compact head
 
 Printed per set-up: tokens/s (real, non-padding tokens per second over the timed steps; the first step is
-a warm-up and not timed), padding fraction, achieved GFLOP/s (useful model FLOPs of the real tokens per
-second) and that rate as a share of this machine's fp32 matmul GFLOP/s, measured in the same run.
-The last line printed is the c/a ratio.
+a warm-up and not timed), padding fraction, achieved GFLOP/s (useful model FLOPs per second: every linear
+layer on the real tokens, the vocabulary head only on the tokens with a label) and that rate as a share of
+this machine's matmul rate *in the set-up's precision* (bf16 and fp32 matmuls are measured in the same run,
+before and after). Then the measured gain of each kept change, c/b, and last the c/a ratio.
 
-    .venv/bin/python benchmarks/train_throughput.py [--steps 4] [--batch-size 4] [--pool 256]
+    .venv/bin/python benchmarks/train_throughput.py [--steps 4] [--batch-size 4] [--pool 256] [--setups abchwfg]
 """
 
 from __future__ import annotations
@@ -23,7 +32,9 @@ import argparse
 import os
 import statistics
 import sys
+import threading
 import time
+from collections import Counter
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -35,48 +46,79 @@ sys.path.insert(0, str(REPO))
 import torch  # noqa: E402
 
 
-def matmul_gflops(n: int = 1024, reps: int = 8) -> float:
-    """Best-of-``reps`` fp32 GFLOP/s of an n x n x n matmul on this CPU (2 n^3 FLOPs each)."""
-    a, b = torch.randn(n, n), torch.randn(n, n)
-    a @ b  # warm-up
-    best = float("inf")
-    for _ in range(reps):
-        t = time.perf_counter()
-        a @ b
-        best = min(best, time.perf_counter() - t)
-    return 2 * n ** 3 / best / 1e9
+def matmul_peaks() -> dict[str, float]:
+    """bf16 and fp32 1024^3 matmul GFLOP/s, measured now (``models.matmul_gflops``, best of 8)."""
+    from instructlab.models import matmul_gflops
+
+    return {"fp32": matmul_gflops(torch.float32, reps=8), "bf16": matmul_gflops(torch.bfloat16, reps=8)}
 
 
-def flops_per_token(model, seq_len: float, checkpointing: bool) -> float:
-    """Model FLOPs to train one token with LoRA: forward (2 per weight of every linear layer, LM head included,
-    plus attention scores/values) and backward to the activations (the same again; frozen weights get no
-    gradient); activation checkpointing recomputes the forward once more. LoRA's own matmuls are ignored."""
-    linear = sum(m.weight.numel() for m in model.modules() if isinstance(m, torch.nn.Linear))
+def useful_flops(model, real_tokens: float, trained_tokens: float, seq_len: float) -> float:
+    """Model FLOPs a LoRA step needs: forward (2 per weight of every linear layer on every real token, plus
+    attention scores/values; the vocabulary head only on the tokens with a label, the only ones the loss reads)
+    and backward to the activations (the same again; frozen weights get no gradient). Recomputation
+    (activation checkpointing, TRL's head recomputing its logits) and LoRA's own matmuls are not counted:
+    they are overhead, not the work the step has to do."""
+    head = model.get_output_embeddings().weight.numel()
+    linear = sum(m.weight.numel() for m in model.modules() if isinstance(m, torch.nn.Linear)) - head
     cfg = model.config
     attention = 4 * cfg.num_hidden_layers * seq_len * cfg.hidden_size  # QK^T and AV, causal average ~ seq/2 x 2
-    forward = 2 * linear + attention
-    return forward * (3 if checkpointing else 2)
+    return 2 * ((2 * linear + attention) * real_tokens + 2 * head * trained_tokens)
+
+
+class Turns:
+    """Runs the set-ups' training loops one optimizer step at a time, in turn (each in its own thread, only
+    one thread running at any moment), so that a change in a shared machine's load hits every set-up alike
+    instead of whichever ran during it."""
+
+    def __init__(self, order: str):
+        self.order, self.turn = list(order), order[0]
+        self.cond = threading.Condition()
+
+    def wait(self, me: str) -> None:
+        with self.cond:
+            self.cond.wait_for(lambda: self.turn == me)
+
+    def pass_on(self, me: str, done: bool = False) -> None:
+        with self.cond:
+            i = self.order.index(me)
+            if done:
+                self.order.remove(me)
+            if self.order:
+                self.turn = self.order[(i + (0 if done else 1)) % len(self.order)]
+            self.cond.notify_all()
 
 
 class StepTimer:
-    """TrainerCallback recording the wall time of each optimizer step."""
+    """TrainerCallback recording the wall time and the tokens of each optimizer step; with ``turns``, it
+    also hands the CPU to the next set-up after each step (the hand-over is outside the timed span)."""
 
-    def __init__(self):
+    def __init__(self, setup: str = "", turns: Turns | None = None):
         from transformers import TrainerCallback
 
         class _CB(TrainerCallback):
             def on_step_begin(cb, args, state, control, **kw):
+                self._before = Counter(self.trainer.__dict__.get("kit_tokens", Counter()))
                 self._t = time.perf_counter()
 
             def on_step_end(cb, args, state, control, **kw):
                 self.times.append(time.perf_counter() - self._t)
+                self.tokens.append(Counter(self.trainer.kit_tokens) - self._before)
+                if turns is not None:
+                    turns.pass_on(setup)
+                    turns.wait(setup)
 
         self.times: list[float] = []
+        self.tokens: list[Counter] = []
+        self.trainer = None
         self.callback = _CB()
 
 
+KIT_SETUPS = "chwfg"  # the kit's settings, with one change undone in h, w, f, g
+
+
 def build(setup: str, model_name: str, examples, batch_size: int, steps: int, out: Path):
-    """A trainer for set-up a / b / c on the same data; returns (trainer, checkpointing_on)."""
+    """A trainer for set-up a / b / c / h / w / f / g on the same data; returns (trainer, checkpointing_on)."""
     from peft import LoraConfig
     from transformers import set_seed
     from trl import SFTConfig
@@ -87,8 +129,9 @@ def build(setup: str, model_name: str, examples, batch_size: int, steps: int, ou
     common = dict(max_steps=steps, per_device_train_batch_size=batch_size, gradient_accumulation_steps=1,
                   learning_rate=2e-4, logging_steps=1, save_strategy="no", report_to=[], disable_tqdm=True,
                   dataset_kwargs={"skip_prepare_dataset": True}, seed=0)
-    hw = models.device_settings()
+    hw = models.device_settings(dtype="float32" if setup in "fg" else None)
     tok = models.load_tokenizer(model_name)
+    kit = setup in KIT_SETUPS
     if setup == "a":
         args = SFTConfig(output_dir=str(out / "a"), use_cpu=hw.use_cpu, **common)
     elif setup == "b":
@@ -96,34 +139,69 @@ def build(setup: str, model_name: str, examples, batch_size: int, steps: int, ou
                          activation_checkpointing=False, **common)
     else:
         cfg = TrainConfig(max_steps=steps, batch_size=batch_size, grad_accum=1, seed=0, save_steps=10 ** 6)
-        args = sft_config(cfg, hw, out / "c", progress=False)
+        args = sft_config(cfg, hw, out / setup, progress=False)
         args.save_strategy = "no"
     set_seed(0)
-    model = models.load_model(model_name, for_training=True)
+    # TRL's set-ups get the weights as stored (fp32), like from_pretrained; the kit's get the kit's dtype
+    # (bf16 on a native-bf16 CPU) except (w), which measures what storing them in bf16 gains.
+    dtype = hw.dtype if kit and setup != "w" else torch.float32
+    model = models.load_model(model_name, dtype=dtype, for_training=True)
     lora = LoraConfig(r=16, lora_alpha=32, lora_dropout=0.05, target_modules=["q_proj", "v_proj"],
                       task_type="CAUSAL_LM")
-    collator = masking.MaskedCollator(tok) if setup == "c" and args.padding_free is False else None
+    collator = masking.MaskedCollator(tok) if kit and args.padding_free is False else None
     trainer = _trainer_class()(model=model, args=args, train_dataset=to_dataset(examples),
                                processing_class=tok, peft_config=lora, data_collator=collator)
-    trainer.kit_group_by_length = setup == "c" and TrainConfig().batching == "group_by_length"
+    trainer.kit_group_by_length = kit and TrainConfig().batching == "group_by_length"
+    trainer.kit_compact_head = kit and setup not in "hg"
     return trainer, bool(args.activation_checkpointing or args.gradient_checkpointing)
 
 
-def run(setup: str, model_name: str, examples, batch_size: int, steps: int, out: Path) -> dict:
-    trainer, ckpt = build(setup, model_name, examples, batch_size, steps, out)
-    timer = StepTimer()
-    trainer.add_callback(timer.callback)
-    trainer.train()
+def run(setup: str, model_name: str, examples, batch_size: int, steps: int, out: Path,
+        turns: Turns | None = None) -> dict:
+    """Build and train set-up ``setup``, timing each step (taking turns with the others when ``turns``)."""
+    if turns is not None:
+        turns.wait(setup)
+    try:
+        trainer, ckpt = build(setup, model_name, examples, batch_size, steps, out)
+        timer = StepTimer(setup, turns)
+        timer.trainer = trainer
+        trainer.add_callback(timer.callback)
+        trainer.train()
+    finally:
+        if turns is not None:
+            turns.pass_on(setup, done=True)
     counts = trainer.kit_tokens
-    timed = timer.times[1:] or timer.times
-    share = len(timed) / len(timer.times)  # tokens of the timed steps, assuming similar batches
-    seconds = sum(timed)
-    real = counts["real"] * share
+    first = 1 if len(timer.times) > 1 else 0  # the first step is a warm-up
+    seconds = sum(timer.times[first:])
+    real = sum(t["real"] for t in timer.tokens[first:])
+    trained = sum(t["trained"] for t in timer.tokens[first:])
     mean_len = counts["real"] / (len(timer.times) * batch_size)
-    fpt = flops_per_token(trainer.model.get_base_model(), mean_len, ckpt)
-    return {"setup": setup, "tokens_per_s": real / seconds, "s_per_step": statistics.median(timed),
-            "padding_fraction": 1 - counts["real"] / counts["positions"], "gflops": real * fpt / seconds / 1e9,
-            "bf16": bool(trainer.args.bf16), "checkpointing": ckpt, "steps": len(timer.times)}
+    flops = useful_flops(trainer.model.get_base_model(), real, trained, mean_len)
+    weights = str(next(p for n, p in trainer.model.named_parameters() if "embed" in n).dtype).replace("torch.", "")
+    return {"setup": setup, "tokens_per_s": real / seconds, "s_per_step": statistics.median(timer.times[first:]),
+            "padding_fraction": 1 - counts["real"] / counts["positions"], "gflops": flops / seconds / 1e9,
+            "bf16": bool(trainer.args.bf16), "checkpointing": ckpt, "steps": len(timer.times),
+            "weights": weights, "compact_head": trainer.kit_compact_head, "s_per_step_all": timer.times}
+
+
+def run_in_turns(setups: str, run_one) -> dict:
+    """``run_one(setup, turns)`` for every set-up, their steps interleaved (see :class:`Turns`)."""
+    turns, results, errors = Turns(setups), {}, []
+
+    def work(s):
+        try:
+            results[s] = run_one(s, turns)
+        except BaseException as err:  # noqa: BLE001 - re-raised in the main thread
+            errors.append(err)
+
+    threads = [threading.Thread(target=work, args=(s,)) for s in setups]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    if errors:
+        raise errors[0]
+    return {s: results[s] for s in setups}
 
 
 def main(argv=None) -> float:
@@ -134,7 +212,8 @@ def main(argv=None) -> float:
     p.add_argument("--steps-a", type=int, default=3, help="steps for (a), which is ~17x slower on CPU")
     p.add_argument("--batch-size", type=int, default=4)
     p.add_argument("--pool", type=int, default=256, help="examples the samplers draw batches from")
-    p.add_argument("--setups", default="abc")
+    p.add_argument("--setups", default=None, help="default: abchwfg where the kit trains in bf16, else abch "
+                   "(without bf16, (w) and (f) equal (c) and (g) equals (h))")
     a = p.parse_args(argv)
 
     import tempfile
@@ -150,27 +229,50 @@ def main(argv=None) -> float:
     records = select_examples(formats.load_records(a.data), a.pool, seed=0)
     examples = masking.mask_dataset(tok, [r["messages"] for r in records], max_length=TrainConfig().max_length,
                                     progress=False).examples
-    peak = matmul_gflops()
-    print(f"machine: {os.cpu_count()} CPU threads (torch uses {torch.get_num_threads()}), "
-          f"fp32 matmul 1024^3: {peak:.1f} GFLOP/s; device: {models.device_settings().description}")
+    hw = models.device_settings()
+    setups = a.setups or ("abchwfg" if hw.bf16 else "abch")
+    peak = matmul_peaks()
+    print(f"machine: {os.cpu_count()} CPU threads (torch uses {torch.get_num_threads()}), matmul 1024^3: "
+          f"bf16 {peak['bf16']:.1f} GFLOP/s, fp32 {peak['fp32']:.1f} GFLOP/s")
+    print(f"precision path: {hw.precision} ({hw.description})")
     print(f"model {a.model}, {len(examples)} examples in the pool, batch {a.batch_size}, LoRA r=16 q/v")
-    results = {}
+    print("set-ups run in turns, one optimizer step each, with the matmul rates measured between rounds, so that "
+          "the machine's load hits all alike", flush=True)
+    samples = [peak]
+
+    def matmul_turns(turns):  # "m": a matmul measurement in every round, while set-ups remain
+        turns.wait("m")
+        while len(turns.order) > 1:
+            samples.append(matmul_peaks())
+            turns.pass_on("m")
+            turns.wait("m")
+        turns.pass_on("m", done=True)
+
     with tempfile.TemporaryDirectory() as tmp:
-        for s in a.setups:
-            steps = a.steps_a if s == "a" else a.steps
-            r = run(s, a.model, examples, a.batch_size, steps, Path(tmp))
-            results[s] = r
-            print(f"({s}) bf16={r['bf16']!s:5} checkpointing={r['checkpointing']!s:5} steps={r['steps']} "
-                  f"{r['s_per_step']:7.2f} s/step {r['tokens_per_s']:8.1f} tokens/s  padding "
-                  f"{r['padding_fraction']:5.1%}  {r['gflops']:6.1f} GFLOP/s = {r['gflops'] / peak:5.1%} of matmul",
-                  flush=True)
-    peak_after = matmul_gflops()
-    print(f"fp32 matmul after the runs: {peak_after:.1f} GFLOP/s (a big change means the CPU was shared "
-          "or still ramping up at the first measurement)")
-    best = max(peak, peak_after)  # the machine's rate is the best it showed; a low first reading flatters
+        results = run_in_turns("m" + setups, lambda s, turns: matmul_turns(turns) if s == "m" else run(
+            s, a.model, examples, a.batch_size, a.steps_a if s == "a" else a.steps, Path(tmp), turns))
+        results.pop("m")
+        for s, r in results.items():
+            prec = "bf16" if r["bf16"] else "fp32"
+            print(f"({s}) bf16={r['bf16']!s:5} weights={r['weights']:8} compact_head={r['compact_head']!s:5} "
+                  f"checkpointing={r['checkpointing']!s:5} steps={r['steps']} {r['s_per_step']:7.2f} s/step "
+                  f"{r['tokens_per_s']:8.1f} tokens/s  padding {r['padding_fraction']:5.1%}  {r['gflops']:6.1f} "
+                  f"GFLOP/s = {r['gflops'] / peak[prec]:5.1%} of {prec} matmul", flush=True)
+    samples.append(matmul_peaks())
+    print("matmul rates measured between the rounds, GFLOP/s: "
+          + ", ".join(f"bf16 {x['bf16']:.0f} / fp32 {x['fp32']:.0f}" for x in samples)
+          + " (a big spread means the CPU was shared)")
+    # The machine's rate is the best it showed; a low reading would flatter the shares.
+    best = {k: max(x[k] for x in samples) for k in peak}
     for s, r in results.items():
-        print(f"({s}) {r['gflops']:6.1f} GFLOP/s = {r['gflops'] / best:5.1%} of the best measured matmul rate "
-              f"({best:.1f} GFLOP/s)")
+        prec = "bf16" if r["bf16"] else "fp32"
+        print(f"({s}) {r['gflops']:6.1f} GFLOP/s = {r['gflops'] / best[prec]:5.1%} of the best measured {prec} "
+              f"matmul rate ({best[prec]:.1f} GFLOP/s)")
+    gains = (("c", "h", "LM head on labelled positions only"), ("c", "w", "frozen base weights stored in bf16"),
+             ("c", "f", "bf16 autocast instead of fp32"), ("f", "g", "LM head on labelled positions only, fp32"))
+    for new, old, what in gains:
+        if new in results and old in results:
+            print(f"gain {new}/{old} = {results[new]['tokens_per_s'] / results[old]['tokens_per_s']:.2f}x: {what}")
     if "b" in results and "c" in results:
         print(f"c/b = {results['c']['tokens_per_s'] / results['b']['tokens_per_s']:.2f}")
     ratio = results["c"]["tokens_per_s"] / results["a"]["tokens_per_s"] if {"a", "c"} <= set(results) else float("nan")

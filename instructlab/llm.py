@@ -278,6 +278,9 @@ class LocalChat:
             local folder or a hub id; see :func:`instructlab.models.load_model`.
         adapter: optional PEFT adapter folder (or a run folder containing ``adapter/``).
         max_new_tokens: generation budget per answer.
+        dtype: weights' dtype, e.g. ``"float32"``; None = :func:`instructlab.models.device_settings`'s
+            (bf16 on a CPU with native bf16, else fp32). Given explicitly, it is part of ``settings()``
+            and so of the response cache key.
 
     The model is loaded on the first call. Calls are serialised (one generation at a time),
     so :func:`complete_many` runs a local model with concurrency 1.
@@ -285,10 +288,12 @@ class LocalChat:
 
     max_concurrency = 1
 
-    def __init__(self, model_name_or_path: str, adapter: str | None = None, max_new_tokens: int = 256):
+    def __init__(self, model_name_or_path: str, adapter: str | None = None, max_new_tokens: int = 256,
+                 dtype: str | None = None):
         self.model_name_or_path = str(model_name_or_path)
         self.adapter = str(adapter) if adapter else None
         self.max_new_tokens = max_new_tokens
+        self.dtype = dtype
         self._model = None
         self._tokenizer = None
         self._lock = threading.Lock()
@@ -297,15 +302,16 @@ class LocalChat:
         return f"LocalChat({self.model_name_or_path!r}, adapter={self.adapter!r})"
 
     def settings(self) -> dict:
-        return {"backend": "local", "model": self.model_name_or_path, "adapter": self.adapter,
-                "max_new_tokens": self.max_new_tokens, "do_sample": False}
+        settings = {"backend": "local", "model": self.model_name_or_path, "adapter": self.adapter,
+                    "max_new_tokens": self.max_new_tokens, "do_sample": False}
+        return {**settings, "dtype": self.dtype} if self.dtype else settings  # old cache keys stay valid
 
     def _load(self):
         if self._model is None:
             from instructlab.models import load_model, load_tokenizer
 
             self._tokenizer = load_tokenizer(self.model_name_or_path)
-            self._model = load_model(self.model_name_or_path, adapter=self.adapter)
+            self._model = load_model(self.model_name_or_path, adapter=self.adapter, dtype=self.dtype)
         return self._model, self._tokenizer
 
     @property

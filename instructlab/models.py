@@ -19,6 +19,7 @@ never leaves a half-written model that a later load would pick up.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import importlib.util
 import json
 import logging
@@ -70,34 +71,200 @@ class DefaultChatTemplateWarning(UserWarning):
 
 # ----------------------------------------------------------------------------- device & precision
 
+DTYPE_ENV = "INSTRUCTLAB_DTYPE"
+#: Names ``INSTRUCTLAB_DTYPE`` / ``device_settings(dtype=...)`` accept for forcing a CPU precision.
+DTYPE_NAMES: dict[str, torch.dtype] = {"bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
+                                       "float32": torch.float32, "fp32": torch.float32}
+# CPU capability flags of native bf16 matmuls: x86 AVX512-BF16 and AMX-BF16 (/proc/cpuinfo "flags"),
+# ARMv8.6 BF16 (/proc/cpuinfo "Features").
+BF16_CPU_FLAGS = ("avx512_bf16", "amx_bf16", "bf16")
+# bf16 must beat fp32 by this factor in the probe to count as native: with emulated bf16 it is ~17x slower,
+# with native bf16 ~4x faster, so 1.2 separates the two even on a loaded, shared machine.
+BF16_MIN_SPEEDUP = 1.2
+PRECISION_CACHE_FILE = "cpu_precision.json"
+_PROBE_MEMO: dict[str, "CPUPrecision"] = {}
+_ANNOUNCED: set[str] = set()
+
+
+@dataclass(frozen=True)
+class CPUPrecision:
+    """What this CPU does with bf16: flags found and the measured bf16 and fp32 matmul rates."""
+
+    native_bf16: bool
+    flags: tuple[str, ...]  # the bf16 capability flags the CPU reports (empty: none)
+    bf16_gflops: float
+    fp32_gflops: float
+    cpu_model: str
+
+    @property
+    def summary(self) -> str:
+        """``native (avx512_bf16), 975 vs 223 GFLOP/s`` or ``emulated (no bf16 CPU flag), 13 vs 223 GFLOP/s``."""
+        kind = "native" if self.native_bf16 else "emulated"
+        why = ", ".join(self.flags) if self.flags else "no bf16 CPU flag"
+        if self.flags and not self.native_bf16:
+            why += f" but bf16 under {BF16_MIN_SPEEDUP}x fp32's speed"
+        return f"{kind} ({why}), {self.bf16_gflops:.0f} vs {self.fp32_gflops:.0f} GFLOP/s"
+
+
 @dataclass(frozen=True)
 class DeviceSettings:
     """Where models run and in which precision. Build it with :func:`device_settings`."""
 
     device: str            # "cuda" | "mps" | "cpu"
-    dtype: torch.dtype     # dtype to load weights in for inference
-    bf16: bool             # pass to TrainingArguments / SFTConfig
+    dtype: torch.dtype     # dtype to load weights in for inference (generation, local judge and teacher)
+    bf16: bool             # pass to TrainingArguments / SFTConfig (bf16 autocast; LoRA params stay fp32)
     fp16: bool
     use_cpu: bool
     supports_qlora: bool   # CUDA with bitsandbytes installed
     description: str
+    precision_source: str = "device"  # "probe" (CPU measured), "INSTRUCTLAB_DTYPE", "parameter" or "device"
+
+    @property
+    def precision(self) -> str:
+        """``"bf16"``, ``"fp16"`` or ``"fp32"``: the compute precision of training and inference."""
+        return "bf16" if self.bf16 else "fp16" if self.fp16 else "fp32"
 
     def training_args(self) -> dict[str, Any]:
         """Keyword arguments for ``SFTConfig``/``TrainingArguments``: ``bf16``, ``fp16``, ``use_cpu``."""
         return {"bf16": self.bf16, "fp16": self.fp16, "use_cpu": self.use_cpu}
 
+    def manifest(self) -> dict[str, Any]:
+        """The JSON-ready record of these settings that run folders keep."""
+        return {"device": self.device, "dtype": str(self.dtype).replace("torch.", ""), "precision": self.precision,
+                "precision_source": self.precision_source, "description": self.description}
 
-def device_settings(device: str | None = None) -> DeviceSettings:
+
+def matmul_gflops(dtype: torch.dtype = torch.float32, n: int = 1024, reps: int = 5) -> float:
+    """Best-of-``reps`` GFLOP/s of an ``n x n x n`` matmul in ``dtype`` on this CPU (2 n^3 FLOPs each).
+
+    Args:
+        dtype: ``torch.float32`` or ``torch.bfloat16``.
+        n: matrix size. reps: timed repetitions after one warm-up; the fastest counts (a shared machine's
+            other jobs only ever slow a repetition down).
+    Returns:
+        GFLOP/s of the fastest repetition.
+    """
+    gen = torch.Generator().manual_seed(0)
+    a, b = torch.randn(n, n, generator=gen).to(dtype), torch.randn(n, n, generator=gen).to(dtype)
+    a @ b  # warm-up: first call allocates and picks the kernel
+    best = float("inf")
+    for _ in range(reps):
+        t = time.perf_counter()
+        a @ b
+        best = min(best, time.perf_counter() - t)
+    return 2 * n ** 3 / best / 1e9
+
+
+def _cpu_info() -> tuple[str, set[str]]:
+    """(CPU model name, capability flags) from /proc/cpuinfo; torch's own checks where it is missing."""
+    model, flags = "", set()
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace").splitlines():
+            key, _, value = line.partition(":")
+            key = key.strip().lower()
+            if key in ("model name", "cpu model") and not model:
+                model = value.strip()
+            elif key in ("flags", "features") and not flags:
+                flags = set(value.split())
+    if not flags:  # macOS, Windows: torch's CPU feature checks cover the x86 cases
+        cpu = getattr(torch, "cpu", None)
+        for flag, check in (("avx512_bf16", "_is_avx512_bf16_supported"), ("amx_bf16", "_is_amx_tile_supported")):
+            if cpu is not None and getattr(cpu, check, lambda: False)():
+                flags.add(flag)
+    import platform
+
+    return model or platform.processor() or platform.machine(), flags
+
+
+def cpu_precision(refresh: bool = False) -> CPUPrecision:
+    """Whether this CPU computes bf16 natively: its flags, confirmed by a timed bf16 vs fp32 matmul probe.
+
+    The probe (about a second) runs once per machine: its result is cached in
+    ``cache_dir()/cpu_precision.json``, keyed by CPU model, flags, torch version and thread count.
+
+    Args:
+        refresh: measure again even when a cached result exists.
+    Returns:
+        CPUPrecision; ``native_bf16`` needs a bf16 flag *and* bf16 at least BF16_MIN_SPEEDUP x fp32's rate.
+    """
+    model, all_flags = _cpu_info()
+    flags = tuple(f for f in BF16_CPU_FLAGS if f in all_flags)
+    machine = json.dumps([model, sorted(all_flags), torch.__version__, torch.get_num_threads()])
+    key = hashlib.sha256(machine.encode()).hexdigest()[:16]
+    if not refresh and key in _PROBE_MEMO:
+        return _PROBE_MEMO[key]
+    path = cache_dir() / PRECISION_CACHE_FILE
+    try:
+        cached = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        cached = {}
+    entry = None if refresh else cached.get(key)
+    if entry is None:
+        fp32, bf16 = matmul_gflops(torch.float32), matmul_gflops(torch.bfloat16)
+        fp32 = max(fp32, matmul_gflops(torch.float32))  # again after bf16: both see the same load
+        entry = {"cpu": model, "bf16_flags": list(flags), "torch": torch.__version__,
+                 "threads": torch.get_num_threads(), "bf16_gflops": round(bf16, 1), "fp32_gflops": round(fp32, 1),
+                 "measured_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+        cached[key] = entry
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(cached, indent=2), encoding="utf-8")
+        os.replace(tmp, path)  # atomic: a parallel process reads the old file or the new one
+    native = bool(flags) and entry["bf16_gflops"] >= BF16_MIN_SPEEDUP * entry["fp32_gflops"]
+    result = CPUPrecision(native, flags, entry["bf16_gflops"], entry["fp32_gflops"], model)
+    _PROBE_MEMO[key] = result
+    return result
+
+
+def _forced_dtype(dtype: torch.dtype | str | None) -> tuple[torch.dtype | None, str]:
+    """(forced dtype or None, where it came from): the ``dtype`` argument, else ``$INSTRUCTLAB_DTYPE``."""
+    source, value = ("parameter", dtype) if dtype is not None else (DTYPE_ENV, os.environ.get(DTYPE_ENV) or None)
+    if value is None:
+        return None, "probe"
+    if isinstance(value, torch.dtype):
+        if value not in DTYPE_NAMES.values():
+            raise ValueError(f"dtype={value}: use torch.bfloat16 or torch.float32 (or None: decided by the CPU)")
+        return value, source
+    name = str(value).strip().lower()
+    if name not in DTYPE_NAMES:
+        where = f"{DTYPE_ENV}={value!r}" if source == DTYPE_ENV else f"dtype={value!r}"
+        raise ValueError(f"{where} is not a precision the kit knows: use one of {sorted(DTYPE_NAMES)} "
+                         f"(or unset {DTYPE_ENV} / pass None to let the CPU decide).")
+    return DTYPE_NAMES[name], source
+
+
+def _cpu_settings(dtype: torch.dtype | str | None) -> DeviceSettings:
+    """CPU settings: bf16 where the CPU computes it natively (or forced), else fp32."""
+    forced, source = _forced_dtype(dtype)
+    probe = cpu_precision()
+    chosen = forced if forced is not None else (torch.bfloat16 if probe.native_bf16 else torch.float32)
+    bf16 = chosen == torch.bfloat16
+    cores = f"CPU ({os.cpu_count()} cores)"
+    if forced is None:
+        what = f"bf16: {probe.summary}" if bf16 else f"fp32, bf16: {probe.summary}"
+    else:
+        how = f"{DTYPE_ENV}={os.environ.get(DTYPE_ENV)}" if source == DTYPE_ENV else f"dtype={dtype}"
+        what = f"{'bf16' if bf16 else 'fp32'} forced by {how}; bf16 on this CPU: {probe.summary}"
+    return DeviceSettings("cpu", chosen, bf16, False, True, False, f"{cores}, {what}", source)
+
+
+def device_settings(device: str | None = None, dtype: torch.dtype | str | None = None) -> DeviceSettings:
     """THE one place that decides device and precision; everything in the kit calls it.
 
     Args:
         device: "cuda", "mps" or "cpu" to force one; None picks ``$INSTRUCTLAB_DEVICE`` if set, else
             the best available (CUDA, then Apple MPS, then CPU).
+        dtype: CPU only: force ``"bfloat16"`` or ``"float32"`` (or the torch dtype); None reads
+            ``$INSTRUCTLAB_DTYPE``, and when that is unset too, the CPU decides (:func:`cpu_precision`).
     Returns:
         DeviceSettings. CUDA: bf16 where ``torch.cuda.is_bf16_supported()``, else fp16 mixed precision.
-        MPS: fp32 (fp16 autocast on MPS is still fragile for training). CPU: fp32, bf16=False, fp16=False.
+        MPS: fp32 (fp16 autocast on MPS is still fragile for training). CPU with native bf16 (flag and
+        probe): bf16 weights for inference and bf16 autocast for training (``bf16=True``; LoRA parameters
+        and optimizer state stay fp32); CPU with emulated bf16: fp32, ``bf16=False``, ``fp16=False``.
+        ``description`` names the choice and its reason, e.g.
+        ``CPU (2 cores), bf16: native (avx512_bf16), 975 vs 223 GFLOP/s``.
     Raises:
-        ValueError: an unknown device, or one that is not available on this machine.
+        ValueError: an unknown device, one that is not available on this machine, or an unknown
+            ``dtype`` / ``$INSTRUCTLAB_DTYPE`` value (the message lists the valid ones).
     """
     device = (device or os.environ.get(DEVICE_ENV) or _best_device()).lower()
     if device == "cuda":
@@ -114,8 +281,11 @@ def device_settings(device: str | None = None) -> DeviceSettings:
             raise ValueError("device='mps' requested but Apple MPS is not available; use device='cpu'.")
         return DeviceSettings("mps", torch.float32, False, False, False, False, "Apple MPS, fp32")
     if device == "cpu":
-        return DeviceSettings("cpu", torch.float32, False, False, True, False,
-                              f"CPU ({os.cpu_count()} cores), fp32")
+        settings = _cpu_settings(dtype)
+        if settings.description not in _ANNOUNCED:  # once per process and choice: every run shows it
+            _ANNOUNCED.add(settings.description)
+            _notice(f"device: {settings.description}")
+        return settings
     raise ValueError(f"unknown device {device!r}: use 'cuda', 'mps', 'cpu' or None (automatic).")
 
 

@@ -17,9 +17,12 @@ every chat template (SmolLM2's ChatML raises, see the stack notes), and a ``mess
 ``input_ids`` / ``labels`` for any template, and TRL is told to use them as they are
 (``dataset_kwargs={"skip_prepare_dataset": True}``).
 
-Hardware: precision comes from :func:`instructlab.models.device_settings`. On CPU the kit passes
-``use_cpu=True, bf16=False, activation_checkpointing=False``: TRL's defaults (bf16 autocast and activation
-checkpointing) make a CPU step about 17x slower on a CPU without native bf16.
+Hardware: precision comes from :func:`instructlab.models.device_settings`, which asks the CPU. Where it
+computes bf16 natively (AVX512-BF16, AMX) the kit trains with bf16 autocast (``bf16=True``), the frozen base
+weights stored in bf16 and the LoRA parameters and optimizer state in fp32; where bf16 is emulated it passes
+``bf16=False``: TRL's default bf16 autocast makes a step about 17x slower there. Activation checkpointing is
+off on CPU (it only costs time). On CPU the vocabulary head runs only on positions with a label (see
+:func:`compact_lm_head_on_cpu`).
 
 Padding waste: batches are grouped by length (:class:`LengthGroupedBatchSampler`: similar lengths share a
 batch, batch order shuffled) or padding-free (``batching="padding_free"``: a batch is one flat row with
@@ -30,6 +33,7 @@ example attends to another).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import os
@@ -39,7 +43,7 @@ import time
 from collections import Counter
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterable, Iterator, Sequence
 
 from . import runs
 from . import profiles as _profiles
@@ -111,6 +115,7 @@ class TrainConfig:
     # Experiment tracker(s), passed to TRL's report_to: "trackio" (local, offline), "tensorboard", "wandb"...
     # None: none (the run folder's log_history.jsonl is always written).
     report_to: str | list[str] | None = None
+    dtype: str | None = None            # CPU: "bfloat16" / "float32" forces it; None: $INSTRUCTLAB_DTYPE, else the CPU
 
     def __post_init__(self) -> None:
         # A string is one module name: tuple("q_proj") would be eight one-letter names.
@@ -498,6 +503,34 @@ class ProvenanceCallback(_callback_base()):
             runs.write_json(path / PROVENANCE_FILE, {**self.provenance, "global_step": state.global_step})
 
 
+@contextlib.contextmanager
+def compact_lm_head_on_cpu(enabled: bool = True) -> Iterator[None]:
+    """While active, TRL's fused LM head scores only the positions that have a label, on CPU too.
+
+    TRL 1.16's fused head (``trl.trainer.utils.add_fused_lm_head``) gathers the positions whose label is not
+    -100 only on Triton devices (CUDA, XPU); elsewhere it projects *every* position through the vocabulary
+    head and zeroes the masked ones afterwards, because on compiled backends a varying number of positions
+    would recompile. Eager CPU has no such cost, and the prompt tokens (label -100) are about 45% of a
+    Kestrel batch: this skips their head matmuls and the fp32 softmax work over the vocabulary, in the
+    forward and the backward. The loss is the same (tested); ``benchmarks/train_throughput.py`` measures
+    the gain. TRL's choice is restored on exit, so other trainers in the process keep TRL's behaviour.
+
+    Args:
+        enabled: False leaves TRL's behaviour unchanged (a no-op context).
+    """
+    from trl.trainer import utils as trl_utils
+
+    original = getattr(trl_utils, "_use_triton", None)
+    if not enabled or original is None:  # another TRL version without this switch: TRL's own path
+        yield
+        return
+    trl_utils._use_triton = lambda device: original(device) or device.type == "cpu"
+    try:
+        yield
+    finally:
+        trl_utils._use_triton = original
+
+
 def _trainer_class():
     """SFTTrainer plus the kit's length-grouped sampler (imported lazily: trl takes seconds to import)."""
     from trl import SFTTrainer
@@ -506,6 +539,11 @@ def _trainer_class():
         """SFTTrainer + length-grouped batches + counts of the tokens each micro-batch really trained on."""
 
         kit_group_by_length = False
+        kit_compact_head = False  # build_trainer turns it on for CPU runs (see compact_lm_head_on_cpu)
+
+        def compute_loss(self, model, inputs, *args, **kwargs):
+            with compact_lm_head_on_cpu(self.kit_compact_head):
+                return super().compute_loss(model, inputs, *args, **kwargs)
 
         def training_step(self, model, inputs, *args, **kwargs):
             counts = self.__dict__.setdefault("kit_tokens", Counter())
@@ -545,11 +583,17 @@ def check_target_modules(model: Any, targets: Sequence[str]) -> None:
 
 
 def load_training_model(model_name: str, config: TrainConfig, hw: Any) -> Any:
-    """The base model for training: plain (fp32 on CPU) or 4-bit NF4 for QLoRA (CUDA + bitsandbytes only)."""
+    """The base model for training: plain or 4-bit NF4 for QLoRA (CUDA + bitsandbytes only).
+
+    Plain weights are loaded in ``hw.dtype`` (fp16 GPUs: fp32 master weights). With bf16 autocast on CPU
+    that stores the frozen base in bf16, so autocast does not re-cast every weight on every step; PEFT
+    adds the LoRA parameters in fp32 (``autocast_adapter_dtype``), hence fp32 optimizer state.
+    """
     from . import models
 
     if config.quantization != "4bit":
-        return models.load_model(model_name, device=hw.device, for_training=True)
+        return models.load_model(model_name, device=hw.device, dtype=hw.dtype if not hw.fp16 else None,
+                                 for_training=True)
     if hw.device != "cuda":
         raise QLoRAUnavailableError(f"QLoRA (quantization='4bit') needs a CUDA GPU; this run is on {hw.device}. "
                                     "Use quantization=None (plain LoRA) here, or run on a machine with an NVIDIA GPU.")
@@ -575,7 +619,8 @@ def sft_config(config: TrainConfig, hw: Any, output_dir: str | Path, has_eval: b
     """The ``trl.SFTConfig`` for a TrainConfig on the hardware ``hw`` (a models.DeviceSettings).
 
     Data is used as given (``skip_prepare_dataset``; the kit truncated it), precision follows the device
-    (never bf16 autocast on CPU), activation checkpointing is off unless asked for.
+    (bf16 autocast on CPU only where the CPU computes bf16 natively), activation checkpointing is off unless
+    asked for.
     """
     from trl import SFTConfig
 
@@ -612,6 +657,7 @@ def build_trainer(model_name: str, train_ds: Any, eval_ds: Any, config: TrainCon
                                processing_class=tokenizer, peft_config=lora, data_collator=collator,
                                callbacks=list(callbacks))
     trainer.kit_group_by_length = config.batching == "group_by_length"
+    trainer.kit_compact_head = hw.device == "cpu"
     return trainer
 
 
@@ -817,14 +863,15 @@ def _write_start(run_dir: Path, model_name: str, config: TrainConfig, hw: Any, a
     runs.write_json(run_dir / "config.json", {
         "model_name": model_name, "config": config.to_dict(), "data": data,
         "hardware": {"device": hw.device, "dtype": str(hw.dtype), "bf16": hw.bf16, "fp16": hw.fp16,
-                     "use_cpu": hw.use_cpu, "description": hw.description, "world_size": args.world_size},
+                     "use_cpu": hw.use_cpu, "description": hw.description, "world_size": args.world_size,
+                     "precision": hw.precision, "precision_source": hw.precision_source},
         "sft_config": json.loads(json.dumps(args.to_dict(), default=str))})
     runs.write_json(run_dir / "mask_report.json", mask_report_dict(masked.report))
     runs.write_manifest(run_dir, kind="train", model=model_name, n_train_records=len(selected),
                         n_train_examples=len(masked.examples), n_eval_examples=n_eval,
                         data_fingerprint=provenance["data_fingerprint"],
                         tokenized_fingerprint=provenance["tokenized_fingerprint"], world_size=args.world_size,
-                        device=hw.description)
+                        device=hw.description, precision=hw.manifest())
 
 
 def train_lora(model_name: str, train_data: Any, eval_data: Any = None, config: TrainConfig | None = None,
@@ -865,7 +912,7 @@ def train_lora(model_name: str, train_data: Any, eval_data: Any = None, config: 
         if _finished(run_dir):
             return _finished_result(run_dir)
     config = config or TrainConfig()
-    hw = models.device_settings(config.device)
+    hw = models.device_settings(config.device, config.dtype)
     if config.quantization == "4bit" and not hw.supports_qlora:
         load_training_model(model_name, config, hw)  # raises the explanatory QLoRAUnavailableError
     args = sft_config(config, hw, "checkpoints", has_eval=eval_data is not None, progress=progress)
@@ -939,7 +986,9 @@ def merge_adapter(run_dir_or_adapter: str | Path, out_dir: str | Path, model_nam
             ``models.load_model(out_dir)`` and servable with ``transformers serve`` (adapters are not).
         model_name: the base model; default: the run's config.json, else the adapter's base_model_name_or_path.
     Returns the output folder. Raises FileNotFoundError when no adapter is found.
-    The base is loaded unquantized, so a QLoRA adapter is merged into full-precision weights.
+    The base is loaded unquantized and in fp32 whatever the device's inference dtype, so the adapter
+    (trained in fp32, or under bf16 autocast with fp32 LoRA parameters) is added without bf16 rounding and
+    a QLoRA adapter is merged into full-precision weights.
     """
     from . import models
 
@@ -950,7 +999,7 @@ def merge_adapter(run_dir_or_adapter: str | Path, out_dir: str | Path, model_nam
             model_name = json.loads(cfg_path.read_text(encoding="utf-8")).get("model_name")
     if model_name is None:
         model_name = json.loads((adapter_dir / "adapter_config.json").read_text())["base_model_name_or_path"]
-    model = models.load_model(model_name, adapter=adapter_dir, device="cpu")
+    model = models.load_model(model_name, adapter=adapter_dir, device="cpu", dtype="float32")
     merged = model.merge_and_unload()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

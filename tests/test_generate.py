@@ -14,7 +14,9 @@ def tok():
 
 @pytest.fixture(scope="module")
 def model():
-    m = load_model("tiny-random")
+    # fp32: the batching logic is what is tested here; bf16 (near-ties of a random model's flat logits
+    # flip under bf16 rounding) is tested on a real model in tests/test_precision.py.
+    m = load_model("tiny-random", dtype="float32")
     # The stored tiny model emits end-of-turn at once; larger random weights make it produce varied
     # text, so equality of batched and one-by-one outputs is a real check.
     torch.manual_seed(0)
@@ -77,7 +79,8 @@ def test_real_models_batched_equals_one_by_one_with_the_static_cache(name):
     from instructlab.runs import read_jsonl
     from instructlab.metrics import REPO
 
-    tokenizer, lm = load_tokenizer(name), load_model(name)
+    # fp32: in bf16 batching can flip near-tied answers (tests/test_precision.py, a known gap)
+    tokenizer, lm = load_tokenizer(name), load_model(name, dtype="float32")
     assert _greedy_config(lm, tokenizer, 8).cache_implementation == "static"
     records = read_jsonl(REPO / "data" / "kestrel" / "eval.jsonl")[:4]
     batched = generate_answers(lm, tokenizer, records, max_new_tokens=16, batch_size=4, progress=False)

@@ -45,7 +45,7 @@ def test_tiny_random_shape_names_and_tokenizer():
     cfg = model.config
     assert (cfg.hidden_size, cfg.num_hidden_layers, cfg.num_attention_heads, cfg.num_key_value_heads) == (64, 2, 4, 2)
     assert cfg.vocab_size == len(tok) == 49152
-    assert not model.training and model.device.type == "cpu" and model.dtype == torch.float32
+    assert not model.training and model.device.type == "cpu" and model.dtype == models.device_settings().dtype
     assert tok.pad_token is not None and tok.instructlab_template_note is None
     text = tok.apply_chat_template([{"role": "user", "content": "hi"}], tokenize=False, add_generation_prompt=True)
     assert "<|im_start|>user\nhi<|im_end|>" in text and text.endswith("<|im_start|>assistant\n")
@@ -241,7 +241,8 @@ def test_adapter_folder_and_run_folder(tmp_path):
 
 # ----------------------------------------------------------------------------- device & precision
 
-def test_device_settings_cpu():
+def test_device_settings_cpu(monkeypatch):
+    monkeypatch.setenv("INSTRUCTLAB_DTYPE", "float32")  # the bf16 path: tests/test_precision.py
     s = models.device_settings("cpu")
     assert (s.device, s.dtype, s.bf16, s.fp16) == ("cpu", torch.float32, False, False)
     assert s.use_cpu and not s.supports_qlora

@@ -1,0 +1,270 @@
+"""Precision follows the CPU: the decision (flags + timed probe, cached, overridable) and the numerics of
+both paths, each forced with ``INSTRUCTLAB_DTYPE`` so that every machine tests both, whatever its CPU."""
+
+import json
+import os
+
+import pytest
+import torch
+
+from instructlab import models
+from instructlab.train import TrainConfig, merge_adapter, train_lora
+
+TINY = "tiny-random"
+PATHS = {"bfloat16": torch.bfloat16, "float32": torch.float32}
+
+
+@pytest.fixture
+def fake_cpu(monkeypatch, tmp_path):
+    """A CPU whose flags and matmul rates the test chooses; the probe cache in a temporary folder."""
+    monkeypatch.setenv("INSTRUCTLAB_CACHE", str(tmp_path))
+    monkeypatch.delenv("INSTRUCTLAB_DTYPE", raising=False)
+    monkeypatch.setattr(models, "_PROBE_MEMO", {})
+    cpu = {"model": "Fake EPYC", "flags": {"avx2", "avx512f", "avx512_bf16"}, "rates": {"bf16": 975.0, "fp32": 223.0},
+           "probes": 0}
+    monkeypatch.setattr(models, "_cpu_info", lambda: (cpu["model"], set(cpu["flags"])))
+
+    def fake_rate(dtype=torch.float32, n=1024, reps=5):
+        cpu["probes"] += 1
+        return cpu["rates"]["bf16" if dtype == torch.bfloat16 else "fp32"]
+
+    monkeypatch.setattr(models, "matmul_gflops", fake_rate)
+    return cpu
+
+
+def test_native_bf16_cpu_gets_bf16_and_says_why(fake_cpu):
+    s = models.device_settings("cpu")
+    assert s.description == f"CPU ({os.cpu_count()} cores), bf16: native (avx512_bf16), 975 vs 223 GFLOP/s"
+    assert (s.dtype, s.bf16, s.fp16, s.use_cpu, s.precision, s.precision_source) == (
+        torch.bfloat16, True, False, True, "bf16", "probe")
+    assert s.training_args() == {"bf16": True, "fp16": False, "use_cpu": True}
+    assert s.manifest()["precision"] == "bf16" and s.manifest()["dtype"] == "bfloat16"
+
+
+@pytest.mark.parametrize("flags, rates, why", [
+    ({"avx2", "fma"}, {"bf16": 13.0, "fp32": 223.0}, "emulated (no bf16 CPU flag), 13 vs 223 GFLOP/s"),
+    # a flag is not enough: the probe must confirm that bf16 really is faster
+    ({"avx512_bf16"}, {"bf16": 230.0, "fp32": 223.0}, "emulated (avx512_bf16 but bf16 under 1.2x fp32's speed)"),
+    # nor is a fast-looking timing without the flag (a noisy probe on a shared machine)
+    ({"avx2"}, {"bf16": 900.0, "fp32": 223.0}, "emulated (no bf16 CPU flag)"),
+])
+def test_emulated_bf16_cpu_stays_fp32(fake_cpu, flags, rates, why):
+    fake_cpu.update(flags=flags, rates=rates)
+    s = models.device_settings("cpu")
+    assert (s.dtype, s.bf16, s.precision) == (torch.float32, False, "fp32")
+    assert s.description.startswith("CPU (") and f"fp32, bf16: {why}" in s.description
+
+
+def test_probe_runs_once_per_machine_and_is_cached_on_disk(fake_cpu, monkeypatch):
+    models.device_settings("cpu")
+    probes = fake_cpu["probes"]
+    assert probes >= 2  # bf16 and fp32 were both timed
+    monkeypatch.setattr(models, "_PROBE_MEMO", {})  # a new process: only the file remains
+    models.device_settings("cpu")
+    assert fake_cpu["probes"] == probes
+    saved = json.loads((models.cache_dir() / models.PRECISION_CACHE_FILE).read_text())
+    (entry,) = saved.values()
+    assert entry["cpu"] == "Fake EPYC" and entry["bf16_flags"] == ["avx512_bf16"] and entry["bf16_gflops"] == 975.0
+    fake_cpu.update(model="Another CPU", flags={"avx2"}, rates={"bf16": 10.0, "fp32": 100.0})
+    assert not models.device_settings("cpu").bf16  # another machine kind: probed again, fp32
+    assert fake_cpu["probes"] > probes and len(json.loads((models.cache_dir() / "cpu_precision.json").read_text())) == 2
+
+
+@pytest.mark.parametrize("name, dtype", [("bfloat16", torch.bfloat16), ("bf16", torch.bfloat16),
+                                         ("float32", torch.float32), ("FP32", torch.float32)])
+def test_env_and_parameter_force_either_path(fake_cpu, monkeypatch, name, dtype):
+    fake_cpu.update(flags={"avx2"}, rates={"bf16": 13.0, "fp32": 223.0})  # the CPU alone would say fp32
+    monkeypatch.setenv("INSTRUCTLAB_DTYPE", name)
+    s = models.device_settings("cpu")
+    assert (s.dtype, s.bf16, s.precision_source) == (dtype, dtype == torch.bfloat16, "INSTRUCTLAB_DTYPE")
+    assert f"forced by INSTRUCTLAB_DTYPE={name}" in s.description and "emulated" in s.description
+    other = "float32" if dtype == torch.bfloat16 else "bfloat16"
+    p = models.device_settings("cpu", dtype=other)  # the parameter wins over the variable
+    assert p.dtype == PATHS[other] and p.precision_source == "parameter" and "forced by dtype=" in p.description
+
+
+def test_bad_dtype_names_the_variable_and_the_valid_values(fake_cpu, monkeypatch):
+    monkeypatch.setenv("INSTRUCTLAB_DTYPE", "half")
+    with pytest.raises(ValueError, match=r"INSTRUCTLAB_DTYPE='half'.*bfloat16.*float32"):
+        models.device_settings("cpu")
+    monkeypatch.delenv("INSTRUCTLAB_DTYPE")
+    with pytest.raises(ValueError, match=r"dtype='fp8'.*bfloat16.*float32"):
+        models.device_settings("cpu", dtype="fp8")
+    with pytest.raises(ValueError, match="torch.bfloat16 or torch.float32"):
+        models.device_settings("cpu", dtype=torch.float16)
+
+
+def test_cpu_flags_agree_with_torchs_own_check():
+    """The flags the kit reads from /proc/cpuinfo match what torch's CPU dispatcher sees (x86 Linux)."""
+    name, flags = models._cpu_info()
+    if not (hasattr(torch, "cpu") and hasattr(torch.cpu, "_is_avx512_bf16_supported")) or "avx2" not in flags:
+        pytest.skip("not an x86 CPU with torch's feature checks")
+    assert name and ("avx512_bf16" in flags) == torch.cpu._is_avx512_bf16_supported()
+
+
+def test_matmul_probe_measures_both_dtypes():
+    fp32, bf16 = models.matmul_gflops(torch.float32, n=256, reps=2), models.matmul_gflops(torch.bfloat16, n=256, reps=2)
+    # a real timing: positive and finite, below any CPU's peak (a zero or broken timing gives inf or nonsense);
+    # no lower bound: on cores shared with other jobs the rate can fall arbitrarily low
+    assert 0 < fp32 < 1e5 and 0 < bf16 < 1e5
+
+
+# ----------------------------------------------------------------------------- training numerics
+
+def _conversations(n=12):
+    return [{"task_type": "q", "messages": [
+        {"role": "user", "content": f"Question {i}: explain item {i} with {'detail ' * (2 + 3 * (i % 4))}."},
+        {"role": "assistant", "content": f"Dear colleague, item {i} is covered in KB-{1000 + i}. Kind regards,"}]}
+        for i in range(n)]
+
+
+def _cfg(dtype, **kw):
+    base = dict(epochs=1, max_steps=5, batch_size=2, grad_accum=1, max_length=256, learning_rate=2e-2,
+                save_steps=100, seed=3, lora_dropout=0.0, dtype=dtype)
+    return TrainConfig(**{**base, **kw})
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """The same 5-step tiny-random LoRA run on each forced path."""
+    root = tmp_path_factory.mktemp("precision")
+    return {d: train_lora(TINY, _conversations(), config=_cfg(d), run_dir=root / d, progress=False) for d in PATHS}
+
+
+def test_bf16_run_really_runs_bf16_and_records_it(trained):
+    for name, res in trained.items():
+        hw = json.loads((res.run_dir / "config.json").read_text())["hardware"]
+        man = json.loads((res.run_dir / "manifest.json").read_text())
+        want = "bf16" if name == "bfloat16" else "fp32"
+        assert hw["precision"] == want and man["precision"]["precision"] == want
+        assert man["precision"]["precision_source"] == "parameter" and "forced by dtype" in man["device"]
+        sft = json.loads((res.run_dir / "config.json").read_text())["sft_config"]
+        assert sft["bf16"] is (name == "bfloat16") and sft["use_cpu"] is True
+        base = res.model.get_base_model()
+        assert base.model.embed_tokens.weight.dtype == PATHS[name]  # frozen base stored in the path's dtype
+        lora = [p for n, p in res.model.named_parameters() if "lora_" in n]
+        assert lora and all(p.dtype == torch.float32 for p in lora)  # LoRA parameters stay fp32 on both
+
+
+def test_bf16_training_loss_stays_close_to_fp32(trained):
+    bf16, fp32 = trained["bfloat16"].losses, trained["float32"].losses
+    assert len(bf16) == len(fp32) == 5
+    assert bf16 != fp32  # the bf16 run did compute in bf16
+    for a, b in zip(bf16, fp32):
+        assert a == pytest.approx(b, rel=0.02), (bf16, fp32)
+    assert fp32[-1] < fp32[0] and bf16[-1] < bf16[0]  # both learn, not just start alike
+
+
+def test_bf16_training_keeps_optimizer_state_fp32(monkeypatch):
+    from instructlab.train import as_conversations, build_trainer, prepare_examples, sft_config, to_dataset
+
+    cfg = _cfg("bfloat16", max_steps=1)
+    hw = models.device_settings(dtype="bfloat16")
+    tok = models.load_tokenizer(TINY)
+    masked = prepare_examples(tok, as_conversations(_conversations()), cfg)
+    trainer = build_trainer(TINY, to_dataset(masked.examples), None, cfg, sft_config(cfg, hw, "unused", progress=False),
+                            tok, hw)
+    trainer.args.save_strategy = "no"
+    trainer.train()
+    states = [t for st in trainer.optimizer.state.values() for t in st.values() if torch.is_tensor(t) and t.numel() > 1]
+    assert states and all(t.dtype == torch.float32 for t in states)
+
+
+def test_merged_bf16_adapter_reproduces_base_plus_adapter(trained, tmp_path):
+    res = trained["bfloat16"]
+    out = merge_adapter(res.run_dir, tmp_path / "merged")
+    tok = models.load_tokenizer(str(out))
+    enc = tok(tok.apply_chat_template([{"role": "user", "content": "Explain item 3."}], tokenize=False,
+                                      add_generation_prompt=True), return_tensors="pt", add_special_tokens=False)
+    gen = dict(max_new_tokens=12, do_sample=False, pad_token_id=tok.pad_token_id)
+    for name, (atol, rtol) in {"float32": (1e-4, 1e-4), "bfloat16": (0.05, 0.02)}.items():
+        with_adapter = models.load_model(TINY, adapter=res.run_dir, dtype=name)
+        merged, base = models.load_model(str(out), dtype=name), models.load_model(TINY, dtype=name)
+        assert merged.dtype == PATHS[name]
+        with torch.no_grad():
+            la, lm, lb = (m(**enc).logits.float() for m in (with_adapter, merged, base))
+        assert (la - lb).abs().max() > 10 * atol  # the adapter really changed the model
+        torch.testing.assert_close(lm, la, atol=atol, rtol=rtol)
+        assert torch.equal(with_adapter.generate(**enc, **gen), merged.generate(**enc, **gen)), name
+
+
+# ----------------------------------------------------------------------------- the compact LM head
+
+@pytest.mark.parametrize("dtype", list(PATHS))
+def test_compact_head_scores_only_labelled_positions_and_gives_the_same_loss_and_gradients(dtype, monkeypatch):
+    from trl.trainer import utils as trl_utils
+
+    from instructlab.train import as_conversations, build_trainer, prepare_examples, sft_config, to_dataset
+
+    cfg = _cfg(dtype)
+    hw = models.device_settings(dtype=dtype)
+    tok = models.load_tokenizer(TINY)
+    masked = prepare_examples(tok, as_conversations(_conversations()), cfg)
+    trainer = build_trainer(TINY, to_dataset(masked.examples), None, cfg, sft_config(cfg, hw, "unused"), tok, hw)
+    assert trainer.kit_compact_head  # on by default on CPU
+    rows = []
+    original = trl_utils._ChunkedLogProbFunction.apply
+    monkeypatch.setattr(trl_utils._ChunkedLogProbFunction, "apply",
+                        lambda hidden, *a: rows.append(hidden.shape[0]) or original(hidden, *a))
+    batch = trainer._prepare_inputs(next(iter(trainer.get_train_dataloader())))
+    lora = [p for n, p in trainer.model.named_parameters() if "lora_B" in n]
+    with torch.no_grad():  # LoRA's B starts at zero: give it weights so every gradient is non-trivial
+        for p in lora:
+            p.normal_(0, 0.02)
+    out = {}
+    for compact in (False, True):
+        trainer.kit_compact_head = compact
+        trainer.model.zero_grad()
+        with trainer.compute_loss_context_manager():
+            loss = trainer.compute_loss(trainer.model, dict(batch))
+        loss.backward()
+        out[compact] = (loss.detach().float(), [p.grad.float().clone() for p in lora])
+    labelled = int((batch["labels"][:, 1:] != -100).sum())
+    assert rows == [batch["labels"][:, 1:].numel(), labelled] and labelled < rows[0]
+    tol = dict(rtol=1e-5, atol=1e-6) if dtype == "float32" else dict(rtol=2e-2, atol=1e-4)
+    torch.testing.assert_close(out[True][0], out[False][0], **tol)
+    for g_compact, g_full in zip(out[True][1], out[False][1]):
+        assert g_full.abs().max() > 0
+        torch.testing.assert_close(g_compact, g_full, **tol)
+    assert trl_utils._use_triton(torch.device("cpu")) is False  # TRL's own choice restored afterwards
+
+
+def test_local_chat_dtype_parameter_loads_that_dtype_and_keys_the_cache():
+    from instructlab.llm import LocalChat
+
+    auto, fp32 = LocalChat(TINY, max_new_tokens=2), LocalChat(TINY, max_new_tokens=2, dtype="float32")
+    assert "dtype" not in auto.settings() and fp32.settings()["dtype"] == "float32"
+    fp32.complete([{"role": "user", "content": "Hello"}])
+    auto.complete([{"role": "user", "content": "Hello"}])
+    assert fp32._model.dtype == torch.float32 and auto._model.dtype == models.device_settings().dtype
+
+
+# ----------------------------------------------------------------------------- generation
+
+# Known gap (issue 13's target not met): in bf16, batched and one-by-one greedy answers differ on some
+# prompts. Left padding and the static cache change the shapes of the matmuls and of the attention, hence
+# the order of the fp32 accumulations; every activation is then rounded to bf16 (8-bit mantissa), so such
+# 1e-7 differences become 1-ulp flips that change near-tied greedy choices. Measured on this SmolLM2 set:
+# the bf16 case failed (one answer or more of 6 differed) on the AVX512-BF16 machine, 2026-12-01.
+BF16_BATCHING_GAP = pytest.mark.xfail(reason="bf16 rounding: batched greedy answers can differ from one-by-one "
+                                             "(issue 13, not solved)", strict=False)
+
+
+@pytest.mark.real_model
+@pytest.mark.parametrize("dtype", [pytest.param("bfloat16", marks=BF16_BATCHING_GAP), "float32"])
+def test_batched_equals_one_by_one_within_each_dtype_on_smollm2(dtype):
+    """Within one dtype, batching (left padding, length sort, static cache) changes no greedy answer.
+    On a real model: a random model's flat logits tie exactly once rounded to bf16 (measured on the
+    perturbed tiny-random model of tests/test_generate.py: top-2 gaps of 0.0), so which tied token wins
+    depends on rounding noise, not on batching being right."""
+    from instructlab.generate import generate_answers, generate_one_by_one
+    from instructlab.metrics import REPO
+    from instructlab.runs import read_jsonl
+
+    name = "smollm2-135m-instruct"
+    tok, lm = models.load_tokenizer(name), models.load_model(name, dtype=dtype)
+    assert lm.dtype == PATHS[dtype]
+    records = read_jsonl(REPO / "data" / "kestrel" / "eval.jsonl")[:6]
+    batched = generate_answers(lm, tok, records, max_new_tokens=24, batch_size=6, progress=False)
+    single = generate_one_by_one(lm, tok, records, max_new_tokens=24)
+    assert batched == single and all(batched)
