@@ -26,8 +26,10 @@ always-decline are evaluated with the same instruments next to the gold referenc
 has to beat every one of them that is not trivially perfect (:func:`comparison_table`).
 
 The refusal detector's precision and recall are measured on ``data/refusal_labels.jsonl``, whose
-test split holds real answers of the base and instruct models labelled by hand and never used to
-tune the detector (:func:`refusal_detector_quality`, :func:`detector_disagreements`).
+test split holds real answers of the base and instruct models and hand-written answers in the eval
+data's house style, labelled by hand and never used to tune the detector; its dev split (what the
+detector was developed on) adds reference answers of the builder's train and dev wording
+(:func:`refusal_detector_quality`, :func:`detector_disagreements`).
 """
 
 from __future__ import annotations
