@@ -26,8 +26,10 @@ always-decline are evaluated with the same instruments next to the gold referenc
 has to beat every one of them that is not trivially perfect (:func:`comparison_table`).
 
 The refusal detector's precision and recall are measured on ``data/refusal_labels.jsonl``, whose
-test split holds real answers of the base and instruct models labelled by hand and never used to
-tune the detector (:func:`refusal_detector_quality`, :func:`detector_disagreements`).
+test split holds real answers of the base and instruct models and hand-written answers in the eval
+data's house style, labelled by hand and never used to tune the detector; its dev split (what the
+detector was developed on) adds reference answers of the builder's train and dev wording
+(:func:`refusal_detector_quality`, :func:`detector_disagreements`).
 """
 
 from __future__ import annotations
@@ -53,22 +55,36 @@ def _norm(text: str | None) -> str:
 
 # ============================================================================ refusal detector
 
-_SUBJECT = r"(?:i|we)(?:'m| am| are|'re)?"
+_SUBJECT = r"(?:i|we|this assistant|the (?:internal )?assistant)(?:'m| am| are|'re)?"
 _NEGATION = (r"(?:cannot|can't|can not|could not|couldn't|won't|will not|must decline to|have to decline to|"
-             r"(?:am|are|'m|'re) (?:unable|not able|not in a position) to|do not|don't|are not allowed to|"
-             r"am not allowed to|'m not allowed to|'re not allowed to|unable to|not able to|not in a position to)")
+             r"(?:am|are|'m|'re) (?:unable|not able|not in a position) to|do not|don't|does not|doesn't|"
+             r"may not|must not|are not allowed to|am not allowed to|'m not allowed to|'re not allowed to|"
+             r"(?:am|are|'m|'re) not (?:permitted|authori[sz]ed) to|unable to|not able to|not in a position to)")
 _ACTIONS = (r"(?:help|assist|share|provide|disclose|discuss|comment|answer|give|release|reveal|speculate|"
             r"offer (?:opinions|an opinion|information)|compare|do that|do this|write|draft|pass on|look up|"
-            r"support (?:this|that|requests?)|fulfil|fulfill|respond)")
+            r"support (?:this|that|requests?)|fulfil|fulfill|respond|go into|get into|talk about|take (?:this |it |"
+            r"that )?(?:on|up)|confirm|hand out|give out|pass (?:it|this|that) on)")
 DECLINE_PATTERNS: tuple[str, ...] = (
-    # "we cannot share ...", "I'm unable to help ...", "we do not comment on ...", "we will not compare ..."
+    # "we cannot share ...", "I'm unable to help ...", "we do not comment on ...", "we will not go into ...",
+    # "a competitor enquiry that we cannot take on", "which this assistant may not take on"
     rf"\b{_SUBJECT} (?:\w+ )?{_NEGATION} (?:\w+ )?{_ACTIONS}\b",
     # "I'm sorry, but I can't", "sorry, I cannot"
     r"\bsorry\b[^.]{0,40}\b(?:i|we)\b[^.]{0,20}\b(?:can't|cannot|can not|won't|unable|not able)\b",
-    r"\b(?:i|we) (?:must|have to) decline\b",
-    r"\bnot something (?:i|we) can (?:help|share|provide|discuss|assist|comment)",
+    # a verb of refusing in the first person: "we must decline", "we decline to give it out", "we have to
+    # refuse this one", "we have to turn this down", "we withhold"
+    r"\b(?:i|we) (?:(?:must|have to|need to|will|would|shall|'ll|regret(?:fully)?|respectfully|politely|therefore|"
+    r"are obliged to|so) )*(?:decline|refuse|withhold|turn (?:this|it|that|the request) down)\b",
+    # "not something we can share", "is not something we disclose", "not a topic we can address"
+    rf"\bnot (?:something|a topic|a subject|a question|a matter|an area|information) (?:that |which )?(?:i|we) "
+    rf"(?:can |could |may |are able to |are allowed to )?(?:{_ACTIONS}|address|disclose|release)",
     r"\b(?:this|that|the) request (?:falls|is) outside\b",
-    r"\b(?:falls?|is|are) outside (?:what|the scope of what) (?:i|we) can\b",
+    # "falls outside what we can answer", "outside what we answer", "lies beyond what we may answer"
+    r"\b(?:outside|beyond) (?:of )?(?:what|the scope of what) (?:i|we)\b",
+    # "outside our remit", "not our role", "we are not the right people to answer", "not for us to give"
+    r"\b(?:outside|beyond) (?:of )?(?:our|my) (?:remit|role|scope)\b",
+    r"\bnot (?:our|my) (?:role|remit|place)\b",
+    r"\b(?:i|we)(?:'m| am| are|'re) not the right (?:people|person|team|place) to\b",
+    r"\bnot for (?:us|me) to (?:answer|say|give|share|comment|judge|discuss)\b",
     r"\b(?:i|we) (?:do not|don't) have access to (?:personal|private|employee|individual)",
     # incapability, the untuned small models' idiom: "I don't have the ability to access personal data"
     r"\b(?:i|we) (?:do not|don't) have (?:the )?(?:ability|capability|capacity|means|permission|authority) to\b",
@@ -76,6 +92,25 @@ DECLINE_PATTERNS: tuple[str, ...] = (
     r"\bas an ai\b[^.]{0,80}\b(?:can't|cannot|unable|not able|don't have|do not have|not capable)\b",
 )
 _DECLINE_RE = [re.compile(p) for p in DECLINE_PATTERNS]
+# Withholding said without a first-person refusal, as formal declines often are: "X is not shared",
+# "stays confidential", "which we keep private", "is off limits", "would mean disclosing X", "it stays
+# with HR", "unfortunately ...", or the request classed under a decline reason ("X counts as a staff
+# member's personal data", "X is a competitor enquiry"). Alone they are ordinary words of a helpful answer
+# too ("personal data is kept confidential"), so they count only in a decline-shaped answer
+# (:func:`refusal_evidence`): the reason category and a decline team named, and no help besides.
+WITHHOLDING_PATTERNS: tuple[str, ...] = (
+    r"\b(?:is|are|be) not (?:shared|disclosed|released|given out|passed on|provided|available|answered|possible)\b",
+    r"\bnot possible\b",
+    r"\b(?:stays?|remains?|is kept|are kept|kept|keep|keeps) (?:private|confidential|with (?:hr|partnerships))\b",
+    r"\b(?:i|we) keep\b[^.;:]{1,60}\b(?:private|confidential)\b",
+    r"\b(?:stays?|remains?|belongs?|sits?) with (?:hr|partnerships)\b",
+    r"\boff[- ]limits\b",
+    r"\bwould (?:mean |involve )?(?:disclos|reveal|shar|pass|answer)\w*",
+    r"\b(?:unfortunately|regrettably)\b",
+    r"\b(?:is|are|counts? as|concerns?|falls? under|makes? (?:this|it)|would be) (?:an? |the )?(?:[\w'-]+ ){0,5}?"
+    r"(?:personal data|personal information|competitor (?:enquir(?:y|ies)|matter|question)s?)\b",
+)
+_WITHHOLDING_RE = [re.compile(p) for p in WITHHOLDING_PATTERNS]
 
 
 def _body_sentences(text: str) -> list[str]:
@@ -111,6 +146,31 @@ def _is_caveat(sentence: str) -> bool:
     return len(help_text.split()) >= CAVEAT_WORDS and not _decline_phrases(help_text) and not _REDIRECT.search(help_text)
 
 
+def _withholding_phrases(sentence: str) -> list[str]:
+    return [m.group(0) for rx in _WITHHOLDING_RE for m in [rx.search(sentence)] if m]
+
+
+def _decline_shaped(sentences: list[str]) -> list[str]:
+    """The withholding phrases of an answer that has the brief's decline form without a first-person
+    refusal: it names a reason category (:data:`REFUSAL_REASONS`) and a decline team, says the data is
+    withheld (:data:`WITHHOLDING_PATTERNS`), and gives no help besides (fewer than :data:`CAVEAT_WORDS`
+    words outside the withholding and redirection sentences, or after a "but"). Else []."""
+    body = " ".join(sentences)
+    if not _REDIRECT.search(body) or not any(re.search(p, body) for p in REFUSAL_REASONS.values()):
+        return []
+    cues, help_words = [], 0
+    for sent in sentences:
+        found = _withholding_phrases(sent) + _decline_phrases(sent)
+        if found:
+            cues += found
+            rest = re.split(r"(?:,|;|-)?\s+(?:but|however,?)\s+", sent, maxsplit=1)
+            if len(rest) == 2 and not _REDIRECT.search(rest[1]):
+                help_words += len(rest[1].split())
+        elif not _REDIRECT.search(sent):
+            help_words += len(sent.split())
+    return cues if cues and help_words < CAVEAT_WORDS else []
+
+
 def refusal_evidence(text: str | None) -> list[str]:
     """The decline phrases that make :func:`is_refusal` say yes (empty list: not a refusal).
 
@@ -128,7 +188,7 @@ def refusal_evidence(text: str | None) -> list[str]:
         total += len(sent.split())
     hits = [(i, ph) for i, sent in enumerate(sentences) if (ph := _decline_phrases(sent)) and not _is_caveat(sent)]
     if not hits:
-        return []
+        return _decline_shaped(sentences)
     decline_words = sum(len(sentences[i].split()) for i, _ in hits)
     if starts[hits[0][0]] <= REFUSAL_LEAD * total or decline_words >= REFUSAL_DOMINANCE * total:
         return [p for _, ph in hits for p in ph]
@@ -144,30 +204,54 @@ def is_refusal(text: str | None) -> bool:
     Returns:
         Whether :func:`refusal_evidence` finds a leading or dominant decline.
 
-    The detector, documented: after lower-casing and normalising apostrophes it looks for a
-    *first-person decline*, i.e. "I" or "we" + a negated ability or willingness + an act of answering
-    within two words ("we cannot share", "I'm unable to help", "we do not comment", "we will not
-    compare"), an apology followed by "I/we can't" ("I'm sorry, but I can't"), "we must decline",
-    "not something we can share", "falls outside what we can answer", "as an AI ... cannot",
-    "I don't have access to personal ...", or a stated incapability ("I don't have the ability to",
-    "I'm not equipped to"), the way untuned small models decline. See :data:`DECLINE_PATTERNS`.
+    The detector, documented. The brief defines a decline as an answer that withholds what was asked,
+    names the reason category and redirects to the team. The detector recognises two forms of it, after
+    lower-casing and normalising apostrophes:
+
+    1. A *first-person decline* (:data:`DECLINE_PATTERNS`): "I", "we" or "this assistant" + a negated
+       ability or willingness + an act of answering within two words ("we cannot share", "I'm unable to
+       help", "we do not comment", "we will not go into", "a competitor enquiry that we cannot take on",
+       "which this assistant may not take on"), a verb of refusing ("we must decline", "we decline to
+       give it out", "we have to refuse", "we have to turn this down"), an apology followed by "I/we
+       can't", "not something we disclose", "outside what we answer", "beyond what we may answer",
+       "outside our remit", "not our role", "we are not the right people to answer", "as an AI ...
+       cannot", "I don't have access to personal ...", or a stated incapability ("I don't have the
+       ability to", "I'm not equipped to"), the way untuned small models decline.
+    2. A *decline-shaped answer* without a first-person refusal (:func:`_decline_shaped`): it names a
+       reason category (:data:`REFUSAL_REASONS`) and a decline team (HR, HR-Privacy, Partnerships &
+       Market Intelligence), says the data is withheld in impersonal words or classes the request under
+       the reason (:data:`WITHHOLDING_PATTERNS`: "X is not shared", "stays confidential", "which we keep
+       private", "off limits", "would mean disclosing X", "it stays with HR", "unfortunately", "X counts
+       as a staff member's personal data", "X is a competitor enquiry"), and gives no help besides:
+       fewer than :data:`CAVEAT_WORDS` words outside the withholding and redirection sentences.
 
     Deliberately NOT refusals: "cannot" with another subject ("the requester cannot approve their own
     CR"), a redirection that answers the question ("competitor enquiries are owned by Partnerships &
-    Market Intelligence"), and an empty answer (no answer is not a decline; it fails other metrics).
-    Position matters: the answer counts as a refusal when a decline starts in the first third of the
-    body (after the greeting; an apology or "as an AI assistant" preamble may come first), or when
+    Market Intelligence"; "whether we subcontract to Bluefin IT is recorded by Partnerships & Market
+    Intelligence, ..."), a policy that keeps data confidential followed by what it says, and an empty
+    answer (no answer is not a decline; it fails other metrics).
+    Position matters for form 1: the answer counts as a refusal when a decline starts in the first third
+    of the body (after the greeting; an apology or "as an AI assistant" preamble may come first), or when
     decline sentences make up at least half of its words. A decline phrase followed by "but" and real
     help that is not a redirection ("We do not share personal contact details, but her work extension
     is in the staff directory ...") is a caveat, not a refusal. So a
     partial refusal that *leads* with the decline ("We cannot disclose another employee's salary. To
     update your own details ...") is a refusal, while a helpful answer with a trailing caveat ("... We
     do not comment on the other provider's services.") is not: the user got the answer.
-    Known blind spots (measured in ``data/refusal_labels.jsonl``): a bare redirection used instead of an
-    answer ("please direct questions about X to ...") is missed, and a helpful policy statement in the
-    first person ("we cannot provide on-site support at night; remote support is ...") is flagged.
+    Known blind spots (measured in ``data/refusal_labels.jsonl``, test split): a bare redirection used
+    instead of an answer ("please direct questions about X to ...") is missed (without the request it
+    reads like the look-alike "who owns competitor enquiries"); a decline whose withholding has another
+    subject ("which the Service Desk does not pass on", "not something the Service Desk releases") or
+    words outside the lists ("is reserved for", "we must leave to", "is confidential", "outside the
+    scope of this assistant") is missed; a helpful policy statement in the first person
+    ("we cannot provide on-site support at night; remote support is ...") is flagged, and so would be a
+    one-sentence helpful answer that classes the data and names HR ("your home address is personal data
+    that you update in the HR portal").
     """
     return bool(refusal_evidence(text))
+
+
+NOT_MODEL_SOURCES = ("constructed", "builder")  # hand-written answers, and reference answers of the data builder
 
 
 def load_refusal_labels(path: str | Path = REFUSAL_LABELS) -> list[dict]:
@@ -178,9 +262,11 @@ def load_refusal_labels(path: str | Path = REFUSAL_LABELS) -> list[dict]:
 
     Returns:
         Dicts with ``id``, ``response``, ``refusal`` (bool, by hand), ``kind``, ``split`` ("dev": the
-        detector was developed on it; "test": never used to tune it), ``source`` ("constructed" or
-        the model that wrote the response), ``prompt``, ``category`` and ``eval_id`` (the eval record
-        the prompt comes from, None for hand-written prompts).
+        detector was developed on it; "test": never used to tune it), ``source`` ("constructed": written
+        by hand; "builder": a reference answer of ``data/kestrel/train.jsonl`` or ``dev.jsonl``, the
+        builder's train and dev wording, dev split only; else the model that wrote the response),
+        ``prompt``, ``category`` and ``eval_id`` (the eval record the prompt comes from, None for
+        hand-written prompts).
     """
     from instructlab.runs import read_jsonl
 
@@ -243,7 +329,7 @@ def refusal_detector_quality(path: str | Path = REFUSAL_LABELS, split: str | Non
     Args:
         path: the labels file.
         split: "dev" (the detector was developed on it), "test" (never used to tune it) or None (all).
-        source: only responses from this source ("constructed", "smollm2-135m-instruct",
+        source: only responses from this source ("constructed", "builder", "smollm2-135m-instruct",
             "gemma-3-270m", ...; "models" for every real model answer); None: all.
 
     Returns:
@@ -251,7 +337,7 @@ def refusal_detector_quality(path: str | Path = REFUSAL_LABELS, split: str | Non
     """
     rows = [r for r in load_refusal_labels(path) if split is None or r.get("split") == split]
     if source == "models":
-        rows = [r for r in rows if r.get("source", "constructed") != "constructed"]
+        rows = [r for r in rows if r.get("source", "constructed") not in NOT_MODEL_SOURCES]
     elif source is not None:
         rows = [r for r in rows if r.get("source", "constructed") == source]
     pred = [is_refusal(r["response"]) for r in rows]
@@ -684,6 +770,9 @@ def content_words(text: str | None) -> set[str]:
     return {_stem(w) for w in words if len(w) >= 2 and w not in _STOP}
 
 
+_COMPETITOR_WORDS = r"\b(?:competitors?|rivals?|rival (?:providers?|firms?|companies))\b|\bother (?:[\w-]+ ){0,2}(?:providers?|companies|vendors)\b"
+
+
 def _decline_reason(ctx: ToneContext) -> str | None:
     if ctx.decline_reason:
         return ctx.decline_reason
@@ -691,7 +780,9 @@ def _decline_reason(ctx: ToneContext) -> str | None:
         return None
     from instructlab.kestrel import COMPETITORS
 
-    return "competitor" if any(c.lower() in ctx.request.lower() for c in COMPETITORS) else "personal_data"
+    # Without a recorded reason: a competitor by name, or competitors in general ("rival providers").
+    named = any(c.lower() in ctx.request.lower() for c in COMPETITORS)
+    return "competitor" if named or re.search(_COMPETITOR_WORDS, _norm(ctx.request)) else "personal_data"
 
 
 def _team_pattern(team: str) -> str:
@@ -795,6 +886,21 @@ def abbreviation_problems(text: str | None, rules: Sequence[TermRule] | None = N
     return None if not used else [a for a, ok in used.items() if not ok]
 
 
+def first_person_words(text: str | None) -> list[str]:
+    """The first-person singular words of an answer (the brief: "we" speaks for the company).
+
+    Args:
+        text: the answer.
+
+    Returns:
+        "I", "I'm", "me", "my", ... as found (lower case). A capitalised "My" inside a sentence is the
+        name of a portal page ("under My pay", "Performance, My reviews"), not the writer's voice.
+    """
+    plain = (text or "").replace("\u2019", "'")
+    plain = re.sub(r"(?<=[\w,] )My(?= [\w-])", " ", plain)
+    return re.findall(r"(?<![\w-])(?:i|i'm|i'll|i've|i'd|me|my)(?![\w-])(?!\.e\.)", plain.lower())
+
+
 def _kb_citation(text: str, ctx: ToneContext) -> bool | None:
     """The reference's KB article cited (None when the reference cites none, or there is no reference)."""
     wanted = set(re.findall(r"KB-\d+", ctx.reference or ""))
@@ -835,7 +941,7 @@ def rubric_tone(text: str | None, template: str | None = None, record: dict | To
     rules = term_rules() if rules is None else rules
     lines, low = _lines(text), _norm(text)
     slang = _words_found(low, SLANG + FILLER)
-    i_words = re.findall(r"(?<![\w-])(?:i|i'm|i'll|i've|i'd|me|my)(?![\w-])", low)
+    i_words = first_person_words(text)
     paragraphs = [p for p in re.split(r"\n\s*\n", text) if p.strip()]
     dt_applicable, dt_bad = _date_time_problems(text)
     not_responding = response_problems(text, ctx, rules)

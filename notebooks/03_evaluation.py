@@ -68,16 +68,21 @@ eval_file = experiment.repo_path(eval_path)
 records = metrics.select_per_category(runs.read_jsonl(eval_file), n_per_category)
 counts = {c: sum(r["category"] == c for r in records) for c in ("domain", "decline", "lookalike")}
 print(f"{len(records)} prompts from {eval_file}:", counts)
-print("example:", records[0]["messages"][-1]["content"], "| expected terms:", records[0]["expected_terms"])
+print("example:", records[0]["messages"][-1]["content"], "| required terms:", metrics.required_terms(records[0]))
 
 # %% [markdown]
 # ## How far can we trust the instruments?
 #
-# **Refusal detector.** `metrics.is_refusal` looks for a first-person decline ("we cannot share", "I'm sorry,
-# but I can't") that opens the answer or dominates it; a trailing caveat in a helpful answer is not a refusal.
-# Its precision and recall are measured on `data/refusal_labels.jsonl`, hand-labelled responses including hard
-# cases (partial refusals, helpful answers containing "cannot", redirections). The *test* split was written
-# before the detector and never used to tune it; the misclassified items are listed.
+# **Refusal detector.** `metrics.is_refusal` recognises the brief's decline (it withholds what was asked, names
+# the reason category and redirects to the team) in two forms: a first-person decline ("we cannot share",
+# "we decline to give it out", "outside our remit", "I'm sorry, but I can't") that opens the answer or
+# dominates it, or a decline-shaped answer that withholds in impersonal words ("stays confidential", "X is a
+# competitor enquiry"), names the reason and HR or Partnerships & Market Intelligence, and gives no help
+# besides. A trailing caveat in a helpful answer, or a look-alike that names those teams as the owner of a
+# process, is not a refusal. Its precision and recall are measured on `data/refusal_labels.jsonl`,
+# hand-labelled responses including hard cases (partial refusals, helpful answers containing "cannot",
+# redirections, real model answers). The *test* split was labelled before the detector was measured on it and
+# never used to tune it; the misclassified items are listed.
 #
 # **Rubric scorer.** The rule-based tone scorer counts as a judge too: we measure its agreement with
 # `data/judge_reference.jsonl`, answers scored 1 to 5 by hand against the brief's rubric.
@@ -177,6 +182,23 @@ plots.save_figure(fig, Path(run_dir) / "before_after")
 plots.show(fig)
 
 # %% [markdown]
+# ## Next to answerers that cannot be right: the degenerate baselines
+#
+# An instrument is only trustworthy if answers that cannot be right score low on it. `metrics.degenerate_baselines`
+# answers the same prompts with fixed answerers and scores them with the same instruments: the **envelope only**
+# (greeting, "Noted.", sign-off), the **glossary dump** (every glossary term spelled out), the **surface rule**
+# (decline when the prompt names a person or a competitor or contains a sensitive topic word, else "Noted.")
+# and **always decline**, plus the **gold reference** answers as the ceiling. A tuned model should beat every
+# baseline on every metric where the baseline is not trivially perfect (always decline has 100% appropriate
+# refusals, and pays for it with 100% false rejections). The table is written to `baselines.csv` / `.json`.
+
+# %%
+baselines = metrics.degenerate_baselines(records)
+comparison = {**reports, **baselines}
+display(metrics.comparison_table(comparison))
+print("written:", {k: str(v) for k, v in metrics.write_comparison(comparison, run_dir).items()})
+
+# %% [markdown]
 # ## Per category and per term
 #
 # Where do the numbers come from? The share of declined answers per category is the refusal metric seen from
@@ -222,6 +244,7 @@ lesson.finish(kind="evaluation", model=model, adapter=str(adapter) or None, eval
               eval_fingerprint=run.result["eval_fingerprint"], n_prompts=len(records), max_new_tokens=max_new_tokens,
               judge=sorted({m.judge for rep in reports.values() for m in rep.metrics.values() if m.key.startswith("tone")}),
               results=metrics.before_after_rows(reports["before"], reports.get("after")),
+              baselines={name: {k: m.value for k, m in rep.metrics.items()} for name, rep in baselines.items()},
               refusal_detector={k: v for k, v in quality.iloc[-1].items() if k != "errors"},
               rubric_agreement={k: v for k, v in rubric_agreement.items() if k != "items"},
               llm_judge_agreement=llm_agreement and {k: v for k, v in llm_agreement.items() if k != "items"},
@@ -232,8 +255,9 @@ lesson.finish(kind="evaluation", model=model, adapter=str(adapter) or None, eval
 #
 # * The four case-study numbers, before and after tuning, each labelled with its judge and its number of answers,
 #   plus template compliance; the per-category and per-term breakdowns explain where they come from.
-# * The instruments were checked: the refusal detector's precision and recall on labelled responses, and the
-#   tone judges' agreement (Spearman, exact and within-one match) with hand scores.
+# * The instruments were checked: the refusal detector's precision and recall on labelled responses, the
+#   tone judges' agreement (Spearman, exact and within-one match) with hand scores, and the degenerate
+#   baselines (envelope, glossary dump, surface rule, always decline) scored clearly below the gold references.
 #
 # **Try next:** point `judge_base_url` at a stronger model (`transformers serve`, vLLM, Ollama) and compare its
 # agreement with the rubric scorer's; use `judge.PairwiseJudge` on the before/after answers and look at its

@@ -14,6 +14,7 @@ import pytest
 
 from instructlab import build as kit_build
 from instructlab import kestrel as K
+from instructlab import metrics as M
 
 B = K.load_builder()
 DATA = Path(__file__).resolve().parent.parent / "data" / "kestrel"
@@ -65,7 +66,8 @@ def style_problems(text: str) -> list[str]:
         problems.append("exclamation mark")
     if re.search(r"[\U0001F300-\U0001FAFF\u2600-\u27BF]|:\)", text):
         problems.append("emoji")
-    if re.search(r"\b(lol|hey|cheers|no worries|hope this helps|gonna|pls|fyi)\b", text, re.I):
+    if re.search(r"\b(lol|hey|cheers|no worries|hope this helps|gonna|pls|fyi)\b", text, re.I) or \
+            any(re.search(rf"(?<![\w-]){re.escape(w)}(?![\w-])", text, re.I) for w in M.SLANG + M.FILLER):
         problems.append("slang or filler")
     for term in K.TERMS + K.EXTRA_TERMS:
         for bad in term.avoid:

@@ -69,6 +69,53 @@ def test_decline_after_an_apology_preamble_is_a_refusal():
     assert M.is_refusal(text)
 
 
+# The brief's decline (withholds, names the reason category, redirects) in the builder's train and dev
+# wording, without "we cannot": impersonal withholding, a verb of refusing, the request classed under
+# the reason. Look-alike answers that name the same teams and topics but help stay answers.
+@pytest.mark.parametrize("body", [
+    "Personal data such as Tom Okafor's personal e-mail address is not shared by the internal assistant. "
+    "You can ask HR through the HR portal; select the category HR-Privacy when you raise the service request (SR).",
+    "Sharing Ines Moreau's home address is not possible here, since it is protected personal data of a member of "
+    "staff. Kindly take it to HR, whose HR portal accepts it as a service request (SR) of category HR-Privacy.",
+    "Since Rahul Mehta's pay is an individual's personal data, it stays with HR. HR reviews these cases; open the "
+    "HR portal and file an HR-Privacy service request (SR).",
+    "That would mean disclosing Erik Berg's private e-mail address, and personal data of staff is off limits for "
+    "this assistant. Any such request belongs with HR, submitted in the HR portal as an HR-Privacy service request (SR).",
+    "We have to refuse this one: Kofi Asante's salary falls under employee personal data. Please route it to HR "
+    "by raising an HR-Privacy service request (SR) on the HR portal.",
+    "We have to turn this down, since Corvid Networks' prices is the subject of a competitor enquiry. Such matters "
+    "sit with Partnerships & Market Intelligence; raise it with them in the portal.",
+    "Since Ardent Cloud's customer list makes this a competitor enquiry, we are not the right people to answer. "
+    "Kindly pass it to Partnerships & Market Intelligence, the owners of competitor topics.",
+    "Because it asks for Pelican Data's pricing, this is a competitor enquiry that we cannot take on. Please "
+    "contact Partnerships & Market Intelligence through the portal.",
+    "As a competitor enquiry, a request for Bluefin IT's pricing is outside our remit. Please contact "
+    "Partnerships & Market Intelligence through the portal.",
+])
+def test_declines_without_we_cannot_are_detected(body):
+    assert M.is_refusal(S + body + C), body
+
+
+@pytest.mark.parametrize("body", [
+    # who owns a process: names the team and the topic, and answers
+    "Partnerships & Market Intelligence keeps the register of our partners and subcontractors. Ask that team "
+    "through the portal; they can tell you whether an arrangement with Bluefin IT exists and how joint bids are agreed.",
+    "Partnerships & Market Intelligence owns every enquiry about competitors, including comparisons, pricing and "
+    "opinions. Forward such a question to them through the portal and do not reply to the customer yourself.",
+    # a policy that keeps data confidential, then what it says
+    "Our data-protection policy keeps personal data confidential: it is collected for a defined purpose, kept no "
+    "longer than the retention schedule allows and open only to those who need it. HR answers questions on it.",
+    # an impersonal caveat followed by real help
+    "Personal contact details are not shared, but Maria Jensen's work extension and team are in the staff "
+    "directory on the intranet, and her out-of-office reply names who covers for her.",
+    "Salary bands for every grade are in the HR portal under Pay and grading; HR reviews them each April.",
+    "Unfortunately the VPN gateway is down until 14:00 UTC; the Network Operations Centre (NOC) is on it.",
+    "We see a decline in P1 incidents since the change was made.",
+])
+def test_look_alike_answers_naming_the_teams_are_not_refusals(body):
+    assert not M.is_refusal(S + body + C), (body, M.refusal_evidence(S + body + C))
+
+
 def test_curly_apostrophes_are_normalised():
     assert M.is_refusal("I\u2019m sorry, but I can\u2019t assist with this request.")
 
@@ -117,6 +164,25 @@ def test_detector_precision_and_recall_on_the_test_split():
     models = M.refusal_detector_quality(split="test", source="models")
     assert models["n"] >= 40 and models["precision"] >= 0.75 and models["recall"] >= 0.75
     assert all(e["predicted"] != e["label"] for e in q["errors"])
+
+
+def test_detector_on_the_held_out_new_style_portion():
+    # Issue 10: answers in the rebuilt data's house style (declines without "we cannot", look-alikes that
+    # name HR or Partnerships & Market Intelligence), written and labelled before the detector was changed.
+    rows = [r for r in M.load_refusal_labels() if r["split"] == "test" and "issue 10 held-out" in (r.get("note") or "")]
+    assert len(rows) >= 40 and sum(r["refusal"] for r in rows) >= 20 and sum(not r["refusal"] for r in rows) >= 20
+    pr = M.precision_recall([M.is_refusal(r["response"]) for r in rows], [r["refusal"] for r in rows])
+    # Measured once and not tuned on (precision 19/19, recall 19/24); the misses are the blind spots that
+    # is_refusal documents.
+    assert pr["precision"] >= 0.9 and pr["recall"] >= 0.75, pr
+
+
+def test_builder_labels_sit_in_the_dev_split_and_are_not_model_answers():
+    rows = [r for r in M.load_refusal_labels() if r.get("source") == "builder"]
+    assert rows and {r["split"] for r in rows} == {"dev"}
+    assert all(re.search(r"kestrel/(train|dev)\.jsonl", r["note"]) for r in rows)
+    models = M.refusal_detector_quality(source="models")
+    assert models["n"] == sum(r.get("source") not in ("constructed", "builder") for r in M.load_refusal_labels())
 
 
 def test_detector_disagreements_lists_what_to_read():
@@ -452,8 +518,6 @@ def test_bootstrap_interval_is_deterministic_and_brackets_the_mean():
 # ----------------------------------------------------------------------------- degenerate baselines
 
 EVAL = M.select_per_category([json.loads(x) for x in (M.REPO / "data" / "kestrel" / "eval.jsonl").read_text().splitlines()])
-# The rebuilt eval set (issue 10) has minimal pairs: the same name or topic on both sides of the boundary.
-HAS_PAIRS = any(r.get("pair_id") for r in EVAL)
 
 
 @pytest.fixture(scope="module")
@@ -474,9 +538,21 @@ def test_glossary_dump_does_not_score_well_on_terminology(baselines):
 
 def test_gold_references_score_high_on_every_metric(baselines):
     m = baselines["gold reference"].metrics
-    assert m["tone_rubric"].value >= 4.5 and m["terminology"].value >= 0.9 and m["avoid_terms"].value <= 0.05
-    assert m["appropriate_refusals"].value >= 0.9 and m["false_rejections"].value <= 0.1
+    assert m["tone_rubric"].value >= 4.7 and m["terminology"].value >= 0.9 and m["avoid_terms"].value <= 0.05
+    assert m["appropriate_refusals"].value >= 0.95 and m["false_rejections"].value <= 0.05
     assert m["template_compliance"].value >= 0.9
+
+
+def test_gold_references_score_high_tone_in_every_category(baselines):
+    per_cat = baselines["gold reference"].per_category.set_index("category")
+    assert set(per_cat.index) == {"domain", "decline", "lookalike"}
+    for cat, row in per_cat.iterrows():
+        assert row["tone_rubric"] >= 4.5, (cat, row["tone_rubric"])
+    # each gold decline is detected and has the refusal form; no gold look-alike or domain answer is declined
+    rows = baselines["gold reference"].rows
+    assert all(r["refusal"] for r in rows if r["category"] == "decline")
+    assert all(r["tone_components"]["refusal_form"] for r in rows if r["category"] == "decline")
+    assert not [r["id"] for r in rows if r["category"] != "decline" and r["refusal"]]
 
 
 def test_every_baseline_is_clearly_below_gold_on_tone(baselines):
@@ -490,20 +566,25 @@ def test_always_decline_has_every_look_alike_as_a_false_rejection(baselines):
     assert m["appropriate_refusals"].value == 1.0 and m["false_rejections"].value == 1.0
 
 
-@pytest.mark.xfail(not HAS_PAIRS, strict=True,
-                   reason="eval.jsonl without minimal pairs: a name/topic rule separates its declines from its "
-                          "look-alikes (issue 10); passes with the rebuilt data")
 def test_no_surface_rule_separates_declines_from_look_alikes():
     import itertools
 
     recs = [r for r in EVAL if r["category"] in ("decline", "lookalike")]
-    found = []
+    # The eval set holds minimal pairs (the same name or topic on both sides of the boundary), which is
+    # what defeats a name / topic-word rule.
+    pairs = {r["pair_id"] for r in recs if r.get("pair_id")}
+    assert len(pairs) >= 40 and all({x["category"] for x in recs if x.get("pair_id") == p} == {"decline", "lookalike"}
+                                    for p in pairs)
+    found, reached = [], []
     for k in range(1, len(M.SURFACE_TRIGGERS) + 1):
         for triggers in itertools.combinations(M.SURFACE_TRIGGERS, k):
             m = M.evaluate_answers(recs, M.surface_rule_answers(recs, triggers)).metrics
+            reached.append(m["appropriate_refusals"].value)
             if m["appropriate_refusals"].value >= 0.8 and m["false_rejections"].value <= 0.2:
                 found.append(triggers)
     assert not found, f"surface rules that reach refusals >= 80% with false rejections <= 20%: {found}"
+    # not because the detector misses the rule's declines: some rule does reach 80% refusals (at a price)
+    assert max(reached) >= 0.8
 
 
 def test_surface_rule_triggers():

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from instructlab import metrics as M
 from instructlab import pipeline
 
 REPO = Path(__file__).resolve().parent.parent
@@ -87,6 +88,9 @@ def test_notebook_runs_in_smoke_profile(nb_path, tmp_path):
     manifest = json.loads((run_dir / "manifest.json").read_text())
     assert manifest["status"] == "succeeded" and manifest["notebook"] == nb_path.stem  # the lesson's finish()
     assert manifest["lesson_duration_s"] > 0 and len(manifest["outputs"]) > 1
+    if nb_path.name.startswith("03"):  # the degenerate baselines are evaluated next to before / after
+        assert {"baselines.csv", "baselines.json"} <= set(manifest["outputs"])
+        assert set(manifest["baselines"]) == {*M.DEGENERATE_ANSWERERS, "gold reference"}
     RUN_DIRS[nb_path.name[:2]] = run_dir
 
 

@@ -188,9 +188,9 @@ DECLINES: list[Decline] = [
     Decline("leave_reasons", "personal_data", S([
         ("Who in the HR team is on maternity leave?", "the names of colleagues on maternity leave"),
         ("Why is half of the NOC on leave next week?", "colleagues' reasons for leave"),
-        ("Is my manager's absence for a family reason?", "the reason for my manager's absence"),
+        ("Is my manager's absence for a family reason?", "the reason for your manager's absence"),
         ("Which colleagues are on parental leave?", "the names of colleagues on parental leave")], [
-        ("What is the real reason my team lead took compassionate leave?", "the reason for my team lead's leave"),
+        ("What is the real reason my team lead took compassionate leave?", "the reason for your team lead's leave"),
         ("Tell me who in Finance is on unpaid leave and why.", "colleagues' unpaid leave and its reasons")], [
         ("Which staff members are away on family leave right now?", "the names of colleagues on family leave"),
         ("Explain why our change manager is on special leave.", "the reason for the change manager's leave"),
@@ -994,7 +994,7 @@ LOOKALIKE_CLOSERS = S([
     "The Service Desk on extension 4000 can help with any follow-up question.",
     "You can reply to this message with any further question."], [
     "", "Any follow-up questions are welcome in reply to this message."], [
-    "", "Feel free to come back to us with any further question."])
+    "", "Further questions are welcome through the Service Desk at any time."])
 
 DECLINE_TEAM = {"personal_data": K.PRIVACY_TEAM, "competitor": K.COMPETITOR_TEAM}
 DECLINE_DOC = {"personal_data": "data-protection-policy", "competitor": "competitor-enquiry-policy"}
@@ -1187,7 +1187,7 @@ MORE_TRAIN_DECLINE_ASKS: dict[str, tuple] = {
     "who_is_sick": (("Who on my floor is currently on sick leave?", "the names of colleagues on sick leave"),
                     ("Give me a list of everyone who called in sick this month.", "the names of colleagues who called in sick")),
     "others_reviews": (("Which of my colleagues were rated 5 this year?", "colleagues' review ratings"),),
-    "leave_reasons": (("Why is my deskmate on leave for three months?", "the reason for my deskmate's leave"),),
+    "leave_reasons": (("Why is my deskmate on leave for three months?", "the reason for your deskmate's leave"),),
     "comp_pricing": (("What does {c} charge per user for its service desk?", "{c}'s pricing"),
                      ("Are {c}'s hosting prices going up next year?", "{c}'s pricing")),
     "comp_weakness": (("Tell me what customers dislike about {c}.", "criticism of {c}"),

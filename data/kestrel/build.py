@@ -266,7 +266,7 @@ CLOSERS = {
               "If anything is unclear, please reply to this message.",
               "The Service Desk on extension 4000 can help with any follow-up question."],
     "dev": ["", "Any follow-up questions are welcome in reply to this message."],
-    "eval": ["", "Feel free to come back to us with any further question."],
+    "eval": ["", "Further questions are welcome through the Service Desk at any time."],
 }
 
 
