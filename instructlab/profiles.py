@@ -92,8 +92,8 @@ PROFILES: dict[str, Profile] = {
         train=dict(epochs=1, learning_rate=1e-3, batch_size=4, grad_accum=1, max_length=512, n_examples=480,
                    lora_r=16, lora_alpha=32, target_modules=_ALL_LINEAR,
                    category_shares={"decline": 0.15, "lookalike": 0.15}, warmup_ratio=0.05, save_steps=20),
-        # 20 prompts per category (60) at 160 tokens: 3.6 min before + after on a 2-core CPU
-        eval_per_category=20, eval_max_new_tokens=160,
+        # 45 prompts per category (135): a refusal rate's 95% interval is at most +-15 points (Wilson, p=0.5)
+        eval_per_category=45, eval_max_new_tokens=160,
         sweep="configs/sweep_quick.yaml"),
     "full": Profile(
         name="full",
