@@ -35,7 +35,7 @@ judge_model = ""  # model name on that endpoint. Without a URL: a local model us
 judge_api_key_env = ""  # name of the environment variable holding the API key. Empty: no key
 max_new_tokens = 0  # answer budget in tokens; 0: the profile's (smoke 8, quick 160, full 256)
 batch_size = 16
-n_per_category = -1  # prompts per category (domain, decline, lookalike); -1: the profile's (smoke 2, quick 20, full all); 0: all
+n_per_category = -1  # prompts per category (domain, decline, lookalike); -1: the profile's (smoke 2, quick 45, full all); 0: all
 profile = "quick"  # "smoke" | "quick" | "full" (instructlab/profiles.py)
 run_dir = ""
 
