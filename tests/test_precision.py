@@ -151,7 +151,7 @@ def test_bf16_training_loss_stays_close_to_fp32(trained):
     assert len(bf16) == len(fp32) == 5
     assert bf16 != fp32  # the bf16 run did compute in bf16
     for a, b in zip(bf16, fp32):
-        assert a == pytest.approx(b, rel=0.02), (bf16, fp32)
+        assert a == pytest.approx(b, rel=1e-3), (bf16, fp32)  # measured: at most 3e-5 apart
     assert fp32[-1] < fp32[0] and bf16[-1] < bf16[0]  # both learn, not just start alike
 
 
