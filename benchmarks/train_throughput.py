@@ -144,7 +144,7 @@ def build(setup: str, model_name: str, examples, batch_size: int, steps: int, ou
     set_seed(0)
     # TRL's set-ups get the weights as stored (fp32), like from_pretrained; the kit's get the kit's dtype
     # (bf16 on a native-bf16 CPU) except (w), which measures what storing them in bf16 gains.
-    dtype = hw.dtype if kit and setup != "w" else torch.float32
+    dtype = hw.training_dtype if kit and setup != "w" else torch.float32
     model = models.load_model(model_name, dtype=dtype, for_training=True)
     lora = LoraConfig(r=16, lora_alpha=32, lora_dropout=0.05, target_modules=["q_proj", "v_proj"],
                       task_type="CAUSAL_LM")
