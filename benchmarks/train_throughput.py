@@ -13,7 +13,7 @@ Same model (smollm2-135m-instruct), same Kestrel training examples, same per-dev
 and, to measure each of the kit's changes on its own (each is (c) with one change undone):
 
   (h) (c) with TRL's LM head on every position (``train.compact_lm_head_on_cpu`` off)
-  (w) (c) with the frozen base weights in fp32, cast by autocast at every step (bf16 machines only)
+  (w) (c) with the frozen base weights stored in bf16 instead of fp32 (bf16 machines only)
   (f) (c) forced to fp32 (``INSTRUCTLAB_DTYPE=float32``): the kit on a CPU without native bf16
   (g) (f) with TRL's LM head on every position: the kit's fp32 path before the compact head
 
@@ -142,9 +142,10 @@ def build(setup: str, model_name: str, examples, batch_size: int, steps: int, ou
         args = sft_config(cfg, hw, out / setup, progress=False)
         args.save_strategy = "no"
     set_seed(0)
-    # TRL's set-ups get the weights as stored (fp32), like from_pretrained; the kit's get the kit's dtype
-    # (bf16 on a native-bf16 CPU) except (w), which measures what storing them in bf16 gains.
-    dtype = hw.dtype if kit and setup != "w" else torch.float32
+    # TRL's set-ups get the weights as stored (fp32), like from_pretrained; the kit's get the kit's training
+    # dtype, except (w), which stores the frozen base in the other dtype (bf16 when the kit keeps fp32).
+    other = torch.bfloat16 if hw.training_dtype == torch.float32 else torch.float32
+    dtype = torch.float32 if not kit else other if setup == "w" else hw.training_dtype
     model = models.load_model(model_name, dtype=dtype, for_training=True)
     lora = LoraConfig(r=16, lora_alpha=32, lora_dropout=0.05, target_modules=["q_proj", "v_proj"],
                       task_type="CAUSAL_LM")
@@ -268,7 +269,9 @@ def main(argv=None) -> float:
         prec = "bf16" if r["bf16"] else "fp32"
         print(f"({s}) {r['gflops']:6.1f} GFLOP/s = {r['gflops'] / best[prec]:5.1%} of the best measured {prec} "
               f"matmul rate ({best[prec]:.1f} GFLOP/s)")
-    gains = (("c", "h", "LM head on labelled positions only"), ("c", "w", "frozen base weights stored in bf16"),
+    base = {k: results[k]["weights"] for k in "cw" if k in results}
+    gains = (("c", "h", "LM head on labelled positions only"),
+             ("c", "w", f"frozen base stored in {base.get('c')} rather than {base.get('w')}"),
              ("c", "f", "bf16 autocast instead of fp32"), ("f", "g", "LM head on labelled positions only, fp32"))
     for new, old, what in gains:
         if new in results and old in results:

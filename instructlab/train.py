@@ -585,14 +585,14 @@ def check_target_modules(model: Any, targets: Sequence[str]) -> None:
 def load_training_model(model_name: str, config: TrainConfig, hw: Any) -> Any:
     """The base model for training: plain or 4-bit NF4 for QLoRA (CUDA + bitsandbytes only).
 
-    Plain weights are loaded in ``hw.dtype`` (fp16 GPUs: fp32 master weights). With bf16 autocast on CPU
+    Plain weights are loaded in ``hw.training_dtype`` (fp16 GPUs: fp32 master weights). With bf16 autocast on CPU
     that stores the frozen base in bf16, so autocast does not re-cast every weight on every step; PEFT
     adds the LoRA parameters in fp32 (``autocast_adapter_dtype``), hence fp32 optimizer state.
     """
     from . import models
 
     if config.quantization != "4bit":
-        return models.load_model(model_name, device=hw.device, dtype=hw.dtype if not hw.fp16 else None,
+        return models.load_model(model_name, device=hw.device, dtype=hw.training_dtype if not hw.fp16 else None,
                                  for_training=True)
     if hw.device != "cuda":
         raise QLoRAUnavailableError(f"QLoRA (quantization='4bit') needs a CUDA GPU; this run is on {hw.device}. "

@@ -34,11 +34,14 @@ def fake_cpu(monkeypatch, tmp_path):
 
 def test_native_bf16_cpu_gets_bf16_and_says_why(fake_cpu):
     s = models.device_settings("cpu")
-    assert s.description == f"CPU ({os.cpu_count()} cores), bf16: native (avx512_bf16), 975 vs 223 GFLOP/s"
-    assert (s.dtype, s.bf16, s.fp16, s.use_cpu, s.precision, s.precision_source) == (
-        torch.bfloat16, True, False, True, "bf16", "probe")
+    assert s.description == (f"CPU ({os.cpu_count()} cores), bf16: native (avx512_bf16), 975 vs 223 GFLOP/s; "
+                             "training in bf16, generation in fp32")
+    # training: bf16 autocast and a bf16 base; generation: fp32 (batched bf16 answers are not batch-invariant)
+    assert (s.training_dtype, s.dtype, s.bf16, s.fp16, s.use_cpu, s.precision, s.precision_source) == (
+        torch.bfloat16, torch.float32, True, False, True, "bf16", "probe")
     assert s.training_args() == {"bf16": True, "fp16": False, "use_cpu": True}
-    assert s.manifest()["precision"] == "bf16" and s.manifest()["dtype"] == "bfloat16"
+    assert s.manifest()["precision"] == "bf16" and s.manifest()["train_dtype"] == "bfloat16"
+    assert s.manifest()["dtype"] == "float32"
 
 
 @pytest.mark.parametrize("flags, rates, why", [
@@ -51,7 +54,7 @@ def test_native_bf16_cpu_gets_bf16_and_says_why(fake_cpu):
 def test_emulated_bf16_cpu_stays_fp32(fake_cpu, flags, rates, why):
     fake_cpu.update(flags=flags, rates=rates)
     s = models.device_settings("cpu")
-    assert (s.dtype, s.bf16, s.precision) == (torch.float32, False, "fp32")
+    assert (s.dtype, s.training_dtype, s.bf16, s.precision) == (torch.float32, torch.float32, False, "fp32")
     assert s.description.startswith("CPU (") and f"fp32, bf16: {why}" in s.description
 
 
@@ -76,7 +79,8 @@ def test_env_and_parameter_force_either_path(fake_cpu, monkeypatch, name, dtype)
     fake_cpu.update(flags={"avx2"}, rates={"bf16": 13.0, "fp32": 223.0})  # the CPU alone would say fp32
     monkeypatch.setenv("INSTRUCTLAB_DTYPE", name)
     s = models.device_settings("cpu")
-    assert (s.dtype, s.bf16, s.precision_source) == (dtype, dtype == torch.bfloat16, "INSTRUCTLAB_DTYPE")
+    assert (s.dtype, s.training_dtype, s.bf16, s.precision_source) == (dtype, dtype, dtype == torch.bfloat16,
+                                                                       "INSTRUCTLAB_DTYPE")
     assert f"forced by INSTRUCTLAB_DTYPE={name}" in s.description and "emulated" in s.description
     other = "float32" if dtype == torch.bfloat16 else "bfloat16"
     p = models.device_settings("cpu", dtype=other)  # the parameter wins over the variable
@@ -151,7 +155,7 @@ def test_bf16_training_loss_stays_close_to_fp32(trained):
     assert len(bf16) == len(fp32) == 5
     assert bf16 != fp32  # the bf16 run did compute in bf16
     for a, b in zip(bf16, fp32):
-        assert a == pytest.approx(b, rel=0.02), (bf16, fp32)
+        assert a == pytest.approx(b, rel=1e-3), (bf16, fp32)  # measured: at most 3e-5 apart
     assert fp32[-1] < fp32[0] and bf16[-1] < bf16[0]  # both learn, not just start alike
 
 
