@@ -326,6 +326,11 @@ def _with_marker(full: str, end: int, marker: str) -> int | None:
     return None
 
 
+def _marker_end(full: str, end: int, markers: Iterable[str]) -> int | None:
+    """The end of the first of ``markers`` that follows position ``end`` (None when none does)."""
+    return next((e for e in (_with_marker(full, end, mk) for mk in markers) if e is not None), None)
+
+
 def mark_spans(text: str, spans: Iterable[tuple[int, int]], left: str = "⟦", right: str = "⟧") -> str:
     """``text`` with each character span wrapped in ``left``/``right`` (for error messages)."""
     out, last = [], 0
@@ -360,7 +365,13 @@ def assistant_spans(tokenizer, messages: list[dict], full: str | None = None,
                                + mark_spans(full, spans))
         # train whichever marker the turn really ends with (the position's own marker first)
         markers = dict.fromkeys([info.marker(i == len(messages) - 1), info.marker(i != len(messages) - 1)])
-        end = next((e for e in (_with_marker(full, span[1], mk) for mk in markers) if e is not None), None)
+        first_span, end = span, _marker_end(full, span[1], markers)
+        while end is None and span is not None:
+            # A short content can also occur inside template text before the real turn (a one-letter
+            # answer "a" inside "assistant"): its real occurrence is the next one that a marker follows.
+            span = _find_content(full, m["content"], span[0] + 1)
+            end = _marker_end(full, span[1], markers) if span else None
+        span = span or first_span
         if end is None:
             raise MaskingError(f"the end-of-turn marker {' or '.join(map(repr, markers))} does not follow assistant "
                                f"message {i}; the model would not learn to stop. Rendering:\n"

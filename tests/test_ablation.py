@@ -175,7 +175,7 @@ def tiny_config(**changes):
     cfg = ablation.load_sweep_config(REPO / "configs" / "sweep_smoke.yaml")
     cfg.sizes, cfg.seeds, cfg.pool_size, cfg.dev_size = [4, 8], [0, 1], 60, 2
     cfg.comparisons, cfg.workers = {}, 1
-    cfg.train_params, cfg.eval_params = {"max_steps": 2}, {"n_per_category": 1, "max_new_tokens": 4}
+    cfg.train_params, cfg.eval_params = {"max_steps": 2}, {"n_per_category": 4, "max_new_tokens": 4}
     for k, v in changes.items():
         setattr(cfg, k, v)
     ablation.check_config(cfg)

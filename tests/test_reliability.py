@@ -265,6 +265,19 @@ def test_mask_report_counts_duplicates_and_whitespace_only_turns():
     assert rep.to_dict()["n_duplicates"] == 1
 
 
+@pytest.mark.parametrize("answer", ["a", "s", "t", "i", "n"])
+def test_a_one_letter_answer_that_also_occurs_in_template_text_is_trained(answer):
+    """"a" first occurs inside "<|im_start|>assistant": masking takes the occurrence a marker follows."""
+    from instructlab import models
+
+    tok = models.load_tokenizer(TINY)
+    msgs = [{"role": "system", "content": "sys"}, {"role": "user", "content": "Pick a letter"},
+            {"role": "assistant", "content": answer}]
+    ex = masking.tokenize_with_mask(tok, msgs)
+    trained = [t for t, label in zip(ex["input_ids"], ex["labels"]) if label != masking.IGNORE_INDEX]
+    assert tok.decode(trained) == answer + "<|im_end|>"
+
+
 # ------------------------------------------------------------------ 7. a record with two formats' keys
 
 @pytest.mark.parametrize("record, names", [
