@@ -267,6 +267,26 @@ print("\nAlpaca:", json.dumps(to_alpaca(example["messages"]), indent=1, ensure_a
 print("\nShareGPT:", json.dumps(to_sharegpt(example["messages"]), indent=1, ensure_ascii=False), sep="\n")
 print("\nwritten:", {k: str(v.relative_to(run_dir)) for k, v in exported.items()})
 
+# %% [markdown]
+# ## 10. Hugging Face datasets as input
+#
+# Data often arrives as a Hugging Face dataset rather than JSONL. `formats.load_dataset_messages` takes a
+# `datasets.Dataset`, a folder written by `save_to_disk` (shown here, offline), or a Hub id (which needs the
+# network; offline the error names the embedded data), and maps columns to messages. Here the three sample
+# records become a dataset with Alpaca-style columns `question` / `answer`, saved to the run folder and read back.
+
+# %%
+from datasets import Dataset
+
+from instructlab.formats import load_dataset_messages
+
+rows = [{"question": r["messages"][-2]["content"], "answer": r["messages"][-1]["content"], "task_type": r["task_type"]}
+        for r in sample]
+Dataset.from_list(rows).save_to_disk(str(run_dir / "sample_dataset"))
+loaded = load_dataset_messages(run_dir / "sample_dataset", columns={"prompt": "question", "response": "answer"})
+print(f"{len(loaded)} conversations from {run_dir / 'sample_dataset'}; the first:")
+print(json.dumps(loaded[0], indent=1, ensure_ascii=False)[:600])
+
 # %%
 lesson.finish(
     parameters={"teacher_base_url": teacher_base_url, "teacher_model": teacher_model,
