@@ -11,7 +11,11 @@ The pipeline, one function per step (each usable on its own from a notebook):
 3. :func:`instructlab.llm.complete_many` runs the prompts (cache, retries, concurrency).
 4. :func:`parse_teacher_output` recovers the items from what teachers really return (code fences,
    prose around the JSON, trailing commas, a single object, a truncated array) and
-   :func:`validate_item` checks each against the schema and the house style.
+   :func:`validate_item` checks each against the schema and the house style. When the teacher's
+   server supports structured outputs, the prompts also carry ``response_format`` with the JSON
+   schema of :class:`TeacherReply` and :func:`parse_structured_output` reads the answer with
+   pydantic instead (a reply that fails the schema, a truncated one included, is a reported
+   reject: nothing is repaired); the report records which path each answer took.
 5. :func:`curate` removes exact and near duplicates (datasketch MinHash LSH) and training items
    that leak evaluation prompts (shared 8-word runs, MinHash near matches).
 6. :func:`dataset_stats`, :func:`save_stats_plots` and :func:`export_dataset` write statistics,
@@ -33,6 +37,8 @@ from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
+
+from pydantic import BaseModel, ConfigDict, TypeAdapter, ValidationError
 
 from instructlab.runs import read_jsonl, write_json, write_jsonl
 
@@ -435,6 +441,60 @@ def parse_teacher_output(text: str) -> ParseResult:
     return ParseResult(items, problems, truncated, len(malformed))
 
 
+class TeacherItem(BaseModel):
+    """One teacher item, the fields :func:`validate_item` expects (its content checks still apply)."""
+
+    model_config = ConfigDict(extra="forbid")  # schema: additionalProperties false (strict mode needs it)
+    task_type: str
+    instruction: str
+    input: str
+    output: str
+
+
+class TeacherReply(BaseModel):
+    """The teacher's structured reply: ``{"examples": [item, ...]}`` (strict JSON schemas need an object)."""
+
+    model_config = ConfigDict(extra="forbid")
+    examples: list[TeacherItem]
+
+
+_TEACHER_ITEMS = TypeAdapter(list[TeacherItem])
+
+
+def teacher_response_format(strict: bool = True) -> dict:
+    """``response_format`` asking the teacher for JSON of :class:`TeacherReply`'s schema."""
+    from instructlab.llm import json_schema_format
+
+    return json_schema_format("teacher_examples", TeacherReply, strict)
+
+
+def structured_problem(exc: ValidationError) -> str:
+    """A short reason for a structured reply that pydantic refused; "truncated" when the JSON ends early."""
+    err = exc.errors(include_url=False)[0]
+    where = ".".join(str(x) for x in err.get("loc", ())) or "reply"
+    kind = "truncated" if err["type"] == "json_invalid" and "EOF" in err["msg"] else err["type"]
+    return f"structured reply invalid ({kind}): {err['msg']} at {where}"
+
+
+def parse_structured_output(text: str) -> ParseResult:
+    """Read a structured (``response_format``) teacher answer with pydantic: :class:`TeacherReply`, or a
+    bare JSON array of :class:`TeacherItem`. Nothing is repaired: an answer that is not complete JSON of
+    the schema (e.g. cut off by ``max_tokens``) gives no items, ``truncated``/``malformed`` set and the
+    reason in ``problems``, so the whole answer becomes a reported reject."""
+    if not isinstance(text, str) or not text.strip():
+        return ParseResult([], ["empty answer"])
+    try:
+        if text.lstrip().startswith("["):
+            items = _TEACHER_ITEMS.validate_json(text)
+        else:
+            items = TeacherReply.model_validate_json(text).examples
+    except ValidationError as exc:
+        problem = structured_problem(exc)
+        truncated = "(truncated)" in problem
+        return ParseResult([], [problem], truncated=truncated, malformed=0 if truncated else 1)
+    return ParseResult([item.model_dump() for item in items], [])
+
+
 # --------------------------------------------------------------------------------------------
 # 4. Validation and conversion to chat records
 # --------------------------------------------------------------------------------------------
@@ -794,7 +854,12 @@ class BuildReport:
     """What :func:`build_dataset` did. ``counts``: docs, chunks, prompts, requests (answers not in
     the cache), cached, request_errors, items_parsed, parse_failures, schema_rejects,
     exact_duplicates, near_duplicates, leakage, final. ``reject_reasons``: Counter of reasons;
-    ``paths``: every file written; ``stats``: :func:`dataset_stats` of the final dataset."""
+    ``paths``: every file written; ``stats``: :func:`dataset_stats` of the final dataset;
+    ``counts["response_format_ignored"]``: answers asked for with ``response_format`` that came back as
+    prose (the server ignored the field) and were read by the scanner. ``output_paths``: answers per path ("json_schema": asked with ``response_format`` and read with
+    pydantic; "scanner": JSON asked in prose and read by :func:`parse_teacher_output`); ``output_path``:
+    the one path used, "mixed" or None (no answer); ``structured_fallback``: why the server's refusal of
+    ``response_format`` made the teacher fall back to the scanner, or None."""
 
     out_dir: str
     counts: dict[str, int]
@@ -802,6 +867,9 @@ class BuildReport:
     paths: dict[str, str]
     stats: dict
     teacher: dict
+    output_paths: dict[str, int] = field(default_factory=dict)
+    output_path: str | None = None
+    structured_fallback: str | None = None
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -823,21 +891,34 @@ def _doc_paths(docs: str | Path | Iterable[str | Path]) -> list[Path]:
     return paths
 
 
+def ignored_response_format(text: str) -> bool:
+    """True when an answer asked for with ``response_format`` is not JSON at all (prose, a code fence):
+    the server accepted the field and ignored it (``transformers serve`` does), so the answer is prose for
+    the scanner. An answer that starts as JSON and fails the schema (a truncated one included) is not."""
+    return isinstance(text, str) and bool(text.strip()) and text.lstrip()[0] not in "{["
+
+
 def _parse_all(chunks, plans, completions, system_prompt) -> tuple[list[dict], list[dict], dict[str, int]]:
-    """Parse and validate every answer: (records, rejects, counts)."""
+    """Parse and validate every answer: (records, rejects, counts). Sets each completion's ``output_path``
+    to the path its answer was actually read by."""
     records, rejects = [], []
-    counts = Counter(items_parsed=0, parse_failures=0, schema_rejects=0, request_errors=0)
+    counts = Counter(items_parsed=0, parse_failures=0, schema_rejects=0, request_errors=0, response_format_ignored=0)
     for chunk, plan, comp in zip(chunks, plans, completions):
         where = {"chunk": chunk.id, "doc": chunk.doc, "requested": plan}
         if comp.error:
             counts["request_errors"] += 1
             rejects.append({"stage": "request", "reason": comp.error, **where})
             continue
-        parsed = parse_teacher_output(comp.text)
+        if comp.output_path == "json_schema" and ignored_response_format(comp.text):
+            comp.output_path = "scanner"
+            counts["response_format_ignored"] += 1
+        structured = comp.output_path == "json_schema"
+        parsed = parse_structured_output(comp.text) if structured else parse_teacher_output(comp.text)
         counts["items_parsed"] += len(parsed.items)
         if not parsed.items or parsed.lost:
             counts["parse_failures"] += 1
-            rejects.append({"stage": "parse", "reason": "; ".join(parsed.problems), "raw": comp.text, **where})
+            rejects.append({"stage": "parse", "reason": "; ".join(parsed.problems), "raw": comp.text,
+                            "output_path": comp.output_path, **where})
         for item in parsed.items:
             clean, reason = validate_item(item)
             if reason:
@@ -885,7 +966,7 @@ def build_dataset(docs: str | Path | Iterable[str | Path], teacher: Any, out_dir
     request when the teacher's API key variable is not set and some answer is not in the cache. Request
     failures do not raise: they are counted and kept in rejects.jsonl (run again to retry them).
     """
-    from instructlab.llm import ResponseCache, cache_key, complete_many
+    from instructlab.llm import ResponseCache, cache_key, complete_many, request_format
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -898,11 +979,13 @@ def build_dataset(docs: str | Path | Iterable[str | Path], teacher: Any, out_dir
     prompts = [teacher_prompt(c, p, d) for c, p, d in zip(chunks, plans, declines_before)]
     if isinstance(cache, (str, Path)):
         cache = ResponseCache(out / "teacher_cache.jsonl" if cache == "auto" else cache)
+    fmt = teacher_response_format()
     if hasattr(teacher, "check_credentials") and any(
-            cache is None or cache_key(p, teacher.settings()) not in cache for p in prompts):
+            cache is None or cache_key(p, teacher.settings(), request_format(teacher, fmt)) not in cache
+            for p in prompts):
         teacher.check_credentials()  # a missing key would otherwise fail every prompt the same way
     completions = complete_many(teacher, prompts, cache=cache, concurrency=concurrency,
-                                desc="teacher", progress=progress)
+                                desc="teacher", progress=progress, response_format=fmt)
     system = default_system_prompt() if system_prompt == "default" else system_prompt
     records, rejects, counts = _parse_all(chunks, plans, completions, system)
     evals = load_eval_prompts(eval_path) if eval_path else None
@@ -929,8 +1012,11 @@ def build_dataset(docs: str | Path | Iterable[str | Path], teacher: Any, out_dir
               "near_duplicates": cur.counts["near_duplicates"], "leakage": cur.counts["leakage"],
               "final": len(cur.records)}
     reasons = Counter(f"{r['stage']}: {_reason_key(r)}" for r in rejects)
+    by_path = dict(Counter(c.output_path for c in completions if c.output_path))
     report = BuildReport(str(out), counts, dict(reasons.most_common()), {k: str(v) for k, v in files.items()},
-                         stats, teacher.settings())
+                         stats, teacher.settings(), by_path,
+                         next(iter(by_path)) if len(by_path) == 1 else ("mixed" if by_path else None),
+                         getattr(teacher, "structured_fallback", None))
     write_json(out / "report.json", report.to_dict())
     return report
 

@@ -14,6 +14,10 @@ makes those defects visible instead of assuming them away:
   a tie, and the inconsistency rate and the share of decisive verdicts favouring the longer answer
   are reported (published judges flip about 13% of verdicts and favour the longer answer about two
   times in three).
+* Both LLM judges ask the server for JSON of a pydantic schema (:class:`ToneVerdict`,
+  :class:`PairwiseVerdict`) through ``response_format`` when it supports it, and read the prose
+  verdict with :func:`parse_score` / :func:`parse_preference` otherwise; each result records which
+  path every verdict took (``output_paths``; counts in ``summary()``).
 * :func:`judge_agreement` compares any judge with ``data/judge_reference.jsonl`` (scored by hand):
   Spearman correlation (scipy), exact match and within-one match.
 """
@@ -22,9 +26,12 @@ from __future__ import annotations
 
 import json
 import re
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Literal, Sequence
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 REPO = Path(__file__).resolve().parent.parent
 JUDGE_REFERENCE = REPO / "data" / "judge_reference.jsonl"
@@ -143,6 +150,62 @@ def parse_preference(text: str | None) -> str | None:
     return v.upper() if v in ("a", "b") else "tie"
 
 
+class ToneVerdict(BaseModel):
+    """The tone judge's structured reply."""
+
+    model_config = ConfigDict(extra="forbid")
+    reasoning: str
+    score: int = Field(ge=1, le=5)
+
+
+class PairwiseVerdict(BaseModel):
+    """The pairwise judge's structured reply."""
+
+    model_config = ConfigDict(extra="forbid")
+    reasoning: str
+    winner: Literal["A", "B", "tie"]
+
+
+def _format(name: str, model: type[BaseModel]) -> dict:
+    from instructlab.llm import json_schema_format
+
+    return json_schema_format(name, model)
+
+
+def parse_structured_score(text: str | None) -> int | None:
+    """The score of a structured :class:`ToneVerdict` reply; None (a counted failure) when it fails the schema."""
+    try:
+        return ToneVerdict.model_validate_json(text or "").score
+    except ValidationError:
+        return None
+
+
+def parse_structured_preference(text: str | None) -> str | None:
+    """The winner of a structured :class:`PairwiseVerdict` reply; None when it fails the schema."""
+    try:
+        return PairwiseVerdict.model_validate_json(text or "").winner
+    except ValidationError:
+        return None
+
+
+def _read(done: Sequence[Any], structured, prose) -> tuple[list[Any], list[str | None]]:
+    """Each completion's verdict and the path it was read by: a structured answer with pydantic, a prose one
+    (or a structured request's answer that is not JSON at all: the server ignored ``response_format``, as
+    ``transformers serve`` does) with the prose parser; None for a failed request."""
+    values, paths = [], []
+    for c in done:
+        path = c.output_path
+        if path == "json_schema" and (c.text or "").strip()[:1] not in ("{", "["):
+            path = "scanner"
+        values.append(None if c.error is not None else structured(c.text) if path == "json_schema" else prose(c.text))
+        paths.append(None if c.error is not None else path)
+    return values, paths
+
+
+def _path_counts(paths: Sequence[str | None]) -> dict[str, int]:
+    return dict(Counter(p for p in paths if p))
+
+
 # ============================================================================ tone judges
 
 @dataclass
@@ -152,7 +215,9 @@ class JudgeResult:
     scores: int per answer, None where the verdict was unparseable or the request failed.
     verdicts: the judge's raw replies (None on request errors). errors: request errors per answer.
     label: which judge. n_failed: unparseable verdicts + failed requests. mean_answer_words: length
-    of the scored answers, reported next to the score so length bias stays visible.
+    of the scored answers, reported next to the score so length bias stays visible. output_paths: per
+    answer, "json_schema" (structured reply, read with pydantic), "scanner" (prose, read by
+    :func:`parse_score`) or None (request failed; empty for judges that ask nobody).
     """
 
     label: str
@@ -160,6 +225,7 @@ class JudgeResult:
     verdicts: list[str | None]
     errors: list[str | None]
     mean_answer_words: float | None
+    output_paths: list[str | None] = field(default_factory=list)
 
     @property
     def n_failed(self) -> int:
@@ -175,10 +241,11 @@ class JudgeResult:
         return sum(ok) / len(ok) if ok else None
 
     def summary(self) -> dict:
-        """mean, n scored, failures (unparseable / request errors), mean answer length, judge label."""
+        """mean, n scored, failures (unparseable / request errors), mean answer length, judge label,
+        verdicts per output path."""
         return {"judge": self.label, "mean": self.mean, "n_scored": len(self.scores) - self.n_failed,
                 "n_unparseable": self.n_unparseable, "n_request_errors": self.n_failed - self.n_unparseable,
-                "mean_answer_words": self.mean_answer_words}
+                "mean_answer_words": self.mean_answer_words, "output_paths": _path_counts(self.output_paths)}
 
 
 def _mean_words(answers: Sequence[str]) -> float | None:
@@ -212,9 +279,11 @@ class ToneJudge:
         from instructlab.llm import complete_many
 
         done = complete_many(self.backend, [self.prompt(r, a) for r, a in zip(requests, answers)],
-                             cache=self.cache, concurrency=self.concurrency, desc="tone judge", progress=progress)
-        return JudgeResult(self.label, [parse_score(c.text) if c.error is None else None for c in done],
-                           [c.text for c in done], [c.error for c in done], _mean_words(answers))
+                             cache=self.cache, concurrency=self.concurrency, desc="tone judge", progress=progress,
+                             response_format=_format("tone_verdict", ToneVerdict))
+        scores, paths = _read(done, parse_structured_score, parse_score)
+        return JudgeResult(self.label, scores, [c.text for c in done], [c.error for c in done], _mean_words(answers),
+                           paths)
 
 
 class RubricJudge:
@@ -261,6 +330,7 @@ class PairwiseResult:
     longer: list[str | None]   # which answer is longer ("A", "B" or None when equal)
     mean_words_a: float | None
     mean_words_b: float | None
+    output_paths: list[str | None] = field(default_factory=list)  # per request (both orders): see JudgeResult
 
     def summary(self) -> dict:
         """Wins, ties, failures, inconsistency rate and the share of decisive verdicts won by the longer answer."""
@@ -272,7 +342,8 @@ class PairwiseResult:
                 "n_failed": self.outcomes.count(None), "n_inconsistent": inconsistent,
                 "inconsistency_rate": inconsistent / len(judged) if judged else None,
                 "longer_wins_rate": sum(o == lg for o, lg in decisive) / len(decisive) if decisive else None,
-                "mean_words_a": self.mean_words_a, "mean_words_b": self.mean_words_b}
+                "mean_words_a": self.mean_words_a, "mean_words_b": self.mean_words_b,
+                "output_paths": _path_counts(self.output_paths)}
 
 
 def combine_orders(first: str | None, swapped: str | None) -> str | None:
@@ -304,14 +375,15 @@ class PairwiseJudge:
         prompts = [self.prompt(r, a, b) for r, a, b in zip(requests, answers_a, answers_b)]
         prompts += [self.prompt(r, b, a) for r, a, b in zip(requests, answers_a, answers_b)]
         done = complete_many(self.backend, prompts, cache=self.cache, concurrency=self.concurrency,
-                             desc="pairwise judge", progress=progress)
-        verdicts = [parse_preference(c.text) if c.error is None else None for c in done]
+                             desc="pairwise judge", progress=progress,
+                             response_format=_format("pairwise_verdict", PairwiseVerdict))
+        verdicts, paths = _read(done, parse_structured_preference, parse_preference)
         n = len(requests)
         first, swapped = verdicts[:n], [_SWAP[v] for v in verdicts[n:]]
         longer = [None if len(a.split()) == len(b.split()) else ("A" if len(a.split()) > len(b.split()) else "B")
                   for a, b in zip(answers_a, answers_b)]
         return PairwiseResult(self.label, [combine_orders(f, s) for f, s in zip(first, swapped)], first, swapped,
-                              longer, _mean_words(answers_a), _mean_words(answers_b))
+                              longer, _mean_words(answers_a), _mean_words(answers_b), paths)
 
 
 # ============================================================================ agreement

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import email.utils
 import hashlib
+import inspect
 import json
 import os
 import random
@@ -33,7 +34,37 @@ from urllib.parse import urlsplit, urlunsplit
 Messages = list[dict[str, str]]
 
 # Settings that change how a request is sent but not what the model answers: left out of cache keys.
-TRANSPORT_SETTINGS = frozenset({"timeout", "max_retries", "backoff"})
+TRANSPORT_SETTINGS = frozenset({"timeout", "max_retries", "backoff", "structured"})
+
+# How an answer was asked for and is to be read: "json_schema" (the server was sent ``response_format``
+# with a JSON schema and must answer with JSON of that schema) or "scanner" (the prompt asks for JSON in
+# prose and the hand-written scanner reads it back).
+JSON_SCHEMA, SCANNER = "json_schema", "scanner"
+STRUCTURED_MODES = ("auto", "on", "off")
+
+
+def json_schema_format(name: str, model: Any, strict: bool = True) -> dict:
+    """The ``response_format`` of an OpenAI-compatible request asking for JSON of pydantic ``model``'s schema."""
+    return {"type": "json_schema", "json_schema": {"name": name, "schema": model.model_json_schema(),
+                                                   "strict": strict}}
+
+
+class Answer(str):
+    """An assistant text that also says how it was asked for: ``output_path`` is :data:`JSON_SCHEMA` or
+    :data:`SCANNER`. It is a ``str`` so that every caller of ``complete`` keeps working."""
+
+    output_path: str = SCANNER
+
+    def __new__(cls, text: str, output_path: str = SCANNER):
+        obj = super().__new__(cls, text)
+        obj.output_path = output_path
+        return obj
+
+
+def is_unsupported_format(exc: BaseException) -> bool:
+    """True for the HTTP 400 / 422 a server answers a request whose ``response_format`` it does not support."""
+    status = getattr(exc, "status_code", None)
+    return isinstance(status, int) and status in (400, 422)
 
 
 class MissingAPIKeyError(RuntimeError):
@@ -169,6 +200,10 @@ class OpenAIChat:
         api_key_env: name of the environment variable holding the key, read at every call. ``None``
             for a local server without authentication (a placeholder key is sent).
         temperature, max_tokens: generation settings (part of the cache key).
+        structured: ``"auto"`` (default): when a caller passes a ``response_format`` (the teacher and the
+            judges do), send it; if the server refuses it (HTTP 400 / 422), ask the same prompt again
+            without it and keep doing so for this backend (``structured_fallback`` says why). ``"on"``:
+            always send it, a refusal is an error. ``"off"``: never send it (prose + scanner only).
         timeout: seconds per request. max_retries: retries on timeouts, connection errors, 429
             and 5xx, torn replies (empty or truncated body) and empty answers, waiting what the
             server's ``Retry-After`` asks or else with exponential backoff starting at ``backoff``
@@ -183,7 +218,7 @@ class OpenAIChat:
 
     def __init__(self, base_url: str, model: str, api_key_env: str | None = "OPENAI_API_KEY",
                  temperature: float = 0.0, max_tokens: int = 512, timeout: float = 60,
-                 max_retries: int = 4, backoff: float = 0.5):
+                 max_retries: int = 4, backoff: float = 0.5, structured: str = "auto"):
         if not base_url or not model:
             raise ValueError("OpenAIChat needs both base_url (e.g. http://127.0.0.1:8000/v1) and model")
         check_env_var_name(api_key_env)
@@ -195,6 +230,10 @@ class OpenAIChat:
         self.timeout = timeout
         self.max_retries = max_retries
         self.backoff = backoff
+        if structured not in STRUCTURED_MODES:
+            raise ValueError(f"structured must be one of {STRUCTURED_MODES}, got {structured!r}")
+        self.structured = structured
+        self.structured_fallback: str | None = None  # auto: why the server's refusal made us stop sending it
 
     def __repr__(self) -> str:
         return f"OpenAIChat(base_url={_strip_credentials(self.base_url)!r}, model={self.model!r})"
@@ -203,7 +242,8 @@ class OpenAIChat:
         """What decides the answers (and the transport), without secrets: safe to log and cache."""
         return {"backend": "openai", "base_url": _strip_credentials(self.base_url), "model": self.model,
                 "temperature": self.temperature, "max_tokens": self.max_tokens,
-                "timeout": self.timeout, "max_retries": self.max_retries, "backoff": self.backoff}
+                "timeout": self.timeout, "max_retries": self.max_retries, "backoff": self.backoff,
+                "structured": self.structured}
 
     def _api_key(self) -> str:
         if not self.api_key_env:
@@ -221,7 +261,7 @@ class OpenAIChat:
         batch stops before its first request instead of failing every prompt the same way."""
         self._api_key()
 
-    def _request(self, messages: Messages) -> str:
+    def _request(self, messages: Messages, response_format: dict | None = None) -> str:
         from openai import OpenAI
 
         # A client per request: the key lives only for the duration of this call. Its own retries are
@@ -231,17 +271,40 @@ class OpenAIChat:
             try:
                 resp = client.chat.completions.create(model=self.model, messages=messages,
                                                       temperature=self.temperature,
-                                                      max_tokens=self.max_tokens)
+                                                      max_tokens=self.max_tokens,
+                                                      **({"response_format": response_format}
+                                                         if response_format else {}))
             except json.JSONDecodeError as exc:  # an empty or torn body, seen from overloaded proxies
                 raise BadResponseError(f"the reply is not complete JSON ({exc.msg} at character {exc.pos}: an "
                                        "empty or truncated body)", transient=True) from None
         return answer_text(resp)
 
-    def complete(self, messages: Messages) -> str:
-        """Send one chat (list of ``{"role", "content"}``) and return the assistant's text."""
+    def sends_response_format(self) -> bool:
+        """Whether a ``response_format`` given to :meth:`complete` is sent to the server now."""
+        return self.structured == "on" or (self.structured == "auto" and self.structured_fallback is None)
+
+    def complete(self, messages: Messages, response_format: dict | None = None) -> Answer:
+        """Send one chat (list of ``{"role", "content"}``) and return the assistant's text.
+
+        With ``response_format`` (see :func:`json_schema_format`) and ``structured`` not "off", the server is
+        asked for JSON of that schema; the returned :class:`Answer`'s ``output_path`` says which way was used.
+        """
         key = self._api_key()  # fail fast, without retries, when the key is missing
         try:
-            return retry_call(lambda: self._request(messages), self.max_retries, self.backoff)
+            if response_format is None or not self.sends_response_format():
+                return Answer(retry_call(lambda: self._request(messages), self.max_retries, self.backoff), SCANNER)
+            try:
+                text = retry_call(lambda: self._request(messages, response_format), self.max_retries, self.backoff)
+                return Answer(text, JSON_SCHEMA)
+            except Exception as exc:  # noqa: BLE001 - a refused response_format falls back below
+                if self.structured == "on" or not is_unsupported_format(exc):
+                    raise
+                refusal = f"{type(exc).__name__}: {str(exc)[:200]}"
+            # The same prompt without response_format; if this fails too, its error is the prompt's error.
+            text = retry_call(lambda: self._request(messages), self.max_retries, self.backoff)
+            if self.structured_fallback is None:
+                self.structured_fallback = refusal.replace(key, "***") if self.api_key_env else refusal
+            return Answer(text, SCANNER)
         except Exception as exc:
             # A server may echo the key in its error text; that text ends up in logs and reports.
             if self.api_key_env and key in str(exc):
@@ -340,10 +403,14 @@ class LocalChat:
 # Cache and batch completion
 # --------------------------------------------------------------------------------------------
 
-def cache_key(messages: Messages, settings: dict) -> str:
-    """sha256 over the chat and the answer-deciding settings (transport settings left out)."""
+def cache_key(messages: Messages, settings: dict, response_format: dict | None = None) -> str:
+    """sha256 over the chat, the answer-deciding settings (transport settings left out) and the
+    ``response_format`` asked for (None leaves keys as they were before structured outputs)."""
     semantic = {k: v for k, v in settings.items() if k not in TRANSPORT_SETTINGS}
-    blob = json.dumps({"messages": messages, "settings": semantic}, sort_keys=True, ensure_ascii=False)
+    payload: dict[str, Any] = {"messages": messages, "settings": semantic}
+    if response_format is not None:
+        payload["response_format"] = response_format
+    blob = json.dumps(payload, sort_keys=True, ensure_ascii=False)
     return hashlib.sha256(blob.encode("utf-8")).hexdigest()
 
 
@@ -360,6 +427,7 @@ class ResponseCache:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
         self._data: dict[str, str] = {}
+        self._paths: dict[str, str] = {}
         self.skipped_lines = 0
         if self.path.exists():
             with self.path.open(encoding="utf-8") as f:
@@ -367,6 +435,7 @@ class ResponseCache:
                     try:
                         row = json.loads(line)
                         self._data[row["key"]] = row["text"]
+                        self._paths[row["key"]] = row.get("output_path", SCANNER)
                     except (json.JSONDecodeError, KeyError, TypeError):
                         self.skipped_lines += 1
 
@@ -379,24 +448,32 @@ class ResponseCache:
     def get(self, key: str) -> str | None:
         return self._data.get(key)
 
-    def put(self, key: str, text: str, settings: dict | None = None) -> None:
-        row = {"key": key, "text": text, "settings": settings or {}, "time": round(time.time(), 3)}
+    def output_path(self, key: str) -> str | None:
+        """How the cached answer was asked for (:data:`JSON_SCHEMA` or :data:`SCANNER`), None when not cached."""
+        return self._paths.get(key) if key in self._data else None
+
+    def put(self, key: str, text: str, settings: dict | None = None, output_path: str = SCANNER) -> None:
+        row = {"key": key, "text": str(text), "settings": settings or {}, "time": round(time.time(), 3),
+               "output_path": output_path}
         line = json.dumps(row, ensure_ascii=False) + "\n"
         with self._lock:
             with self.path.open("a", encoding="utf-8") as f:
                 f.write(line)
                 f.flush()
-            self._data[key] = text
+            self._data[key] = str(text)
+            self._paths[key] = output_path
 
 
 @dataclass
 class Completion:
     """One prompt's outcome: ``text`` (None on failure), ``error`` ("Type: message" or None),
-    ``cached`` (True when the answer came from the cache and no request was made)."""
+    ``cached`` (True when the answer came from the cache and no request was made), ``output_path``
+    (:data:`JSON_SCHEMA` or :data:`SCANNER`: how the answer was asked for and is to be parsed; None on failure)."""
 
     text: str | None
     error: str | None = None
     cached: bool = False
+    output_path: str | None = None
 
     @property
     def ok(self) -> bool:
@@ -409,8 +486,26 @@ def _progress(total: int, desc: str, enabled: bool):
     return tqdm(total=total, desc=desc or "completions", disable=not enabled, leave=True)
 
 
+def takes_response_format(backend: Any) -> bool:
+    """Whether ``backend.complete`` accepts ``response_format`` and would send it now."""
+    try:
+        params = inspect.signature(backend.complete).parameters
+    except (TypeError, ValueError):
+        return False
+    if "response_format" not in params:
+        return False
+    sends = getattr(backend, "sends_response_format", None)
+    return bool(sends()) if callable(sends) else True
+
+
+def request_format(backend: Any, response_format: dict | None) -> dict | None:
+    """The ``response_format`` a request to ``backend`` carries now (None: prose + scanner)."""
+    return response_format if response_format is not None and takes_response_format(backend) else None
+
+
 def complete_many(backend, prompts: Sequence[Messages], cache: ResponseCache | None = None,
-                  concurrency: int = 4, desc: str = "", progress: bool = True) -> list[Completion]:
+                  concurrency: int = 4, desc: str = "", progress: bool = True,
+                  response_format: dict | None = None) -> list[Completion]:
     """Complete every prompt with ``backend`` and return one :class:`Completion` per prompt, in order.
 
     Cached answers are returned without a request. The others run on a thread pool of at most
@@ -419,15 +514,20 @@ def complete_many(backend, prompts: Sequence[Messages], cache: ResponseCache | N
     A failing prompt is recorded (``Completion.error``), never raised mid-run. Transient errors
     are retried inside the backend (see :class:`OpenAIChat`). A ``KeyboardInterrupt`` cancels
     the prompts not yet started and is re-raised.
+
+    ``response_format`` (see :func:`json_schema_format`) is passed to a backend whose ``complete`` takes
+    it (``OpenAIChat`` unless ``structured="off"``); it is part of the cache key. Each Completion's
+    ``output_path`` says whether the answer is JSON of that schema or prose for the scanner.
     """
     settings = backend.settings()
-    keys = [cache_key(list(p), settings) for p in prompts]
+    fmt = request_format(backend, response_format)
+    keys = [cache_key(list(p), settings, fmt) for p in prompts]
     results: list[Completion | None] = [None] * len(prompts)
     todo = []
     for i, key in enumerate(keys):
         hit = cache.get(key) if cache is not None else None
         if hit is not None:
-            results[i] = Completion(hit, None, True)
+            results[i] = Completion(hit, None, True, cache.output_path(key))
         else:
             todo.append(i)
     workers = max(1, min(concurrency, getattr(backend, "max_concurrency", concurrency) or concurrency))
@@ -440,15 +540,17 @@ def complete_many(backend, prompts: Sequence[Messages], cache: ResponseCache | N
         if stop.is_set():
             return None
         try:
-            text = backend.complete(list(prompts[i]))
+            text = backend.complete(list(prompts[i]), response_format=fmt) if fmt else backend.complete(list(prompts[i]))
         except Exception as exc:  # noqa: BLE001 - recorded per prompt, by design
             return Completion(None, f"{type(exc).__name__}: {exc}", False)
         except BaseException:
             stop.set()
             raise
+        path = getattr(text, "output_path", SCANNER) if fmt else SCANNER
+        text = str(text) if isinstance(text, str) else text
         if cache is not None:
-            cache.put(keys[i], text, {k: v for k, v in settings.items() if k not in TRANSPORT_SETTINGS})
-        return Completion(text, None, False)
+            cache.put(keys[i], text, {k: v for k, v in settings.items() if k not in TRANSPORT_SETTINGS}, path)
+        return Completion(text, None, False, path)
 
     pool = ThreadPoolExecutor(max_workers=workers)
     try:
