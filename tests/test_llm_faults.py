@@ -9,7 +9,7 @@ import json
 import re
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 
 import pytest
 
@@ -17,16 +17,12 @@ from instructlab import build
 from instructlab.llm import (BadResponseError, MissingAPIKeyError, OpenAIChat, ResponseCache, complete_many,
                              retry_after)
 from instructlab.runs import read_jsonl
+from servers import LoopbackStub, chat_completion, send_json
 
 SECRET = "sk-fault-test-NEVER-ON-DISK-93be1"
 KEY_ENV = "KIT_FAULT_TEST_KEY"
 ID = re.compile(r"ZQID(\d+)")        # the prompt's number, in the document excerpt
 ANSWER_ID = re.compile(r"CR-(\d+)")  # the same number, in the teacher's answer
-
-
-def _completion(content, model="m"):
-    return {"id": "x", "object": "chat.completion", "created": 0, "model": model,
-            "choices": [{"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": content}}]}
 
 
 def teacher_answer(k: int) -> str:
@@ -37,7 +33,7 @@ def teacher_answer(k: int) -> str:
                                   f"and logged (see KB-{1000 + k}).\n\nKind regards,\nKestrel Service Desk"}])
 
 
-class StubTeacher:
+class StubTeacher(LoopbackStub):
     """A /v1/chat/completions endpoint whose reply depends on the prompt's ZQID number and on how many
     times that prompt was asked: ``plan(k, attempt) -> fault``. Records every request with its time."""
 
@@ -63,14 +59,12 @@ class StubTeacher:
                     stub.auth.add(self.headers.get("Authorization", ""))
                 stub.reply(self, k, fault)
 
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.httpd.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
+        self._serve(Handler)
 
     def reply(self, h, k, fault):
-        headers, status, ctype = {}, 200, "application/json"
+        headers, status = {}, 200
         if fault == "ok":
-            data = json.dumps(_completion(teacher_answer(k))).encode()
+            data = json.dumps(chat_completion(teacher_answer(k))).encode()
         elif fault in ("429", "429ms"):
             status, data = 429, b'{"error": {"message": "rate limited", "code": 429}}'
             headers = {"Retry-After": "1"} if fault == "429" else {"retry-after-ms": "300"}
@@ -78,13 +72,13 @@ class StubTeacher:
             status, data = int(fault), b'{"error": {"message": "server error", "code": 500}}'
         elif fault == "hang":
             time.sleep(self.hang_s)  # longer than the client's timeout: it gives up and retries
-            data = json.dumps(_completion(teacher_answer(k))).encode()
+            data = json.dumps(chat_completion(teacher_answer(k))).encode()
         elif fault == "truncated":
-            data = json.dumps(_completion(teacher_answer(k))).encode()[:70]
+            data = json.dumps(chat_completion(teacher_answer(k))).encode()[:70]
         elif fault == "empty_body":
             data = b""
         elif fault == "empty_answer":
-            data = json.dumps(_completion("")).encode()
+            data = json.dumps(chat_completion("")).encode()
         elif fault == "not_chat":
             data = b'{"object": "list", "data": []}'
         elif fault == "echo_key":
@@ -92,24 +86,7 @@ class StubTeacher:
             data = json.dumps({"error": {"message": f"bad key {h.headers.get('Authorization')}"}}).encode()
         else:
             raise AssertionError(fault)
-        try:
-            h.send_response(status)
-            h.send_header("Content-Type", ctype)
-            h.send_header("Content-Length", str(len(data)))
-            for name, value in headers.items():
-                h.send_header(name, value)
-            h.end_headers()
-            h.wfile.write(data)
-        except (BrokenPipeError, ConnectionResetError):
-            pass  # the client timed out first
-
-    def __enter__(self):
-        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
-        return self
-
-    def __exit__(self, *exc):
-        self.httpd.shutdown()
-        self.httpd.server_close()
+        send_json(h, status, data, headers)  # a client that timed out first is not an error
 
 
 def _chat(stub, **kw):

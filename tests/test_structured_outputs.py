@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 import re
 import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 
 import pytest
 
@@ -16,13 +16,9 @@ from instructlab import build
 from instructlab.judge import PairwiseJudge, ToneJudge
 from instructlab.llm import OpenAIChat, ResponseCache, cache_key, complete_many
 from instructlab.runs import read_jsonl
+from servers import LoopbackStub, chat_completion, send_json
 
 ID = re.compile(r"ZQID(\d+)")
-
-
-def _completion(content, finish="stop"):
-    return {"id": "x", "object": "chat.completion", "created": 0, "model": "m",
-            "choices": [{"index": 0, "finish_reason": finish, "message": {"role": "assistant", "content": content}}]}
 
 
 def _item(k: int) -> dict:
@@ -32,7 +28,7 @@ def _item(k: int) -> dict:
                       f"and logged (see KB-{1000 + k}).\n\nKind regards,\nKestrel Service Desk"}
 
 
-class Stub:
+class Stub(LoopbackStub):
     """``/v1/chat/completions``; ``mode``: "accept" (honours response_format), "reject" (400 on any request
     with response_format, as servers without structured outputs do) or "ignore" (never looks at it).
     ``truncate``: prompt numbers whose structured reply is cut off mid-item. Records every request body."""
@@ -51,17 +47,9 @@ class Stub:
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
                 with stub.lock:
                     stub.bodies.append(body)
-                status, data = stub.answer(body)
-                data = json.dumps(data).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
+                send_json(self, *stub.answer(body))
 
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.httpd.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
+        self._serve(Handler)
 
     def answer(self, body):
         fmt = body.get("response_format")
@@ -72,32 +60,24 @@ class Stub:
         structured = bool(fmt) and self.mode == "accept"
         name = fmt["json_schema"]["name"] if structured else None
         if "<answer_a>" in text:  # pairwise judge
-            return 200, _completion(json.dumps({"reasoning": "A is formal.", "winner": "A"}) if structured
+            return 200, chat_completion(json.dumps({"reasoning": "A is formal.", "winner": "A"}) if structured
                                     else "A is formal.\nWinner: A")
         if "<answer>" in text:    # tone judge
-            return 200, _completion(json.dumps({"reasoning": "Formal.", "score": 4}) if structured
+            return 200, chat_completion(json.dumps({"reasoning": "Formal.", "score": 4}) if structured
                                     else "Formal.\nScore: 4")
         k = int(ID.search(text).group(1))
         if structured:
             assert name == "teacher_examples"
             reply = json.dumps({"examples": [_item(k)]})
             if k in self.truncate:
-                return 200, _completion(reply[:len(reply) // 2], finish="length")
-            return 200, _completion(reply)
+                return 200, chat_completion(reply[:len(reply) // 2], finish="length")
+            return 200, chat_completion(reply)
         if self.mode == "ignore":  # what a local model writes when nothing constrains it
-            return 200, _completion("Here are the examples:\n```json\n" + json.dumps([_item(k)]) + "\n```")
-        return 200, _completion(json.dumps([_item(k)]))
+            return 200, chat_completion("Here are the examples:\n```json\n" + json.dumps([_item(k)]) + "\n```")
+        return 200, chat_completion(json.dumps([_item(k)]))
 
     def structured_requests(self) -> int:
         return sum("response_format" in b for b in self.bodies)
-
-    def __enter__(self):
-        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
-        return self
-
-    def __exit__(self, *exc):
-        self.httpd.shutdown()
-        self.httpd.server_close()
 
 
 def _docs(tmp_path, n: int):
