@@ -694,7 +694,7 @@ def _row_base(task: Mapping[str, Any]) -> dict[str, Any]:
             "data_fingerprint": task["data_fingerprint"], "run_dir": task["run_dir"]}
 
 
-def _fresh_step(step_dir: Path) -> None:
+def fresh_step(step_dir: Path) -> None:
     """Remove what a killed step left (partial checkpoints, answers): the step starts over cleanly."""
     import shutil
 
@@ -714,14 +714,14 @@ def _run_steps(task: Mapping[str, Any], report: Callable[[str], None] | None) ->
         if experiment.params_match(train_dir, train_params):
             report and report("training already done, kept")
         else:
-            _fresh_step(train_dir)
+            fresh_step(train_dir)
             run = experiment.train_run(train_params, train_dir, bar=False, report=report)
             del run
         eval_params["adapter"] = _choose_checkpoint(task, train_dir)
     eval_dir = run_dir / "eval"
     params = experiment.EvalParams(**eval_params)
     if not experiment.params_match(eval_dir, params):
-        _fresh_step(eval_dir)
+        fresh_step(eval_dir)
         experiment.eval_run(params, eval_dir, report=report)
 
 

@@ -73,7 +73,8 @@ class TrainParams:
         model: model name, local folder or hub id; empty: the profile's.
         data_path: training conversations (JSONL); relative paths from the repository.
         eval_path: held-out prompts with ``reference`` answers (eval.jsonl format); their loss is measured at
-            the start and end of training. Empty: no eval loss.
+            the start and end of training. Default: the dev split (``data/kestrel/dev.jsonl``), so that nothing
+            seen during training, not even a reported loss, comes from the eval set. Empty: no eval loss.
         n_examples: training examples drawn (stratified by task type); 0: the profile's.
         epochs: 0: the profile's.
         seed: LoRA init, data order, subset draw.
@@ -85,7 +86,7 @@ class TrainParams:
     profile: str = "quick"
     model: str = ""
     data_path: str = "data/kestrel/train.jsonl"
-    eval_path: str = "data/kestrel/eval.jsonl"
+    eval_path: str = "data/kestrel/dev.jsonl"
     n_examples: int = 0
     epochs: float = 0.0
     seed: int = 42

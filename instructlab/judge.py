@@ -33,8 +33,9 @@ from typing import Any, Literal, Sequence
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-REPO = Path(__file__).resolve().parent.parent
-JUDGE_REFERENCE = REPO / "data" / "judge_reference.jsonl"
+from .profiles import REPO_ROOT
+
+JUDGE_REFERENCE = REPO_ROOT / "data" / "judge_reference.jsonl"
 
 TONE_RUBRIC = """\
 Kestrel Systems house style. Score the answer as a reply to the request: its form AND whether it

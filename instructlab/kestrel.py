@@ -26,6 +26,8 @@ import sys
 from pathlib import Path
 from typing import Any, NamedTuple
 
+from .profiles import REPO_ROOT
+
 
 # --------------------------------------------------------------------------------------------
 # The brief, as constants
@@ -128,7 +130,7 @@ GUIDANCE_TABLE: dict[str, dict[str, int | str]] = {
 # The dataset builder lives next to the data: data/kestrel/build.py
 # --------------------------------------------------------------------------------------------
 
-DATA_DIR = Path(__file__).resolve().parent.parent / "data" / "kestrel"
+DATA_DIR = REPO_ROOT / "data" / "kestrel"
 BUILDER = DATA_DIR / "build.py"
 
 

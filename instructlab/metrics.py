@@ -42,8 +42,7 @@ from typing import Any, Iterable, Sequence
 
 from . import profiles
 
-REPO = Path(__file__).resolve().parent.parent
-REFUSAL_LABELS = REPO / "data" / "refusal_labels.jsonl"
+REFUSAL_LABELS = profiles.REPO_ROOT / "data" / "refusal_labels.jsonl"
 EVALUATE_MODULES = Path(__file__).resolve().parent / "evaluate_modules"
 
 

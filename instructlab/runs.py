@@ -31,7 +31,8 @@ def runs_root() -> Path:
     env = os.environ.get(RUNS_ROOT_ENV)
     if env:
         return Path(env)
-    repo = Path(__file__).resolve().parent.parent
+    from .profiles import REPO_ROOT as repo
+
     return (repo / "runs") if (repo / "pyproject.toml").exists() else Path.cwd() / "runs"
 
 

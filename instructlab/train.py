@@ -101,6 +101,9 @@ class TrainConfig:
     # Shares of chosen `category` values in that subset, e.g. {"lookalike": 0.15}: the rest keeps the data's
     # mix. None keeps the data's mix everywhere. Used where a small subset would under-sample a rare category.
     category_shares: dict[str, float] | None = None
+    # With category_shares: draw records of the same `pair_id` together (a minimal pair: a decline and the
+    # look-alike that shares its topic words), so that the subset keeps the contrast the data was built for.
+    pairs_together: bool = False
     batching: str = "group_by_length"   # "group_by_length" | "padding_free" | "padded"
     lr_scheduler: str = "cosine"
     warmup_ratio: float = 0.03
@@ -188,6 +191,8 @@ def _check_numbers(config: TrainConfig) -> None:
         raise ValueError(f"TrainConfig save_total_limit={config.save_total_limit!r}: use None (keep all) or an "
                          "integer >= 1")
     _check_shares(config.category_shares)
+    if not isinstance(config.pairs_together, bool):
+        raise ValueError(f"TrainConfig pairs_together={config.pairs_together!r}: use true or false")
     if not config.target_modules or not all(isinstance(t, str) and t for t in config.target_modules):
         raise ValueError(f"TrainConfig target_modules={config.target_modules!r}: use a non-empty list of module "
                          "names, e.g. ['q_proj', 'v_proj']")
@@ -304,7 +309,8 @@ def _stratified(items: list[Any], n: int, rng: random.Random, key: str) -> list[
 
 
 def select_examples(records: Sequence[Any], n: int | None, seed: int = 0, key: str = "task_type",
-                    category_shares: dict[str, float] | None = None, share_key: str = "category") -> list[Any]:
+                    category_shares: dict[str, float] | None = None, share_key: str = "category",
+                    pair_key: str | None = None) -> list[Any]:
     """A seeded subset of ``n`` records, stratified by ``record[key]`` so the task mix is kept.
 
     Each group gets ``round(n * share)`` records (at least one when the group is non-empty), then the
@@ -313,6 +319,9 @@ def select_examples(records: Sequence[Any], n: int | None, seed: int = 0, key: s
 
     ``category_shares`` (e.g. ``{"lookalike": 0.15}``) fixes the share of those ``record[share_key]``
     values in the subset (each stratified by ``key`` inside); the other records fill the rest as above.
+    ``pair_key`` (e.g. ``"pair_id"``), with ``category_shares``: categories are drawn in name order, and a
+    category's draw first takes the records whose ``record[pair_key]`` a record already chosen carries (the
+    partners of the chosen declines, say), then fills its share as above.
     Raises ValueError when shares add up to more than 1 or a category has too few records for its share.
     """
     rng = random.Random(seed)
@@ -331,7 +340,16 @@ def select_examples(records: Sequence[Any], n: int | None, seed: int = 0, key: s
             if want > len(pool):
                 raise ValueError(f"category_shares asks for {want} {share_key}={cat!r} records "
                                  f"({share:.0%} of {n}) but the data has {len(pool)}: lower the share or n_examples")
-            chosen += _stratified(pool, want, rng, key) if want < len(pool) else list(pool)
+            if pair_key and 0 < want < len(pool):
+                pairs = {r.get(pair_key) for r in chosen if isinstance(r, dict) and r.get(pair_key)}
+                partners = [r for r in pool if r.get(pair_key) in pairs]
+                partners = rng.sample(partners, min(want, len(partners)))
+                others = [r for r in pool if r.get(pair_key) not in pairs]
+                left = want - len(partners)
+                chosen += partners + (_stratified(others, left, rng, key) if 0 < left < len(others)
+                                      else others if left else [])
+            else:
+                chosen += _stratified(pool, want, rng, key) if want < len(pool) else list(pool)
             rest = [r for r in rest if not (isinstance(r, dict) and r.get(share_key) == cat)]
         n_rest = n - len(chosen)
         chosen += _stratified(rest, n_rest, rng, key) if n_rest < len(rest) else list(rest)
@@ -355,7 +373,8 @@ def config_subset(records: Sequence[Any], config: TrainConfig) -> list[Any]:
         raise TrainDataError(f"n_examples={config.n_examples} but the training data has only {len(records)} "
                              f"records: lower n_examples to at most {len(records)} or pass more data")
     return select_examples(list(records), config.n_examples, seed=config.seed,
-                           category_shares=config.category_shares)
+                           category_shares=config.category_shares,
+                           pair_key="pair_id" if config.pairs_together else None)
 
 
 def prepare_examples(tokenizer: Any, conversations: list, config: TrainConfig, what: str = "training",
@@ -1075,7 +1094,7 @@ def export_gguf(model_dir: str | Path, out_file: str | Path | None = None, outty
 
 # ----------------------------------------------------------------------------- command line
 
-DEFAULT_DATA = str(Path(__file__).resolve().parent.parent / "data/kestrel/train.jsonl")
+DEFAULT_DATA = str(_profiles.REPO_ROOT / "data/kestrel/train.jsonl")
 FILE_KEYS = ("profile", "model", "data", "eval_data")  # what a config file may hold besides TrainConfig fields
 _KEY_ALIASES = {"model_name": "model", "model_name_or_path": "model"}
 
@@ -1130,13 +1149,16 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         p.add_argument(f"--{name}", type=typ, default=None)
     p.add_argument("--category-shares", type=json.loads, default=None,
                    help='JSON, e.g. \'{"lookalike": 0.15}\': shares of those categories in the n-examples subset')
+    p.add_argument("--pairs-together", action="store_const", const=True, default=None,
+                   help="with --category-shares: draw each decline with its minimal-pair look-alike (pair_id)")
     p.add_argument("--report-to", type=lambda v: v.split(","), default=None,
                    help="experiment tracker(s), comma-separated: trackio (local, offline), tensorboard, wandb...")
     return p.parse_args(argv)
 
 
 _CLI_CONFIG_KEYS = ("epochs", "max_steps", "n_examples", "learning_rate", "batch_size", "grad_accum", "max_length",
-                    "seed", "save_steps", "batching", "train_on", "device", "category_shares", "report_to")
+                    "seed", "save_steps", "batching", "train_on", "device", "category_shares", "report_to",
+                    "pairs_together")
 
 
 def _cli_settings(a: argparse.Namespace) -> tuple[str, TrainConfig | None, str, str | None]:

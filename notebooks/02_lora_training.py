@@ -32,7 +32,7 @@
 # %% tags=["parameters"]
 model = ""              # empty: the profile's (quick/full: smollm2-135m-instruct; smoke: tiny-random)
 data_path = "data/kestrel/train.jsonl"   # relative to the repository root, or absolute
-eval_path = "data/kestrel/eval.jsonl"
+eval_path = "data/kestrel/dev.jsonl"    # held-out prompts for the loss and the before/after answers: the dev split, never the eval set
 n_examples = 0          # 0: the profile's; training examples, stratified by task type
 epochs = 0.0            # 0: the profile's
 seed = 42               # training seed (LoRA init, data order, subset draw)

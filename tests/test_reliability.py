@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from transformers import TrainerCallback
+from crash import Killed, KillAtStep
 
 from instructlab import formats, masking, runs, train
 from instructlab.formats import FormatError
@@ -36,25 +36,10 @@ def _cfg(**kw):
     return TrainConfig(**base)
 
 
-class _Kill(Exception):
-    pass
-
-
-class _KillAtStep(TrainerCallback):
-    """Simulates a crash at the start of the step after ``step``."""
-
-    def __init__(self, step):
-        self.step = step
-
-    def on_step_begin(self, args, state, control, **kwargs):
-        if state.global_step == self.step:
-            raise _Kill(f"killed after step {self.step}")
-
-
 def _killed_run(run_dir, step, data=None, **cfg):
-    with pytest.raises(_Kill):
+    with pytest.raises(Killed):
         train_lora(TINY, data or _conversations(), config=_cfg(**cfg), run_dir=run_dir,
-                   callbacks=[_KillAtStep(step)], progress=False)
+                   callbacks=[KillAtStep(step)], progress=False)
 
 
 @pytest.fixture(scope="module")
@@ -133,8 +118,8 @@ def test_cli_resume_takes_the_run_folders_recorded_settings(tmp_path, monkeypatc
     formats.save_jsonl(data, _conversations())
     run = tmp_path / "run"
     model, config = train.profile_config("smoke", n_examples=8)
-    with pytest.raises(_Kill):
-        train_lora(model, data, config=config, run_dir=run, callbacks=[_KillAtStep(2)], progress=False)
+    with pytest.raises(Killed):
+        train_lora(model, data, config=config, run_dir=run, callbacks=[KillAtStep(2)], progress=False)
     monkeypatch.setattr(sys, "argv", ["python -m instructlab.train", "--run-dir", str(run), "--resume"])
     assert train.main(["--run-dir", str(run), "--resume"]) == 0  # no profile, model, data or config flags
     metrics = json.loads((run / "metrics.json").read_text())

@@ -6,12 +6,12 @@ import math
 
 import pytest
 import torch
-from transformers import TrainerCallback
+from crash import Killed, KillAtStep
 
 from instructlab import runs
 from instructlab.train import (TRAIN_PROFILES, LengthGroupedSampler, LoRATargetError, QLoRAUnavailableError,
-                               TrainConfig, TrainDataError, merge_adapter, padding_fraction, select_examples,
-                               train_lora)
+                               TrainConfig, TrainDataError, config_subset, merge_adapter, padding_fraction,
+                               select_examples, train_lora)
 
 TINY = "tiny-random"
 
@@ -80,6 +80,32 @@ def test_select_examples_category_shares_fix_the_rare_category_share():
     with pytest.raises(ValueError, match="at most 1"):
         select_examples(recs, 40, seed=0, category_shares={"lookalike": 0.6, "decline": 0.6})
     assert len(select_examples(recs, 500, seed=0, category_shares={"lookalike": 0.5})) == 100  # n >= len: all
+
+
+def test_pairs_together_draws_each_chosen_decline_with_its_look_alike():
+    recs = [{"id": i, "category": "domain", "task_type": "question", "messages": []} for i in range(60)]
+    recs += [{"id": 100 + i, "category": "decline", "task_type": "decline", "pair_id": f"p{i}", "messages": []}
+             for i in range(20)]
+    recs += [{"id": 200 + i, "category": "lookalike", "task_type": "question", "pair_id": f"p{i}" if i < 20 else None,
+              "messages": []} for i in range(30)]
+    shares = {"decline": 0.1, "lookalike": 0.2}
+
+    def complete_pairs(sub):
+        ids = [r["pair_id"] for r in sub if r.get("pair_id")]
+        return sum(ids.count(p) == 2 for p in set(ids))
+
+    apart = select_examples(recs, 40, seed=3, category_shares=shares)
+    together = select_examples(recs, 40, seed=3, category_shares=shares, pair_key="pair_id")
+    for sub in (apart, together):   # the shares hold either way
+        cats = [r["category"] for r in sub]
+        assert len({r["id"] for r in sub}) == 40 and cats.count("decline") == 4 and cats.count("lookalike") == 8
+    assert complete_pairs(together) == 4 > complete_pairs(apart)
+    assert [r["id"] for r in together] == [r["id"] for r in select_examples(recs, 40, seed=3, category_shares=shares,
+                                                                           pair_key="pair_id")]
+    config = TrainConfig(n_examples=40, category_shares=shares, pairs_together=True, seed=3)
+    assert [r["id"] for r in config_subset(recs, config)] == [r["id"] for r in together]
+    with pytest.raises(ValueError, match="pairs_together"):
+        TrainConfig(pairs_together="yes")
 
 
 def test_length_grouped_sampler_cuts_padding_and_covers_every_index_once():
@@ -181,25 +207,10 @@ def test_same_seed_same_loss_curve_and_another_seed_differs(baseline, tmp_path):
     assert other.losses != baseline.losses[:2]
 
 
-class _Kill(Exception):
-    pass
-
-
-class _KillAtStep(TrainerCallback):
-    """Simulates a crash: raises at the start of the step after ``step`` (its checkpoint is on disk)."""
-
-    def __init__(self, step):
-        self.step = step
-
-    def on_step_begin(self, args, state, control, **kwargs):
-        if state.global_step == self.step:
-            raise _Kill(f"killed after step {self.step}")
-
-
 def test_killed_run_resumes_from_its_checkpoint_and_ends_like_an_uninterrupted_one(baseline, tmp_path):
     full, cfg = baseline, _cfg(**BASE_CFG)
-    with pytest.raises(_Kill):
-        train_lora(TINY, _conversations(), config=cfg, run_dir=tmp_path / "killed", callbacks=[_KillAtStep(4)],
+    with pytest.raises(Killed):
+        train_lora(TINY, _conversations(), config=cfg, run_dir=tmp_path / "killed", callbacks=[KillAtStep(4)],
                    progress=False)
     assert not (tmp_path / "killed" / "adapter").exists()
     assert (tmp_path / "killed" / "checkpoints" / "checkpoint-4").is_dir()

@@ -1,0 +1,69 @@
+"""Recipe search on the dev split (instructlab.recipes): config checks and a smoke search that resumes."""
+
+import json
+
+import pytest
+
+from instructlab import recipes
+
+
+def _write(tmp_path, text):
+    path = tmp_path / "recipes.yaml"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+@pytest.mark.parametrize("text, needle", [
+    ("profile: smoke\nrecipes: []\n", "no recipes"),
+    ("profile: smoke\nwat: 1\nrecipes: [{name: a}]\n", "unknown keys ['wat']"),
+    ("profile: smoke\ndev_path: data/kestrel/eval.jsonl\nrecipes: [{name: a}]\n", "is the eval set"),
+    ("profile: smoke\nrecipes: [{name: a, train: {lerning_rate: 1}}]\n", "unknown TrainConfig fields ['lerning_rate']"),
+    ("profile: smoke\nrecipes: [{name: a}, {name: a}]\n", "used twice"),
+    ("profile: smoke\nrecipes: [{train: {}}]\n", "recipes[0] needs a name"),
+    ("profile: smoke\neval_params: {n_per_categry: 3}\nrecipes: [{name: a}]\n", "eval_params: unknown fields"),
+    ("profile: tiny\nrecipes: [{name: a}]\n", "profile"),
+])
+def test_bad_configs_name_the_file_and_the_key(tmp_path, text, needle):
+    path = _write(tmp_path, text)
+    with pytest.raises(ValueError) as err:
+        recipes.load_config(path)
+    assert needle in str(err.value) and str(path) in str(err.value)
+
+
+def test_cli_reports_a_bad_config_and_an_unknown_recipe(tmp_path, capsys):
+    assert recipes.main([str(_write(tmp_path, "profile: smoke\nrecipes: []\n"))]) == 2
+    assert "no recipes" in capsys.readouterr().err
+    path = _write(tmp_path, f"profile: smoke\nrun_root: {tmp_path / 'r'}\nrecipes: [{{name: a}}]\n")
+    assert recipes.main([str(path), "--only", "b"]) == 2
+    assert "no such recipe" in capsys.readouterr().err
+
+
+def test_smoke_search_trains_evaluates_on_dev_and_resumes(tmp_path):
+    path = _write(tmp_path, f"""
+profile: smoke
+run_root: {tmp_path / 'runs'}
+recipes:
+  - {{name: base, why: the profile}}
+  - {{name: more-lookalikes, train: {{category_shares: {{lookalike: 0.5}}, n_examples: 8}}}}
+""")
+    config = recipes.load_config(path)
+    rows = recipes.run_search(config, report=lambda line: None)
+    assert [r["recipe"] for r in rows] == ["untuned", "base", "more-lookalikes"]
+    for row in rows:
+        for key in recipes.METRICS:
+            assert row[f"{key}_n"] > 0 and row[f"{key}_ci"][0] <= row[key] <= row[f"{key}_ci"][1]
+    # every run was evaluated on the dev split, never the eval set
+    for name in ("base", "more-lookalikes"):
+        result = json.loads((config.run_root / name / "dev-eval" / "result.json").read_text())
+        assert result["eval_path"].endswith("dev.jsonl") and result["adapter"].endswith(f"{name}/train")
+        train = json.loads((config.run_root / name / "train" / "result.json").read_text())
+        assert train["params"]["eval_path"].endswith("dev.jsonl")
+    shares = json.loads((config.run_root / "more-lookalikes" / "train" / "result.json").read_text())
+    assert shares["config"]["category_shares"] == {"lookalike": 0.5}
+    table = (config.run_root / "recipes.md").read_text()
+    assert "| more-lookalikes |" in table and "false rejections" in table
+    # a second call finds every run finished and keeps them
+    stamps = {p: p.stat().st_mtime_ns for p in config.run_root.glob("*/*/result.json")}
+    said = []
+    recipes.run_search(config, report=said.append)
+    assert said == [] and stamps == {p: p.stat().st_mtime_ns for p in config.run_root.glob("*/*/result.json")}
