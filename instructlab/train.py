@@ -302,6 +302,9 @@ def _stratified(items: list[Any], n: int, rng: random.Random, key: str) -> list[
     quota = {g: max(1, round(n * len(v) / len(items))) for g, v in groups.items()}
     while sum(quota.values()) > n:  # rounding overshoot: trim the biggest groups
         quota[max(quota, key=quota.get)] -= 1
+    while sum(quota.values()) < n:  # rounding undershoot: top up the group furthest below its share
+        room = [g for g in groups if quota[g] < len(groups[g])]
+        quota[max(room, key=lambda g: (n * len(groups[g]) / len(items) - quota[g], str(g)))] += 1
     chosen = []
     for g in sorted(groups, key=str):
         chosen += rng.sample(groups[g], min(quota[g], len(groups[g])))

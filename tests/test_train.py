@@ -82,6 +82,18 @@ def test_select_examples_category_shares_fix_the_rare_category_share():
     assert len(select_examples(recs, 500, seed=0, category_shares={"lookalike": 0.5})) == 100  # n >= len: all
 
 
+def test_select_examples_returns_exactly_n_when_the_shares_round_down():
+    # 263.x domain records by share would round to 479 in all without the top-up (the quick profile's
+    # 15% declines + 30% look-alikes of 480 did this, and the run then refused its own subset)
+    recs = [{"id": i, "category": c, "task_type": t, "messages": []} for i, (c, t) in enumerate(
+        [("domain", "question")] * 333 + [("domain", "summary")] * 333 + [("domain", "rewrite")] * 334
+        + [("decline", "decline")] * 100 + [("lookalike", "question")] * 200)]
+    for n in (40, 100, 479, 480, 481):
+        sub = select_examples(recs, n, seed=0, category_shares={"decline": 0.15, "lookalike": 0.30})
+        assert len(sub) == len({r["id"] for r in sub}) == n
+        assert len(select_examples(recs, n, seed=0)) == n
+
+
 def test_pairs_together_draws_each_chosen_decline_with_its_look_alike():
     recs = [{"id": i, "category": "domain", "task_type": "question", "messages": []} for i in range(60)]
     recs += [{"id": 100 + i, "category": "decline", "task_type": "decline", "pair_id": f"p{i}", "messages": []}
