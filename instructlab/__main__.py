@@ -4,7 +4,8 @@
   params <notebook>                  list a notebook's parameters (defaults and types)
   sweep <config.yaml> [--workers N]  run or resume an ablation grid (train_run then eval_run per run)
   smoke                              every notebook 00..05 on tiny-random (profile smoke)
-  demo --profile quick               the whole path 00..05 on the embedded models
+  demo --profile quick [--publish]   the whole path 00..05 on the embedded models
+  publish <chain folder>             copy a finished demo's executed lessons and results into docs/
 
 Parameters are checked before any kernel starts: an unknown name or a value of the wrong type
 stops the command at once and lists the valid parameters. While a notebook runs, the terminal
@@ -51,6 +52,12 @@ def _parser() -> argparse.ArgumentParser:
         c.add_argument("--out", help="folder for the run folders (default runs/<stamp>-<command>)")
         c.add_argument("--quiet", action="store_true", help="one line per notebook, not its cells and output")
         c.add_argument("--log-output", action="store_true", help=argparse.SUPPRESS)   # the default now
+        c.add_argument("--publish", action="store_true",
+                       help="when every notebook succeeded, copy the executed lessons and their results into docs/ "
+                            "(docs/lessons, docs/results/<profile>)")
+    pub = sub.add_parser("publish", help="copy a finished demo chain's executed lessons and results into docs/")
+    pub.add_argument("chain_dir", help="the folder `demo` wrote (holds chain.json)")
+    pub.add_argument("--docs", default=None, help="default: the repository's docs/")
     return p
 
 
@@ -134,6 +141,25 @@ def cmd_chain(args: argparse.Namespace) -> int:
     report = sorted(out.glob("05_*/*.md")) if out else []
     if report:
         print(f"report: {report[0]}")
+    if args.publish:
+        return cmd_publish(argparse.Namespace(chain_dir=out, docs=None))
+    print(f"publish into docs/: python -m instructlab publish {out}")
+    return 0
+
+
+def cmd_publish(args: argparse.Namespace) -> int:
+    from . import pipeline
+
+    try:
+        written = pipeline.publish_chain(args.chain_dir, args.docs)
+    except (FileNotFoundError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    print(f"published {len(written['lessons'])} executed lessons and {len(written['results'])} result files:")
+    for path in written["lessons"]:
+        print(f"  {path}")
+    if written["results"]:
+        print(f"  {written['results'][0].parent} and its notebook folders")
     return 0
 
 
@@ -143,7 +169,8 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     from . import ablation, pipeline
 
-    handlers = {"run": cmd_run, "params": cmd_params, "sweep": cmd_sweep, "smoke": cmd_chain, "demo": cmd_chain}
+    handlers = {"run": cmd_run, "params": cmd_params, "sweep": cmd_sweep, "smoke": cmd_chain, "demo": cmd_chain,
+                "publish": cmd_publish}
     try:
         return handlers[args.command](args)
     except (pipeline.ParameterError, ablation.SweepConfigError, FileNotFoundError) as exc:

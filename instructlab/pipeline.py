@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import ast
 import contextlib
+import json
 import os
 import time
 from dataclasses import dataclass
@@ -27,7 +28,7 @@ from . import profiles, runs
 
 __all__ = ["ParameterError", "NotebookFailedError", "Parameter", "StepResult", "CHAIN_WIRING", "resolve_notebook",
            "load_notebook", "notebook_parameters", "describe_parameters", "validate_parameters", "absolutize_paths",
-           "run_notebook", "run_succeeded", "chain_notebooks", "run_chain"]
+           "run_notebook", "run_succeeded", "chain_notebooks", "run_chain", "publish_chain"]
 
 REPO_ROOT = profiles.REPO_ROOT   # repository paths are computed in one place
 NOTEBOOKS_DIR = REPO_ROOT / "notebooks"
@@ -592,3 +593,61 @@ def _write_chain(out: Path, profile: str, steps: Sequence[StepResult], total: fl
     runs.write_json(out / "chain.json", {"profile": profile, "total_s": total, "status": status,
                                          "steps": [{**s.__dict__, "run_dir": str(s.run_dir)} for s in steps]})
     runs.write_manifest(out, status=status, duration_s=total)
+
+
+# What a published chain keeps of each notebook's folder: its small result files (top level only: no
+# adapters, checkpoints or sweep run folders), so that a reader of the repository can trace every number.
+PUBLISH_SUFFIXES = (".json", ".jsonl", ".csv", ".md", ".png", ".svg")
+PUBLISH_MAX_BYTES = 2_000_000
+
+
+def publish_chain(chain_dir: str | Path, docs_dir: str | Path | None = None) -> dict[str, list[Path]]:
+    """Copy a finished chain (``make demo``) into the repository's docs: the executed lessons and their results.
+
+    Every succeeded notebook's executed copy goes to ``<docs>/lessons/<stem>.ipynb`` (with its outputs), and
+    the small result files at the top of its folder (``PUBLISH_SUFFIXES``, at most ``PUBLISH_MAX_BYTES``
+    each; not the manifest) to ``<docs>/results/<profile>/<stem>/``, next to the chain's ``chain.json``.
+    Files that an earlier publish left there are replaced, so one folder always holds one run.
+
+    Args:
+        chain_dir: the folder ``python -m instructlab demo`` wrote (it holds ``chain.json``).
+        docs_dir: default ``docs/`` of the repository.
+    Returns:
+        ``{"lessons": [...], "results": [...]}``: the files written.
+    Raises:
+        FileNotFoundError: no ``chain.json`` in ``chain_dir``.
+        ValueError: the chain did not succeed (a partial chain is never published as if it were whole).
+    """
+    import shutil
+
+    chain_dir = Path(chain_dir)
+    chain_file = chain_dir / "chain.json"
+    if not chain_file.exists():
+        raise FileNotFoundError(f"{chain_file}: not found; publish the folder that `python -m instructlab demo` "
+                                "wrote (it holds chain.json)")
+    chain = json.loads(chain_file.read_text(encoding="utf-8"))
+    if chain.get("status") != "succeeded":
+        failed = [s["notebook"] for s in chain.get("steps", []) if s.get("status") != "succeeded"]
+        raise ValueError(f"{chain_file}: status {chain.get('status')!r} (not succeeded: {failed or 'steps missing'});"
+                         " only a whole chain is published")
+    docs = Path(docs_dir) if docs_dir else REPO_ROOT / "docs"
+    results_root = docs / "results" / chain["profile"]
+    written: dict[str, list[Path]] = {"lessons": [], "results": []}
+    (docs / "lessons").mkdir(parents=True, exist_ok=True)
+    results_root.mkdir(parents=True, exist_ok=True)
+    shutil.copy2(chain_file, results_root / "chain.json")
+    written["results"].append(results_root / "chain.json")
+    for step in chain["steps"]:
+        stem, run_dir = Path(step["notebook"]).stem, Path(step["run_dir"])
+        executed = run_dir / f"{stem}.ipynb"
+        if executed.exists():
+            written["lessons"].append(Path(shutil.copy2(executed, docs / "lessons" / executed.name)))
+        target = results_root / stem
+        if target.exists():
+            shutil.rmtree(target)
+        target.mkdir(parents=True)
+        for f in sorted(run_dir.iterdir()):
+            if (f.is_file() and f.suffix in PUBLISH_SUFFIXES and f.name != "manifest.json"
+                    and f.stat().st_size <= PUBLISH_MAX_BYTES):
+                written["results"].append(Path(shutil.copy2(f, target / f.name)))
+    return written

@@ -145,6 +145,40 @@ def test_chain_passes_run_folders_and_stops_at_failure(tmp_path):
     assert chain["status"] == "failed" and len(chain["steps"]) == 3
 
 
+def test_publish_copies_lessons_and_small_results_of_a_whole_chain_only(tmp_path):
+    nbdir = tmp_path / "nbs"
+    make_notebook(nbdir / "02_train.ipynb", "import pathlib, json; d = pathlib.Path(run_dir); d.mkdir(exist_ok=True)\n"
+                  "(d / 'result.json').write_text(json.dumps({'n': n_examples}))\n"
+                  "(d / 'adapter').mkdir(exist_ok=True); (d / 'adapter' / 'w.bin').write_text('x')\n"
+                  "(d / 'big.csv').write_text('x' * 2_000_001)\nprint('trained')")
+    make_notebook(nbdir / "03_eval.ipynb", "import pathlib; d = pathlib.Path(run_dir); d.mkdir(exist_ok=True)\n"
+                  "(d / 'after_answers.jsonl').write_text('{}\\n')")
+    steps = pipeline.run_chain("smoke", tmp_path / "out", notebooks=sorted(nbdir.glob("*.ipynb")),
+                               progress=lambda s: None)
+    assert [s.status for s in steps] == ["succeeded", "succeeded"]
+    docs = tmp_path / "docs"
+    stale = docs / "results" / "smoke" / "02_train" / "old.csv"
+    stale.parent.mkdir(parents=True)
+    stale.write_text("from an earlier run")
+    written = pipeline.publish_chain(tmp_path / "out", docs)
+    assert sorted(p.name for p in written["lessons"]) == ["02_train.ipynb", "03_eval.ipynb"]
+    lesson = json.loads((docs / "lessons" / "02_train.ipynb").read_text())
+    assert any("trained" in "".join(o.get("text", "")) for c in lesson["cells"] for o in c.get("outputs", []))
+    res = docs / "results" / "smoke"
+    assert sorted(p.name for p in (res / "02_train").iterdir()) == ["result.json"]   # no adapter, no big file
+    assert (res / "03_eval" / "after_answers.jsonl").exists() and (res / "chain.json").exists()
+    assert not stale.exists()                                                           # one folder, one run
+    # a failed chain is never published, and the CLI says why
+    make_notebook(nbdir / "04_broken.ipynb", "raise ValueError('stop here')")
+    pipeline.run_chain("smoke", tmp_path / "out2", notebooks=sorted(nbdir.glob("*.ipynb")), progress=lambda s: None)
+    with pytest.raises(ValueError, match="04_broken.ipynb"):
+        pipeline.publish_chain(tmp_path / "out2", docs)
+    proc = _cli("publish", str(tmp_path / "out2"), "--docs", str(docs), cwd=tmp_path)
+    assert proc.returncode == 2 and "only a whole chain is published" in proc.stderr
+    proc = _cli("publish", str(tmp_path / "nowhere"), cwd=tmp_path)
+    assert proc.returncode == 2 and "chain.json" in proc.stderr
+
+
 def test_parameters_papermill_cannot_parse_are_still_found(tmp_path):
     # papermill's line parser skips a line with a second "=" (here inside the comment)
     nb = make_notebook(tmp_path / "a.ipynb", "pass", params='n_examples = 0   # 0 = all\nprofile = "quick"\nrun_dir = ""\n')
