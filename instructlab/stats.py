@@ -384,11 +384,14 @@ def power_note(effect_result: Effect | Mapping[str, Any], power: float = 0.8) ->
         if room > 0:
             prompts_needed = max(1, math.ceil((prompt_var + resid / s_now) / room - 1e-9))
     pct = f"{level:.0%}"
-    if d == 0:
-        sentence = (f"No difference was measured; with {s_now} seed(s) per arm and {p_now} prompts the {pct} interval "
-                    f"would exclude 0 ({power:.0%} of the time) only for effects of about ±{mde:.3g} or more.")
+    if d == 0 and se == 0:
+        sentence = ("No difference and no variation were measured (every answer of both arms scored alike): "
+                    "nothing to size a comparison from.")
+    elif d == 0:
+        sentence = (f"No difference was measured; with {s_now} seed(s) per arm and {p_now} prompt(s) the {pct} "
+                    f"interval would exclude 0 ({power:.0%} of the time) only for effects of about ±{mde:.3g} or more.")
     else:
-        seeds = f"about {seeds_needed} seed(s) per arm at the current {p_now} prompts" if seeds_needed else \
+        seeds = f"about {seeds_needed} seed(s) per arm at the current {p_now} prompt(s)" if seeds_needed else \
             f"more prompts than the current {p_now} whatever the number of seeds"
         prompts = f"about {prompts_needed} prompts at the current {s_now} seed(s)" if prompts_needed else \
             f"more seeds than the current {s_now} whatever the number of prompts"

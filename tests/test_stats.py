@@ -223,6 +223,8 @@ def test_power_note_solves_the_normal_approximation():
     assert tight["seeds_needed"] is None and tight["prompts_needed"] and "whatever the number of seeds" in tight["sentence"]
     zero = stats.power_note({**eff.as_dict(), "effect": 0.0})
     assert zero["seeds_needed"] is None and zero["prompts_needed"] is None and "No difference" in zero["sentence"]
+    flat = stats.power_note(stats.paired_effect(seeds_of(np.ones((2, 5))), seeds_of(np.ones((2, 5)))))
+    assert flat["mde"] == 0 and "no variation" in flat["sentence"]
 
 
 def test_power_note_from_a_measured_effect_says_when_the_seed_variance_is_unknown():
