@@ -9,7 +9,9 @@ A sweep trains one LoRA adapter per grid point and evaluates it on the held-out 
 * **train_on** - loss on the responses only (``assistant``) or on the full sequence (``all``).
 
 Each grid point runs for several seeds; :func:`summarize` gives mean and a 95% t-interval over
-seeds. Checkpoints are chosen on a small *dev split carved from the training data* (never the eval
+seeds, and :func:`comparison_effects` the paired effect of each comparison (variant minus baseline
+on the same eval prompts, ``instructlab.stats``) with a two-level bootstrap interval over seeds and
+prompts that stays inside the metric's range, "resolved" when it excludes 0. Checkpoints are chosen on a small *dev split carved from the training data* (never the eval
 set): the dev records are removed from every pool before subsets are drawn.
 
 A run calls the same functions as notebooks 02 and 03 (``experiment.train_run`` and
@@ -39,7 +41,8 @@ __all__ = ["SweepConfigError", "SweepConfig", "SweepData", "SweepResult", "RunSp
            "grid", "load_sweep_data", "noise_rate", "dev_as_eval_records", "run_tasks", "run_is_finished",
            "execute_run", "collect_metrics", "loss_curves", "default_sweep_dir", "device_slots", "run_sweep",
            "find_sweep_dir", "load_results", "summary_table", "write_report", "UNTUNED", "CASE_STUDY_METRICS",
-           "METRIC_LABELS"]
+           "METRIC_LABELS", "EFFECT_COLUMNS", "comparison_pairs", "comparison_effects", "comparisons_table",
+           "write_comparisons_markdown", "load_comparisons"]
 
 REPO_ROOT = experiment.REPO_ROOT
 DATA_CHOICES, SELECTION_CHOICES, TRAIN_ON_CHOICES = ("clean", "noisy"), ("random", "quality"), ("assistant", "all")
@@ -281,18 +284,20 @@ def summarize(rows: Sequence[Mapping[str, Any]], metrics: Sequence[str] | None =
     return out
 
 
-def write_table(rows: Sequence[Mapping[str, Any]], path_without_suffix: str | Path) -> tuple[Path, Path]:
+def write_table(rows: Sequence[Mapping[str, Any]], path_without_suffix: str | Path,
+                columns: Sequence[str] = ()) -> tuple[Path, Path]:
     """Write rows as ``<path>.csv`` and ``<path>.json`` (atomically).
 
     Args:
         rows: dicts (lists and dicts in cells are JSON-encoded in the CSV).
         path_without_suffix: the file path without its suffix.
+        columns: the first CSV columns (in this order, written even when there are no rows).
     Returns:
         (csv path, json path).
     """
     base = Path(path_without_suffix)
     base.parent.mkdir(parents=True, exist_ok=True)
-    cols: list[str] = []
+    cols: list[str] = list(columns)
     for r in rows:
         cols += [k for k in r if k not in cols]
     csv_path = base.with_name(base.name + ".csv")
@@ -862,6 +867,7 @@ class SweepResult:
     summary: list[dict[str, Any]]
     files: dict[str, Path]
     duration_s: float
+    comparisons: list[dict[str, Any]] = field(default_factory=list)   # :func:`comparison_effects`
 
     @property
     def failed(self) -> list[dict[str, Any]]:
@@ -919,7 +925,8 @@ def run_sweep(config: SweepConfig, sweep_dir: str | Path | None = None, workers:
         data: the pools from :func:`load_sweep_data` when already loaded.
     Returns:
         SweepResult; ``<sweep>/results.{csv,json}`` hold one row per run (config, seed, data
-        fingerprint, noise rate, metrics), ``<sweep>/summary.{csv,json}`` mean and 95% CI over seeds.
+        fingerprint, noise rate, metrics), ``<sweep>/summary.{csv,json}`` mean and 95% CI over seeds,
+        ``<sweep>/comparisons.{csv,json,md}`` the paired effects (:func:`comparison_effects`).
     Raises:
         SweepConfigError: before any run starts (bad config or data). Failed runs do not raise:
         they are listed in ``SweepResult.failed`` (with their run folders and logs).
@@ -945,11 +952,16 @@ def run_sweep(config: SweepConfig, sweep_dir: str | Path | None = None, workers:
     summary = summarize(ordered)
     files = dict(zip(("results_csv", "results_json"), write_table(ordered, sweep_dir / "results")))
     files.update(zip(("summary_csv", "summary_json"), write_table(summary, sweep_dir / "summary")))
+    effects = comparison_effects(ordered, config)
+    files.update(zip(("comparisons_csv", "comparisons_json"),
+                     write_table(effects, sweep_dir / "comparisons", columns=EFFECT_COLUMNS)))
+    files["comparisons_md"] = write_comparisons_markdown(effects, sweep_dir / "comparisons.md",
+                                                         title=f"Sweep {config.name!r}: paired effects")
     duration = round(time.perf_counter() - start, 1)
     failed = [r["run_id"] for r in ordered if r.get("status") != "succeeded"]
     runs.write_manifest(sweep_dir, status="failed" if failed else "succeeded", failed_runs=failed,
                         duration_s=duration, files={k: str(v) for k, v in files.items()})
-    return SweepResult(sweep_dir, ordered, summary, files, duration)
+    return SweepResult(sweep_dir, ordered, summary, files, duration, effects)
 
 
 def _execute_all(tasks: list[dict[str, Any]], workers: int, progress: Callable[[str], None]):
@@ -1047,17 +1059,26 @@ def summary_table(summary: Sequence[Mapping[str, Any]], metrics: Sequence[str] =
     return pd.DataFrame(list(table.values()))
 
 
+def _markdown_table(table: Any) -> list[str]:
+    """A DataFrame as Markdown table lines (a blank line after)."""
+    cols = list(table.columns)
+    lines = ["| " + " | ".join(map(str, cols)) + " |", "|" + "---|" * len(cols)]
+    return lines + ["| " + " | ".join(str(v) for v in row) + " |" for row in table.itertuples(index=False)] + [""]
+
+
 def write_report(path: str | Path, title: str, intro: str, sections: Sequence[tuple[str, Path | None, str]],
-                 table: Any = None) -> Path:
-    """A short Markdown report: ``intro``, an optional table (DataFrame), then for each section
-    (heading, figure PNG or None, text) the heading, the text and the figure embedded by a path
-    relative to the report. Returns the report path."""
+                 table: Any = None, tables: Sequence[tuple[str, Any, str]] = ()) -> Path:
+    """A short Markdown report: ``intro``, an optional table (DataFrame), then each of ``tables``
+    (heading, DataFrame, text: e.g. :func:`comparisons_table` with "resolved" / "not resolved"), then for
+    each section (heading, figure PNG or None, text) the heading, the text and the figure embedded by a
+    path relative to the report. Returns the report path."""
     path = Path(path)
     lines = [f"# {title}", "", intro.strip(), ""]
     if table is not None and len(table):
-        cols = list(table.columns)
-        lines += ["| " + " | ".join(map(str, cols)) + " |", "|" + "---|" * len(cols)]
-        lines += ["| " + " | ".join(str(v) for v in row) + " |" for row in table.itertuples(index=False)] + [""]
+        lines += _markdown_table(table)
+    for heading, extra, text in tables:
+        lines += [f"## {heading}", "", text.strip(), ""]
+        lines += _markdown_table(extra) if extra is not None and len(extra) else ["(no rows)", ""]
     for heading, figure, text in sections:
         lines += [f"## {heading}", "", text.strip(), ""]
         if figure is not None:
@@ -1067,3 +1088,172 @@ def write_report(path: str | Path, title: str, intro: str, sections: Sequence[tu
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("\n".join(lines), encoding="utf-8")
     return path
+
+
+# ---------------------------------------------------------------------------------------------
+# Paired effects of the comparisons (instructlab.stats)
+
+
+EFFECT_COLUMNS = ("comparison", "metric", "effect", "low", "high", "resolved", "n_prompts", "n_seeds_variant",
+                  "n_seeds_baseline")
+
+
+def _config_dict(config: SweepConfig | Mapping[str, Any]) -> dict[str, Any]:
+    return asdict(config) if isinstance(config, SweepConfig) else dict(config)
+
+
+def comparison_pairs(rows: Sequence[Mapping[str, Any]], config: SweepConfig | Mapping[str, Any]
+                     ) -> list[tuple[str, list[Mapping[str, Any]], list[Mapping[str, Any]]]]:
+    """The comparisons of a sweep, as (name, variant runs, baseline runs), from its succeeded runs:
+
+    * each comparison variant against the baseline at the comparison size (``comparisons.size``);
+    * the baseline at its largest size against the baseline at its smallest (more data: larger minus
+      smaller).
+
+    Args:
+        rows: the per-run result rows (``results.json``).
+        config: the SweepConfig, or its dict (``sweep.json``'s ``config``).
+    Returns:
+        The pairs, in that order; a comparison whose baseline did not run (or has no succeeded run) is left out.
+    """
+    cfg = _config_dict(config)
+    base = RunSpec(0, 0, **{"data": "clean", "selection": "random", "train_on": "assistant",
+                            **cfg.get("baseline", {})}).variant
+    ok = [r for r in rows if r.get("status", "succeeded") == "succeeded" and r.get("variant") != UNTUNED]
+    sizes = sorted(set(cfg.get("sizes") or [r["size"] for r in ok]))
+    size = int((cfg.get("comparisons") or {}).get("size", sizes[0] if sizes else 0))
+
+    def runs_of(variant: str, n: int) -> list[Mapping[str, Any]]:
+        return [r for r in ok if r["variant"] == variant and r["size"] == n]
+
+    pairs = []
+    for variant in dict.fromkeys(r["variant"] for r in ok if r["size"] == size and r["variant"] != base):
+        if runs_of(base, size):
+            pairs.append((f"{variant} vs {base}, n={size}", runs_of(variant, size), runs_of(base, size)))
+    base_sizes = sorted({r["size"] for r in ok if r["variant"] == base})
+    if len(base_sizes) >= 2:
+        small, large = base_sizes[0], base_sizes[-1]
+        pairs.append((f"{base} n={large} vs n={small}", runs_of(base, large), runs_of(base, small)))
+    return pairs
+
+
+def _seed_outcomes(runs_: Sequence[Mapping[str, Any]], metric: str, cache: dict[str, dict]) -> dict[Any, dict]:
+    """{seed: {prompt: outcome}} of ``metric`` for the runs whose evaluation answers are on disk."""
+    from . import stats
+
+    out = {}
+    for r in runs_:
+        eval_dir = str(Path(r["run_dir"]) / "eval")
+        if eval_dir not in cache:
+            try:
+                cache[eval_dir] = stats.per_prompt_outcomes(eval_dir, side=None)
+            except FileNotFoundError:
+                cache[eval_dir] = {}
+        if cache[eval_dir].get(metric):
+            out[r["seed"]] = cache[eval_dir][metric]
+    return out
+
+
+def comparison_effects(rows: Sequence[Mapping[str, Any]], config: SweepConfig | Mapping[str, Any],
+                       metrics: Sequence[str] = CASE_STUDY_METRICS, n_boot: int = 2000,
+                       seed: int = 0) -> list[dict[str, Any]]:
+    """The paired effect of every comparison of :func:`comparison_pairs`, per metric.
+
+    Each run's per-prompt outcomes come from its evaluation answers (``stats.per_prompt_outcomes`` of
+    ``<run>/eval``); the effect is variant minus baseline on the prompts both answered, with the two-level
+    bootstrap of ``stats.paired_effect`` (seeds paired when both arms ran the same seeds) and its interval
+    kept inside the metric's range. Runs without an answers file are left out.
+
+    Args:
+        rows: the per-run result rows. config: the sweep's config (or its dict).
+        metrics: the metrics (default the case study's four). n_boot, seed: the bootstrap's.
+    Returns:
+        One row per (comparison, metric): :data:`EFFECT_COLUMNS` (``resolved`` is "resolved" when the 95%
+        interval excludes 0, else "not resolved"; effects in the metric's unit: shares 0-1, tone points),
+        then variant, baseline, their sizes, ``paired``, and the power note (``stats.power_note``:
+        ``seeds_needed``, ``prompts_needed``, ``mde``, ``power_note``).
+    """
+    from . import stats
+
+    cache: dict[str, dict] = {}
+    out = []
+    for name, variant_runs, baseline_runs in comparison_pairs(rows, config):
+        for metric in metrics:
+            v, b = _seed_outcomes(variant_runs, metric, cache), _seed_outcomes(baseline_runs, metric, cache)
+            if not v or not b:
+                continue
+            try:
+                eff = stats.paired_effect(v, b, n_boot=n_boot, seed=seed, bounds=stats.METRIC_BOUNDS.get(metric))
+            except ValueError:        # no prompt both arms answered
+                continue
+            note = stats.power_note(eff)
+            out.append({"comparison": name, "metric": metric, "effect": round(eff.effect, 6),
+                        "low": None if eff.low is None else round(eff.low, 6),
+                        "high": None if eff.high is None else round(eff.high, 6),
+                        "resolved": stats.resolved_word(eff.resolved), "n_prompts": eff.n_prompts,
+                        "n_seeds_variant": eff.n_seeds_variant, "n_seeds_baseline": eff.n_seeds_baseline,
+                        "variant": variant_runs[0]["variant"], "baseline": baseline_runs[0]["variant"],
+                        "size_variant": variant_runs[0]["size"], "size_baseline": baseline_runs[0]["size"],
+                        "paired": eff.paired, "seeds_needed": note["seeds_needed"],
+                        "prompts_needed": note["prompts_needed"], "mde": round(note["mde"], 6),
+                        "power_note": note["sentence"]})
+    return out
+
+
+def _effect_text(metric: str, value: float | None, sign: bool = True) -> str:
+    if value is None:
+        return "n/a"
+    if "tone" in metric or "loss" in metric:
+        return f"{value:+.2f}" if sign else f"{value:.2f}"
+    return f"{100 * value:+.1f} pp" if sign else f"{100 * value:.1f} pp"
+
+
+def comparisons_table(effects: Sequence[Mapping[str, Any]]):
+    """DataFrame of :func:`comparison_effects` for reading: comparison, metric, effect (shares in
+    percentage points, tone in rubric points), its 95% interval, "resolved" / "not resolved", prompts,
+    seeds (variant / baseline) and the power note."""
+    import pandas as pd
+
+    return pd.DataFrame([{"comparison": e["comparison"], "metric": METRIC_LABELS.get(e["metric"], e["metric"]),
+                          "effect": _effect_text(e["metric"], e["effect"]),
+                          "95% interval": "n/a" if e["low"] is None else
+                          f"[{_effect_text(e['metric'], e['low'])}, {_effect_text(e['metric'], e['high'])}]",
+                          "resolved": e["resolved"], "prompts": e["n_prompts"],
+                          "seeds": f"{e['n_seeds_variant']} / {e['n_seeds_baseline']}",
+                          "power": e.get("power_note", "")} for e in effects],
+                        columns=["comparison", "metric", "effect", "95% interval", "resolved", "prompts", "seeds",
+                                 "power"])
+
+
+EFFECTS_TEXT = ("Effect = variant minus baseline (for the size comparison: largest minus smallest size) on the "
+                "same eval prompts, shares in percentage points and tone in rubric points. The 95% interval is a "
+                "two-level bootstrap (seeds, then prompts shared by both arms; seeds paired when both arms ran the "
+                "same seeds), so it stays inside the metric's range. \"resolved\": the interval excludes 0; "
+                "\"not resolved\": this sweep cannot tell the two apart. Lower is better for false rejections.")
+
+
+def write_comparisons_markdown(effects: Sequence[Mapping[str, Any]], path: str | Path,
+                               title: str = "Paired effects") -> Path:
+    """Write :func:`comparisons_table` as a Markdown file (with :data:`EFFECTS_TEXT`). Returns its path."""
+    path = Path(path)
+    table = comparisons_table(effects)
+    n_res = sum(e["resolved"] == "resolved" for e in effects)
+    lines = [f"# {title}", "", EFFECTS_TEXT, "",
+             f"{n_res} of {len(effects)} effects resolved, {len(effects) - n_res} not resolved.", ""]
+    lines += _markdown_table(table) if len(table) else ["(no comparison: the sweep has one size and no variant)", ""]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text("\n".join(lines), encoding="utf-8")
+    tmp.replace(path)
+    return path
+
+
+def load_comparisons(path: str | Path) -> list[dict[str, Any]]:
+    """The paired effects of a sweep: ``comparisons.json``, or computed from its runs' answers for a
+    sweep written before it existed. ``path``: a sweep folder or a notebook-04 run folder."""
+    sweep_dir = find_sweep_dir(path)
+    saved = sweep_dir / "comparisons.json"
+    if saved.exists():
+        return json.loads(saved.read_text(encoding="utf-8"))
+    rows, _, config = load_results(sweep_dir)
+    return comparison_effects(rows, config)

@@ -66,6 +66,17 @@ runs.write_json(run_dir / "results_table.json", table.to_dict(orient="records"))
 table
 
 # %% [markdown]
+# ## Paired effects: resolved or not resolved
+#
+# Each comparison variant minus the baseline at the same size, and the baseline's largest minus its smallest
+# size, on the same eval prompts (`comparisons.csv` of the sweep, `ablation.comparison_effects`). The interval
+# resamples seeds and prompts and stays inside the metric's range; "resolved" means it excludes 0.
+
+# %%
+effects = ablation.comparisons_table(ablation.load_comparisons(ablation_dir))
+effects
+
+# %% [markdown]
 # ## 1. Metric versus number of examples
 #
 # The line is the mean over seeds, the band its 95% t-interval, the dots the individual seeds; the dashed line
@@ -170,7 +181,8 @@ intro = (f"Sweep `{config.get('name', '?')}` ({profile} profile, model `{config.
          "with the 95% t-interval half-width (shares in % of eval prompts, tone on the 1-5 rubric). "
          f"Results: `{sweep_dir / 'results.csv'}`.")
 report = ablation.write_report(run_dir / "report.md", "LIMA-style ablation: results", intro,
-                               list(figures.values()), table=table)
+                               list(figures.values()), table=table,
+                               tables=[("Paired effects", effects, ablation.EFFECTS_TEXT)])
 display(Markdown(report.read_text().split("## ")[0]))
 lesson.finish(sweep_dir=str(sweep_dir), eval_dir=eval_dir or None, train_dir=train_dir or None,
               figures={k: str(v[1]) for k, v in figures.items()}, report=str(report))

@@ -157,6 +157,56 @@ def test_cli_refuses_a_bad_sweep_before_any_run(tmp_path):
     assert not out.exists()
 
 
+def fake_run(sweep_dir, variant, size, seed, refusals, tone=4.0):
+    """A sweep result row whose eval folder holds an after_answers.jsonl (as metrics.EvalReport.save)."""
+    run_dir = sweep_dir / "runs" / f"{variant}-n{size}-s{seed}"
+    rows = [{"id": f"d{i}", "category": "decline", "answer": "x", "refusal": bool(r), "tone_rubric": tone,
+             "avoid_terms": []} for i, r in enumerate(refusals)]
+    rows += [{"id": f"t{i}", "category": "domain", "answer": "x", "refusal": False, "tone_rubric": tone,
+              "avoid_terms": [], "terminology": {"score": 0.5}} for i in range(4)]
+    ablation.runs.write_jsonl(run_dir / "eval" / "after_answers.jsonl", rows)
+    ablation.runs.write_json(run_dir / "eval" / "result.json", {"side": "after"})
+    data, selection, train_on = variant.split("-")
+    return {"run_id": run_dir.name, "variant": variant, "data": data, "selection": selection, "train_on": train_on,
+            "size": size, "seed": seed, "status": "succeeded", "run_dir": str(run_dir)}
+
+
+def test_comparison_effects_pair_variants_and_sizes(tmp_path):
+    base, noisy = "clean-random-assistant", "noisy-random-assistant"
+    all_yes, all_no = [1] * 30, [0] * 30
+    rows = [{"run_id": "untuned", "variant": "untuned", "size": 0, "seed": 0, "status": "succeeded",
+             "run_dir": str(tmp_path / "none")}]
+    rows += [fake_run(tmp_path, base, 4, s, all_no) for s in (0, 1)]
+    rows += [fake_run(tmp_path, base, 8, s, all_yes, tone=4.5) for s in (0, 1)]
+    rows += [fake_run(tmp_path, noisy, 4, s, [i % 2 for i in range(30)]) for s in (0, 1)]
+    rows += [{**fake_run(tmp_path, noisy, 4, 2, all_yes), "status": "failed"}]            # left out
+    cfg = SweepConfig(sizes=[4, 8], seeds=[0, 1], comparisons={"size": 4, "variants": [{"data": "noisy"}]})
+    assert [name for name, _, _ in ablation.comparison_pairs(rows, cfg)] == [
+        f"{noisy} vs {base}, n=4", f"{base} n=8 vs n=4"]
+    effects = ablation.comparison_effects(rows, cfg, n_boot=500)
+    by = {(e["comparison"], e["metric"]): e for e in effects}
+    assert {m for _, m in by} == {"tone_rubric", "terminology", "appropriate_refusals"}   # no look-alike prompt
+    size = by[(f"{base} n=8 vs n=4", "appropriate_refusals")]
+    assert (size["effect"], size["low"], size["high"], size["resolved"]) == (1.0, 1.0, 1.0, "resolved")
+    assert size["n_prompts"] == 30 and size["n_seeds_variant"] == size["n_seeds_baseline"] == 2 and size["paired"]
+    assert by[(f"{base} n=8 vs n=4", "tone_rubric")]["effect"] == pytest.approx(0.5)
+    same = by[(f"{noisy} vs {base}, n=4", "terminology")]
+    assert (same["effect"], same["resolved"]) == (0.0, "not resolved") and "No difference" in same["power_note"]
+    half = by[(f"{noisy} vs {base}, n=4", "appropriate_refusals")]
+    assert half["effect"] == pytest.approx(0.5) and 0 < half["low"] < 0.5 < half["high"] < 1
+    assert half["variant"] == noisy and half["size_baseline"] == 4 and half["seeds_needed"]
+
+    csv_path, _ = ablation.write_table(effects, tmp_path / "comparisons", columns=ablation.EFFECT_COLUMNS)
+    assert csv_path.read_text().splitlines()[0].startswith(",".join(ablation.EFFECT_COLUMNS) + ",variant")
+    md = ablation.write_comparisons_markdown(effects, tmp_path / "comparisons.md").read_text()
+    assert "| resolved |" in md and "| not resolved |" in md and "+100.0 pp" in md and "+0.50" in md
+    table = ablation.comparisons_table(effects)
+    assert list(table.columns[:5]) == ["comparison", "metric", "effect", "95% interval", "resolved"]
+    empty = ablation.write_table([], tmp_path / "none", columns=ablation.EFFECT_COLUMNS)[0]
+    assert empty.read_text().strip() == ",".join(ablation.EFFECT_COLUMNS)
+    assert ablation.comparison_effects(rows[:3], SweepConfig(sizes=[4], seeds=[0, 1])) == []   # one size, no variant
+
+
 @pytest.mark.parametrize("name", ["sweep_quick.yaml", "sweep_smoke.yaml", "sweep_full.yaml"])
 def test_shipped_configs_load(name):
     cfg = ablation.load_sweep_config(REPO / "configs" / name)
@@ -238,6 +288,19 @@ def test_sweep_runs_aggregates_and_resumes(tmp_path, monkeypatch):
     assert summary[("clean-random-assistant", 8, "train_loss")]["mean"] == pytest.approx(sum(at8) / 2)
     assert summary[("clean-random-assistant", 8, "train_loss")]["n"] == 2
     assert (sweep_dir / "results.csv").exists() and (sweep_dir / "summary.csv").exists()
+    # the paired effect of the size comparison (n=8 minus n=4, seeds paired), per case-study metric
+    effects = json.loads((sweep_dir / "comparisons.json").read_text())
+    assert effects == second.comparisons and {e["metric"] for e in effects} <= set(ablation.CASE_STUDY_METRICS)
+    assert {e["comparison"] for e in effects} == {"clean-random-assistant n=8 vs n=4"} and "tone_rubric" in {
+        e["metric"] for e in effects}
+    for e in effects:
+        assert e["resolved"] in ("resolved", "not resolved") and e["n_seeds_variant"] == e["n_seeds_baseline"] == 2
+        assert e["n_prompts"] > 0 and (e["low"] is None or e["low"] <= e["effect"] <= e["high"])
+    assert (sweep_dir / "comparisons.csv").read_text().startswith(",".join(ablation.EFFECT_COLUMNS))
+    assert "resolved" in (sweep_dir / "comparisons.md").read_text()
+    assert ablation.load_comparisons(sweep_dir) == effects
+    (sweep_dir / "comparisons.json").unlink()                                  # a sweep from before: computed
+    assert ablation.load_comparisons(sweep_dir) == effects
     assert set(ablation.loss_curves(sweep_dir)) == {r["run_id"] for r in rows[1:]}
 
     ids = {n: {json.loads(line)["id"] for line in open(sweep_dir / f"runs/clean-random-assistant-n{n}-s0/train_data.jsonl")}
