@@ -164,15 +164,42 @@ def table_rows(config: SearchConfig) -> list[dict[str, Any]]:
         for key in METRICS:
             m = found[key]
             row[key], row[f"{key}_ci"], row[f"{key}_n"] = m["value"], m.get("ci"), m["n"]
+        if side == "after":
+            row.update(_effects_vs_untuned(config, run_dir))
         rows.append(row)
     return rows
+
+
+def _effects_vs_untuned(config: SearchConfig, eval_dir: Path) -> dict[str, Any]:
+    """Recipe minus untuned model on the same dev prompts (``stats.paired_effect``, prompts resampled)."""
+    from . import stats
+
+    untuned = config.run_root / "untuned"
+    if not (untuned / "before_answers.jsonl").exists():
+        return {}
+    after, before = stats.per_prompt_outcomes(eval_dir, "after"), stats.per_prompt_outcomes(untuned, "before")
+    out: dict[str, Any] = {}
+    for key in METRICS:
+        e = stats.paired_effect([after[key]], [before[key]], bounds=stats.METRIC_BOUNDS[key])
+        out[f"{key}_effect"], out[f"{key}_effect_ci"] = e.effect, [e.low, e.high]
+        out[f"{key}_resolved"] = stats.resolved_word(e.resolved)
+    return out
 
 
 def _cell(row: dict[str, Any], key: str) -> str:
     value, ci = row[key], row.get(f"{key}_ci")
     if key == "tone_rubric":
-        return f"{value:.2f} [{ci[0]:.2f}, {ci[1]:.2f}]" if ci else f"{value:.2f}"
-    return f"{value:.0%} [{ci[0]:.0%}, {ci[1]:.0%}]" if ci else f"{value:.0%}"
+        text = f"{value:.2f} [{ci[0]:.2f}, {ci[1]:.2f}]" if ci else f"{value:.2f}"
+    else:
+        text = f"{value:.0%} [{ci[0]:.0%}, {ci[1]:.0%}]" if ci else f"{value:.0%}"
+    if f"{key}_effect" in row:
+        e, (lo, hi) = row[f"{key}_effect"], row[f"{key}_effect_ci"]
+        fmt = "{:+.2f}" if key == "tone_rubric" else "{:+.0%}"
+        if lo is None:
+            text += f"; {fmt.format(e)}"
+        else:
+            text += f"; {fmt.format(e)} [{fmt.format(lo)}, {fmt.format(hi)}] {row[f'{key}_resolved']}"
+    return text
 
 
 def write_table(config: SearchConfig, rows: list[dict[str, Any]]) -> None:
@@ -187,7 +214,9 @@ def write_table(config: SearchConfig, rows: list[dict[str, Any]]) -> None:
     n = {k: rows[0][f"{k}_n"] for k in METRICS} if rows else {}
     head = ("| recipe (dev split) | train min | " + " | ".join(f"{k.replace('_', ' ')} (n={n.get(k, '?')})"
                                                          for k in METRICS) + " |")
-    lines = [head, "|" + "---|" * (len(METRICS) + 2)]
+    lines = ["Each cell: the value [95% interval]; then the paired effect against the untuned model on the same "
+             "dev prompts [95% bootstrap interval over prompts], *resolved* when that interval excludes 0.", "",
+             head, "|" + "---|" * (len(METRICS) + 2)]
     for row in rows:
         lines.append(f"| {row['recipe']} | {row.get('train_minutes', '')} | "
                      + " | ".join(_cell(row, k) for k in METRICS) + " |")

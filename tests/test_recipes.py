@@ -61,7 +61,7 @@ recipes:
     shares = json.loads((config.run_root / "more-lookalikes" / "train" / "result.json").read_text())
     assert shares["config"]["category_shares"] == {"lookalike": 0.5}
     table = (config.run_root / "recipes.md").read_text()
-    assert "| more-lookalikes |" in table and "false rejections" in table
+    assert "| more-lookalikes |" in table and "false rejections" in table and "resolved" in table
     # a second call finds every run finished and keeps them
     stamps = {p: p.stat().st_mtime_ns for p in config.run_root.glob("*/*/result.json")}
     said = []
