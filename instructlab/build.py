@@ -40,10 +40,12 @@ from typing import Any, Callable, Iterable, Sequence
 
 from pydantic import BaseModel, ConfigDict, TypeAdapter, ValidationError
 
+from instructlab.kestrel import TASK_TYPES as _RECORD_TASK_TYPES
 from instructlab.runs import read_jsonl, write_json, write_jsonl
 
-TASK_TYPES = ("question", "summary", "analysis", "comparison", "rewrite", "template", "decline", "lookalike")
-CONTENT_TASK_TYPES = ("question", "summary", "analysis", "comparison", "rewrite", "template")
+# What a teacher item may be: the records' task types (kestrel.TASK_TYPES, one list) plus "lookalike".
+TASK_TYPES = (*_RECORD_TASK_TYPES, "lookalike")
+CONTENT_TASK_TYPES = tuple(t for t in _RECORD_TASK_TYPES if t != "decline")
 TASK_DESCRIPTIONS = {
     "question": "a question an employee would ask; the output answers it from the excerpt",
     "summary": "a request to summarise the excerpt (or part of it) for a colleague",
@@ -629,8 +631,14 @@ def words(text: str) -> list[str]:
 
 
 def word_ngrams(text: str, n: int = 8) -> set[tuple[str, ...]]:
-    """All runs of ``n`` consecutive words of ``text`` (see :func:`words`)."""
-    w = words(text)
+    """All runs of ``n`` consecutive words of ``text``: the kit's one measure of shared wording.
+
+    Words here are lower-cased ``\\w+`` runs, so "on-call" and "don't" are two words each (unlike
+    :func:`words`, which keeps them whole for de-duplication keys). Leakage checks (:func:`check_leakage`)
+    and the Kestrel data builder (``data/kestrel/build.py``, whose held-out selection depends on it)
+    both call this function, so the 8-gram disjointness the tests hold is the one the data was built with.
+    """
+    w = re.findall(r"\w+", text.lower())
     return {tuple(w[i:i + n]) for i in range(len(w) - n + 1)}
 
 

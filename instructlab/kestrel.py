@@ -107,7 +107,9 @@ TEMPLATES: dict[str, list[str]] = {
     "knowledge": ["Reference: KB-"],
 }
 
-TASK_TYPES = ["question", "summary", "rewrite", "template", "analysis", "comparison", "decline"]
+# The task types of the Kestrel records (``record["task_type"]``), defined once: ``build`` derives its
+# teacher schema from this list (plus "lookalike", a teacher item's category).
+TASK_TYPES = ["question", "summary", "analysis", "comparison", "rewrite", "template", "decline"]
 
 # The kit's guidance (not a measured result): how many curated examples a task type needs before
 # a LoRA adapter picks it up reliably ("minimum") and where more examples stop paying off

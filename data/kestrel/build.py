@@ -48,6 +48,7 @@ if str(REPO) not in sys.path:              # run as a script: make the package i
     sys.path.insert(0, str(REPO))
 
 from instructlab import kestrel as K  # noqa: E402
+from instructlab.build import word_ngrams  # noqa: E402  (one definition of shared 8-word runs)
 
 
 def _load(name: str):
@@ -1424,12 +1425,6 @@ NOISE_FRACTION = 0.35
 
 class LeakageError(ValueError):
     """Held-out wording overlaps training wording (an 8-word run in common)."""
-
-
-def word_ngrams(text: str, n: int = NGRAM) -> set[tuple[str, ...]]:
-    """The set of n-word runs of ``text`` (lowercased ``\\w+`` tokens)."""
-    toks = re.findall(r"\w+", text.lower())
-    return {tuple(toks[i:i + n]) for i in range(len(toks) - n + 1)}
 
 
 def shared_ngrams(texts: list[str], others: list[str], n: int = NGRAM) -> list[tuple[int, str]]:
