@@ -9,6 +9,7 @@ resumes where it stopped.
 
     python -m instructlab.recipes configs/recipes_quick.yaml             # every recipe, then the table
     python -m instructlab.recipes configs/recipes_quick.yaml --only lookalike30
+    python -m instructlab.recipes configs/recipes_quick.yaml --publish docs/results/recipes-quick
 
 Writes ``<run_root>/<recipe>/train`` and ``/dev-eval`` per recipe, ``<run_root>/untuned``, and
 ``<run_root>/recipes.csv`` / ``recipes.md`` (each metric with its 95% interval and n).
@@ -26,10 +27,10 @@ from typing import Any, Sequence
 
 from . import ablation, experiment, profiles
 
-__all__ = ["Recipe", "SearchConfig", "load_config", "run_search", "table_rows", "main"]
+__all__ = ["Recipe", "SearchConfig", "load_config", "run_search", "table_rows", "write_table", "publish", "main"]
 
 METRICS = ("tone_rubric", "terminology", "appropriate_refusals", "false_rejections")
-_KEYS = {"profile", "dev_path", "run_root", "eval_params", "recipes", "description"}
+_KEYS = {"profile", "dev_path", "run_root", "eval_params", "base_train", "recipes", "description"}
 
 
 @dataclass(frozen=True)
@@ -51,6 +52,9 @@ class SearchConfig:
     run_root: Path
     eval_params: dict[str, Any]
     recipes: tuple[Recipe, ...]
+    # TrainConfig fields every recipe starts from (over the profile's), so that a search keeps meaning the
+    # same runs when the profile itself later changes (as the quick profile did, to the recipe this chose)
+    base_train: dict[str, Any] = field(default_factory=dict)
 
 
 def load_config(path: str | Path) -> SearchConfig:
@@ -80,6 +84,9 @@ def load_config(path: str | Path) -> SearchConfig:
     if bad_eval:
         raise ValueError(f"{path}: eval_params: unknown fields {sorted(bad_eval)}")
     fields = set(train.TrainConfig.__dataclass_fields__)
+    base_train = dict(raw.get("base_train") or {})
+    if set(base_train) - fields:
+        raise ValueError(f"{path}: base_train: unknown TrainConfig fields {sorted(set(base_train) - fields)}")
     recipes, seen = [], set()
     for i, item in enumerate(raw.get("recipes") or []):
         if not isinstance(item, dict) or not item.get("name"):
@@ -96,16 +103,39 @@ def load_config(path: str | Path) -> SearchConfig:
     if not recipes:
         raise ValueError(f"{path}: no recipes")
     return SearchConfig(path, profile, dev_path, experiment.repo_path(raw.get("run_root", f"runs/recipes-{profile}")),
-                        eval_params, tuple(recipes))
+                        eval_params, tuple(recipes), base_train)
 
 
 _OWN_FIELDS = ("n_examples", "epochs", "seed", "train_on")   # TrainParams fields of their own, not overrides
 
 
 def _train_params(config: SearchConfig, recipe: Recipe) -> experiment.TrainParams:
-    own = {k: recipe.train[k] for k in _OWN_FIELDS if k in recipe.train}
-    overrides = {k: v for k, v in recipe.train.items() if k not in own}
+    fields = {**config.base_train, **recipe.train}
+    own = {k: fields[k] for k in _OWN_FIELDS if k in fields}
+    overrides = {k: v for k, v in fields.items() if k not in own}
     return experiment.TrainParams(profile=config.profile, eval_path=config.dev_path, overrides=overrides, **own)
+
+
+def _trained(train_dir: Path, params: experiment.TrainParams) -> bool:
+    """A finished training run with the same model, data and resolved ``TrainConfig`` (not only the same
+    parameters: a profile edited since then resolves them differently)."""
+    path = train_dir / experiment.RESULT_FILE
+    if not path.exists():
+        return False
+    try:
+        done = json.loads(path.read_text(encoding="utf-8"))
+    except ValueError:
+        return False
+    from .train import TrainConfig
+
+    model, cfg = params.resolve()
+    try:    # through TrainConfig: a field added since the run was made reads as its default
+        recorded = TrainConfig.from_dict(done.get("config") or {}).to_dict()
+    except (TypeError, ValueError):
+        return False
+    return (done.get("model") == model and json.dumps(recorded, sort_keys=True) == json.dumps(cfg.to_dict(), sort_keys=True)
+            and done.get("params", {}).get("data_path") == params.data_path
+            and done.get("params", {}).get("eval_path") == params.eval_path)
 
 
 def _eval_params(config: SearchConfig, adapter: Path | None) -> experiment.EvalParams:
@@ -129,11 +159,12 @@ def run_search(config: SearchConfig, only: Sequence[str] = (), report: Any = pri
             continue
         train_dir, eval_dir = config.run_root / recipe.name / "train", config.run_root / recipe.name / "dev-eval"
         params = _train_params(config, recipe)
-        if not experiment.params_match(train_dir, params):
+        trained = _trained(train_dir, params)
+        if not trained:
             report(f"recipe {recipe.name}: training ({recipe.train or 'the profile as it is'})")
             ablation.fresh_step(train_dir)
             experiment.train_run(params, train_dir, bar=False)
-        if not experiment.params_match(eval_dir, _eval_params(config, train_dir)):
+        if not trained or not experiment.params_match(eval_dir, _eval_params(config, train_dir)):
             report(f"recipe {recipe.name}: evaluating on {config.dev_path}")
             ablation.fresh_step(eval_dir)
             experiment.eval_run(_eval_params(config, train_dir), eval_dir)
@@ -223,10 +254,35 @@ def write_table(config: SearchConfig, rows: list[dict[str, Any]]) -> None:
     (config.run_root / "recipes.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
 
 
+def publish(config: SearchConfig, target: str | Path) -> list[Path]:
+    """Copy the table and every run's small files (answers, metrics, result, training log; no adapters or
+    checkpoints) to ``target``, so that each number of the table can be traced to the text behind it."""
+    import shutil
+
+    from .pipeline import PUBLISH_MAX_BYTES, PUBLISH_SUFFIXES
+
+    target = Path(target)
+    if target.exists():
+        shutil.rmtree(target)
+    target.mkdir(parents=True)
+    written = [Path(shutil.copy2(config.run_root / name, target / name)) for name in ("recipes.md", "recipes.csv")
+               if (config.run_root / name).exists()]
+    for run_dir in sorted(p for p in config.run_root.glob("**/result.json")):
+        rel = run_dir.parent.relative_to(config.run_root)
+        (target / rel).mkdir(parents=True, exist_ok=True)
+        for f in sorted(run_dir.parent.iterdir()):
+            if (f.is_file() and f.suffix in PUBLISH_SUFFIXES and f.name != "manifest.json"
+                    and f.stat().st_size <= PUBLISH_MAX_BYTES):
+                written.append(Path(shutil.copy2(f, target / rel / f.name)))
+    return written
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m instructlab.recipes", description=__doc__.split("\n\n")[0])
     p.add_argument("config", help="recipe-search YAML, e.g. configs/recipes_quick.yaml")
     p.add_argument("--only", nargs="*", default=(), help="recipe names to run (default: all)")
+    p.add_argument("--publish", default=None, metavar="DIR",
+                   help="afterwards, copy the table and each run's answers and metrics to DIR (e.g. docs/results/recipes-quick)")
     args = p.parse_args(argv)
     try:
         config = load_config(args.config)
@@ -242,6 +298,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     print((config.run_root / "recipes.md").read_text(encoding="utf-8"))
+    if args.publish:
+        print(f"published {len(publish(config, args.publish))} files to {args.publish}")
     return 0
 
 

@@ -67,3 +67,15 @@ recipes:
     said = []
     recipes.run_search(config, report=said.append)
     assert said == [] and stamps == {p: p.stat().st_mtime_ns for p in config.run_root.glob("*/*/result.json")}
+    # publishing copies the table and each run's answers, never the adapters
+    published = recipes.publish(config, tmp_path / "docs")
+    names = {p.relative_to(tmp_path / "docs").as_posix() for p in published}
+    assert {"recipes.md", "recipes.csv", "untuned/before_answers.jsonl", "base/dev-eval/after_answers.jsonl",
+            "base/train/result.json"} <= names
+    assert not any("adapter" in n or "checkpoint" in n for n in names)
+    # a changed starting point (as when the profile itself changes) is a different run: trained again
+    import dataclasses
+    changed = dataclasses.replace(config, base_train={"learning_rate": 5e-4})
+    said = []
+    recipes.run_search(changed, only=["base"], report=said.append)
+    assert said == ["recipe base: training (the profile as it is)", "recipe base: evaluating on data/kestrel/dev.jsonl"]
