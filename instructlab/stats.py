@@ -36,7 +36,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 __all__ = ["OUTCOME_METRICS", "METRIC_BOUNDS", "per_prompt_outcomes", "Estimate", "Effect", "bootstrap_mean",
-           "paired_effect", "variance_components", "power_note", "resolved_word"]
+           "paired_effect", "variance_components", "power_note", "resolved_word", "before_after_effects"]
 
 OUTCOME_METRICS = ("tone_rubric", "terminology", "appropriate_refusals", "false_rejections")
 # The range of each per-prompt outcome (and so of its mean and of any bootstrap interval).
@@ -403,3 +403,45 @@ def power_note(effect_result: Effect | Mapping[str, Any], power: float = 0.8) ->
     return {"sentence": sentence, "effect": float(e["effect"]), "se": se, "mde": mde, "seeds_needed": seeds_needed,
             "prompts_needed": prompts_needed, "multiplier": k, "seed_var": seed_var, "prompt_var": prompt_var,
             "residual_var": resid}
+
+
+def before_after_effects(eval_dir: str | Path, n_boot: int = 2000, seed: int = 0) -> list[dict[str, Any]]:
+    """After minus before on the same prompts of one ``experiment.eval_run`` folder, per case-study metric.
+
+    One seed per side: the interval resamples prompts only (the between-seed variance of training is not
+    in it; a sweep with seeds measures that). Rows: metric, before, after, effect, low, high, resolved, n_prompts.
+    """
+    before, after = per_prompt_outcomes(eval_dir, "before"), per_prompt_outcomes(eval_dir, "after")
+    rows = []
+    for key in OUTCOME_METRICS:
+        e = paired_effect([after[key]], [before[key]], n_boot=n_boot, seed=seed, bounds=METRIC_BOUNDS[key])
+        rows.append({"metric": key, "before": float(np.mean(list(before[key].values()))),
+                     "after": float(np.mean(list(after[key].values()))), "effect": e.effect, "low": e.low,
+                     "high": e.high, "resolved": resolved_word(e.resolved), "n_prompts": e.n_prompts})
+    return rows
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m instructlab.stats <eval folder>``: the before/after paired effects of an evaluation."""
+    import argparse
+    import sys
+
+    p = argparse.ArgumentParser(prog="python -m instructlab.stats", description=main.__doc__)
+    p.add_argument("eval_dir", help="a notebook-03 / experiment.eval_run folder with before_ and after_answers.jsonl")
+    args = p.parse_args(argv)
+    try:
+        rows = before_after_effects(args.eval_dir)
+    except (FileNotFoundError, KeyError, ValueError) as err:
+        print(f"error: {args.eval_dir}: {err}", file=sys.stderr)
+        return 2
+    print("| metric | before | after | after - before [95% interval over prompts] | | n |\n|---|---|---|---|---|---|")
+    for r in rows:
+        f = "{:.2f}" if r["metric"] == "tone_rubric" else "{:.0%}"
+        g = "{:+.2f}" if r["metric"] == "tone_rubric" else "{:+.0%}"
+        print(f"| {r['metric']} | {f.format(r['before'])} | {f.format(r['after'])} | {g.format(r['effect'])} "
+              f"[{g.format(r['low'])}, {g.format(r['high'])}] | {r['resolved']} | {r['n_prompts']} |")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -235,3 +235,19 @@ def test_power_note_from_a_measured_effect_says_when_the_seed_variance_is_unknow
     note = stats.power_note(stats.paired_effect(seeds_of(var), seeds_of(base), bounds=(0, 1)))
     assert "between-seed variance is unknown" in note["sentence"]
     assert note["se"] > 0 and note["mde"] > 0
+
+
+def test_before_after_effects_of_an_eval_folder_and_its_command(tmp_path, capsys):
+    """Gold answers after, always-decline before: tone and terminology rise, false rejections fall, resolved."""
+    records = runs.read_jsonl(REPO / "data" / "kestrel" / "eval.jsonl")[:90]
+    metrics.evaluate_answers(records, metrics.always_decline_answers(records)).save(tmp_path, "before")
+    metrics.evaluate_answers(records, metrics.gold_answers(records)).save(tmp_path, "after")
+    rows = {r["metric"]: r for r in stats.before_after_effects(tmp_path)}
+    assert set(rows) == set(stats.OUTCOME_METRICS)
+    fr = rows["false_rejections"]
+    assert fr["before"] == 1.0 and fr["after"] == 0.0 and fr["effect"] == -1.0 and fr["resolved"] == "resolved"
+    assert rows["tone_rubric"]["effect"] > 1 and rows["tone_rubric"]["low"] > 0
+    assert stats.main([str(tmp_path)]) == 0
+    assert "| false_rejections | 100% | 0% | -100%" in capsys.readouterr().out
+    assert stats.main([str(tmp_path / "missing")]) == 2
+    assert "before_answers.jsonl" in capsys.readouterr().err
