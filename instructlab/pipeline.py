@@ -599,6 +599,13 @@ def _write_chain(out: Path, profile: str, steps: Sequence[StepResult], total: fl
 # adapters, checkpoints or sweep run folders), so that a reader of the repository can trace every number.
 PUBLISH_SUFFIXES = (".json", ".jsonl", ".csv", ".md", ".png", ".svg")
 PUBLISH_MAX_BYTES = 2_000_000
+PUBLISH_SUBDIRS = ("sweep",)   # notebook 04's sweep folder: its results, summary and comparisons tables (not its runs)
+
+
+def small_results(folder: Path) -> list[Path]:
+    """The files of ``folder`` (top level) that a publish copies: small results, not the manifest."""
+    return [f for f in sorted(folder.iterdir()) if f.is_file() and f.suffix in PUBLISH_SUFFIXES
+            and f.name != "manifest.json" and f.stat().st_size <= PUBLISH_MAX_BYTES]
 
 
 def publish_chain(chain_dir: str | Path, docs_dir: str | Path | None = None) -> dict[str, list[Path]]:
@@ -606,7 +613,8 @@ def publish_chain(chain_dir: str | Path, docs_dir: str | Path | None = None) -> 
 
     Every succeeded notebook's executed copy goes to ``<docs>/lessons/<stem>.ipynb`` (with its outputs), and
     the small result files at the top of its folder (``PUBLISH_SUFFIXES``, at most ``PUBLISH_MAX_BYTES``
-    each; not the manifest) to ``<docs>/results/<profile>/<stem>/``, next to the chain's ``chain.json``.
+    each; not the manifest) to ``<docs>/results/<profile>/<stem>/``, next to the chain's ``chain.json``; so are
+    those at the top of a ``sweep/`` subfolder (notebook 04's results, summary and paired comparisons).
     Files that an earlier publish left there are replaced, so one folder always holds one run.
 
     Args:
@@ -646,8 +654,11 @@ def publish_chain(chain_dir: str | Path, docs_dir: str | Path | None = None) -> 
         if target.exists():
             shutil.rmtree(target)
         target.mkdir(parents=True)
-        for f in sorted(run_dir.iterdir()):
-            if (f.is_file() and f.suffix in PUBLISH_SUFFIXES and f.name != "manifest.json"
-                    and f.stat().st_size <= PUBLISH_MAX_BYTES):
-                written["results"].append(Path(shutil.copy2(f, target / f.name)))
+        for f in small_results(run_dir):
+            written["results"].append(Path(shutil.copy2(f, target / f.name)))
+        for sub in PUBLISH_SUBDIRS:
+            if (run_dir / sub).is_dir():
+                (target / sub).mkdir()
+                for f in small_results(run_dir / sub):
+                    written["results"].append(Path(shutil.copy2(f, target / sub / f.name)))
     return written

@@ -259,7 +259,7 @@ def publish(config: SearchConfig, target: str | Path) -> list[Path]:
     checkpoints) to ``target``, so that each number of the table can be traced to the text behind it."""
     import shutil
 
-    from .pipeline import PUBLISH_MAX_BYTES, PUBLISH_SUFFIXES
+    from .pipeline import small_results
 
     target = Path(target)
     if target.exists():
@@ -270,10 +270,7 @@ def publish(config: SearchConfig, target: str | Path) -> list[Path]:
     for run_dir in sorted(p for p in config.run_root.glob("**/result.json")):
         rel = run_dir.parent.relative_to(config.run_root)
         (target / rel).mkdir(parents=True, exist_ok=True)
-        for f in sorted(run_dir.parent.iterdir()):
-            if (f.is_file() and f.suffix in PUBLISH_SUFFIXES and f.name != "manifest.json"
-                    and f.stat().st_size <= PUBLISH_MAX_BYTES):
-                written.append(Path(shutil.copy2(f, target / rel / f.name)))
+        written += [Path(shutil.copy2(f, target / rel / f.name)) for f in small_results(run_dir.parent)]
     return written
 
 

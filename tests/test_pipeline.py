@@ -150,7 +150,9 @@ def test_publish_copies_lessons_and_small_results_of_a_whole_chain_only(tmp_path
     make_notebook(nbdir / "02_train.ipynb", "import pathlib, json; d = pathlib.Path(run_dir); d.mkdir(exist_ok=True)\n"
                   "(d / 'result.json').write_text(json.dumps({'n': n_examples}))\n"
                   "(d / 'adapter').mkdir(exist_ok=True); (d / 'adapter' / 'w.bin').write_text('x')\n"
-                  "(d / 'big.csv').write_text('x' * 2_000_001)\nprint('trained')")
+                  "(d / 'big.csv').write_text('x' * 2_000_001)\n"
+                  "(d / 'sweep' / 'runs').mkdir(parents=True, exist_ok=True); (d / 'sweep' / 'comparisons.csv').write_text('c')\n"
+                  "(d / 'sweep' / 'runs' / 'r.json').write_text('{}')\nprint('trained')")
     make_notebook(nbdir / "03_eval.ipynb", "import pathlib; d = pathlib.Path(run_dir); d.mkdir(exist_ok=True)\n"
                   "(d / 'after_answers.jsonl').write_text('{}\\n')")
     steps = pipeline.run_chain("smoke", tmp_path / "out", notebooks=sorted(nbdir.glob("*.ipynb")),
@@ -165,7 +167,8 @@ def test_publish_copies_lessons_and_small_results_of_a_whole_chain_only(tmp_path
     lesson = json.loads((docs / "lessons" / "02_train.ipynb").read_text())
     assert any("trained" in "".join(o.get("text", "")) for c in lesson["cells"] for o in c.get("outputs", []))
     res = docs / "results" / "smoke"
-    assert sorted(p.name for p in (res / "02_train").iterdir()) == ["result.json"]   # no adapter, no big file
+    assert sorted(p.name for p in (res / "02_train").iterdir()) == ["result.json", "sweep"]   # no adapter, no big file
+    assert sorted(p.name for p in (res / "02_train" / "sweep").iterdir()) == ["comparisons.csv"]  # not its runs
     assert (res / "03_eval" / "after_answers.jsonl").exists() and (res / "chain.json").exists()
     assert not stale.exists()                                                           # one folder, one run
     # a failed chain is never published, and the CLI says why
