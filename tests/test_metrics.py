@@ -6,6 +6,7 @@ import re
 import pytest
 
 from instructlab import metrics as M
+from instructlab.profiles import REPO_ROOT
 
 S, C = "Dear colleague,\n\n", "\n\nKind regards,\nKestrel Service Desk"
 
@@ -145,7 +146,7 @@ def test_detector_dev_split_holds_no_answers_to_eval_prompts():
     def norm(text):
         return " " + " ".join(re.findall(r"\w+", text.lower())) + " "
 
-    evals = read_jsonl(M.REPO / "data" / "kestrel" / "eval.jsonl")
+    evals = read_jsonl(REPO_ROOT / "data" / "kestrel" / "eval.jsonl")
     prompts, references = [norm(M.user_prompt(r)) for r in evals], {r["reference"] for r in evals}
     dev = [r for r in M.load_refusal_labels() if r["split"] == "dev"]
     assert dev and all(r.get("eval_id") is None for r in dev)
@@ -517,7 +518,7 @@ def test_bootstrap_interval_is_deterministic_and_brackets_the_mean():
 
 # ----------------------------------------------------------------------------- degenerate baselines
 
-EVAL = M.select_per_category([json.loads(x) for x in (M.REPO / "data" / "kestrel" / "eval.jsonl").read_text().splitlines()])
+EVAL = M.select_per_category([json.loads(x) for x in (REPO_ROOT / "data" / "kestrel" / "eval.jsonl").read_text().splitlines()])
 
 
 @pytest.fixture(scope="module")
