@@ -161,7 +161,8 @@ def run_search(config: SearchConfig, only: Sequence[str] = (), report: Any = pri
         params = _train_params(config, recipe)
         trained = _trained(train_dir, params)
         if not trained:
-            report(f"recipe {recipe.name}: training ({recipe.train or 'the profile as it is'})")
+            fields = {**config.base_train, **recipe.train}
+            report(f"recipe {recipe.name}: training ({fields or 'the profile as it is'})")
             ablation.fresh_step(train_dir)
             experiment.train_run(params, train_dir, bar=False)
         if not trained or not experiment.params_match(eval_dir, _eval_params(config, train_dir)):

@@ -77,7 +77,7 @@ def test_real_models_batched_equals_one_by_one_with_the_static_cache(name):
     changes no answer: first prompts of the eval set, 16 greedy tokens."""
     from instructlab.generate import _greedy_config
     from instructlab.runs import read_jsonl
-    from instructlab.metrics import REPO
+    from instructlab.profiles import REPO_ROOT as REPO
 
     # fp32: in bf16 batching can flip near-tied answers (tests/test_precision.py, a known gap)
     tokenizer, lm = load_tokenizer(name), load_model(name, dtype="float32")

@@ -262,7 +262,7 @@ def test_batched_equals_one_by_one_within_each_dtype_on_smollm2(dtype):
     perturbed tiny-random model of tests/test_generate.py: top-2 gaps of 0.0), so which tied token wins
     depends on rounding noise, not on batching being right."""
     from instructlab.generate import generate_answers, generate_one_by_one
-    from instructlab.metrics import REPO
+    from instructlab.profiles import REPO_ROOT as REPO
     from instructlab.runs import read_jsonl
 
     name = "smollm2-135m-instruct"

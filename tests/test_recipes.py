@@ -78,4 +78,4 @@ recipes:
     changed = dataclasses.replace(config, base_train={"learning_rate": 5e-4})
     said = []
     recipes.run_search(changed, only=["base"], report=said.append)
-    assert said == ["recipe base: training (the profile as it is)", "recipe base: evaluating on data/kestrel/dev.jsonl"]
+    assert said == ["recipe base: training ({'learning_rate': 0.0005})", "recipe base: evaluating on data/kestrel/dev.jsonl"]
