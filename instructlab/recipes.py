@@ -25,11 +25,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
-from . import ablation, experiment, profiles
+from . import ablation, experiment, profiles, stats
 
 __all__ = ["Recipe", "SearchConfig", "load_config", "run_search", "table_rows", "write_table", "publish", "main"]
 
-METRICS = ("tone_rubric", "terminology", "appropriate_refusals", "false_rejections")
+METRICS = stats.OUTCOME_METRICS
 _KEYS = {"profile", "dev_path", "run_root", "eval_params", "base_train", "recipes", "description"}
 
 
@@ -182,7 +182,9 @@ def _side_metrics(run_dir: Path, side: str) -> dict[str, Any] | None:
 def table_rows(config: SearchConfig) -> list[dict[str, Any]]:
     """One row per finished run: the untuned model first, then each recipe, each metric with interval and n."""
     rows = []
-    entries = [("untuned", "", {}, config.run_root / "untuned", "before")]
+    untuned = config.run_root / "untuned"
+    baseline = stats.per_prompt_outcomes(untuned, "before") if (untuned / "before_answers.jsonl").exists() else None
+    entries = [("untuned", "", {}, untuned, "before")]
     entries += [(r.name, r.why, r.train, config.run_root / r.name / "dev-eval", "after") for r in config.recipes]
     for name, why, overrides, run_dir, side in entries:
         found = _side_metrics(run_dir, side)
@@ -196,26 +198,13 @@ def table_rows(config: SearchConfig) -> list[dict[str, Any]]:
         for key in METRICS:
             m = found[key]
             row[key], row[f"{key}_ci"], row[f"{key}_n"] = m["value"], m.get("ci"), m["n"]
-        if side == "after":
-            row.update(_effects_vs_untuned(config, run_dir))
+        if side == "after" and baseline is not None:   # recipe minus untuned model on the same dev prompts
+            for e in stats.run_effects(stats.per_prompt_outcomes(run_dir, "after"), baseline):
+                key = e["metric"]
+                row[f"{key}_effect"], row[f"{key}_effect_ci"] = e["effect"], [e["low"], e["high"]]
+                row[f"{key}_resolved"] = e["resolved"]
         rows.append(row)
     return rows
-
-
-def _effects_vs_untuned(config: SearchConfig, eval_dir: Path) -> dict[str, Any]:
-    """Recipe minus untuned model on the same dev prompts (``stats.paired_effect``, prompts resampled)."""
-    from . import stats
-
-    untuned = config.run_root / "untuned"
-    if not (untuned / "before_answers.jsonl").exists():
-        return {}
-    after, before = stats.per_prompt_outcomes(eval_dir, "after"), stats.per_prompt_outcomes(untuned, "before")
-    out: dict[str, Any] = {}
-    for key in METRICS:
-        e = stats.paired_effect([after[key]], [before[key]], bounds=stats.METRIC_BOUNDS[key])
-        out[f"{key}_effect"], out[f"{key}_effect_ci"] = e.effect, [e.low, e.high]
-        out[f"{key}_resolved"] = stats.resolved_word(e.resolved)
-    return out
 
 
 def _cell(row: dict[str, Any], key: str) -> str:

@@ -36,7 +36,8 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 __all__ = ["OUTCOME_METRICS", "METRIC_BOUNDS", "per_prompt_outcomes", "Estimate", "Effect", "bootstrap_mean",
-           "paired_effect", "variance_components", "power_note", "resolved_word", "before_after_effects"]
+           "paired_effect", "variance_components", "power_note", "resolved_word", "run_effects",
+           "before_after_effects"]
 
 OUTCOME_METRICS = ("tone_rubric", "terminology", "appropriate_refusals", "false_rejections")
 # The range of each per-prompt outcome (and so of its mean and of any bootstrap interval).
@@ -405,20 +406,26 @@ def power_note(effect_result: Effect | Mapping[str, Any], power: float = 0.8) ->
             "residual_var": resid}
 
 
-def before_after_effects(eval_dir: str | Path, n_boot: int = 2000, seed: int = 0) -> list[dict[str, Any]]:
-    """After minus before on the same prompts of one ``experiment.eval_run`` folder, per case-study metric.
-
-    One seed per side: the interval resamples prompts only (the between-seed variance of training is not
-    in it; a sweep with seeds measures that). Rows: metric, before, after, effect, low, high, resolved, n_prompts.
-    """
-    before, after = per_prompt_outcomes(eval_dir, "before"), per_prompt_outcomes(eval_dir, "after")
+def run_effects(variant: Mapping[str, Outcomes], baseline: Mapping[str, Outcomes], n_boot: int = 2000,
+                seed: int = 0) -> list[dict[str, Any]]:
+    """Variant minus baseline per case-study metric, from two runs' :func:`per_prompt_outcomes` (one seed each:
+    the interval resamples prompts only; the between-seed variance of training is not in it, a sweep with
+    seeds measures that). Rows: metric, baseline, variant, effect, low, high, resolved, n_prompts."""
     rows = []
     for key in OUTCOME_METRICS:
-        e = paired_effect([after[key]], [before[key]], n_boot=n_boot, seed=seed, bounds=METRIC_BOUNDS[key])
-        rows.append({"metric": key, "before": float(np.mean(list(before[key].values()))),
-                     "after": float(np.mean(list(after[key].values()))), "effect": e.effect, "low": e.low,
+        e = paired_effect([variant[key]], [baseline[key]], n_boot=n_boot, seed=seed, bounds=METRIC_BOUNDS[key])
+        rows.append({"metric": key, "baseline": float(np.mean(list(baseline[key].values()))),
+                     "variant": float(np.mean(list(variant[key].values()))), "effect": e.effect, "low": e.low,
                      "high": e.high, "resolved": resolved_word(e.resolved), "n_prompts": e.n_prompts})
     return rows
+
+
+def before_after_effects(eval_dir: str | Path, n_boot: int = 2000, seed: int = 0) -> list[dict[str, Any]]:
+    """After minus before on the same prompts of one ``experiment.eval_run`` folder (:func:`run_effects`).
+    Rows: metric, before, after, effect, low, high, resolved, n_prompts."""
+    before = per_prompt_outcomes(eval_dir, "before")
+    rows = run_effects(per_prompt_outcomes(eval_dir, "after"), before, n_boot=n_boot, seed=seed)
+    return [{"before" if k == "baseline" else "after" if k == "variant" else k: v for k, v in r.items()} for r in rows]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
