@@ -32,7 +32,7 @@ from . import profiles, runs
 
 __all__ = ["RESULT_FILE", "REPO_ROOT", "repo_path", "TrainParams", "EvalParams", "TrainRun", "EvalRun",
            "train_run", "eval_run", "read_result", "progress_callback", "dev_loss", "checkpoint_candidates",
-           "select_checkpoint", "params_match", "param_names", "Lesson", "start_lesson"]
+           "select_checkpoint", "params_match", "training_matches", "param_names", "Lesson", "start_lesson"]
 
 RESULT_FILE = "result.json"
 REPO_ROOT = profiles.REPO_ROOT
@@ -530,6 +530,29 @@ def params_match(run_dir: str | Path, params: TrainParams | EvalParams) -> bool:
         return json.loads(path.read_text(encoding="utf-8")).get("params") == _jsonable(asdict(params))
     except ValueError:
         return False
+
+
+def training_matches(train_dir: str | Path, params: TrainParams) -> bool:
+    """True when ``train_dir`` holds a finished training run with the same model, data and resolved ``TrainConfig``
+    (stricter than :func:`params_match`, which compares only the parameters; used by ``recipes``: the same
+    parameters resolve differently once a profile is edited)."""
+    path = Path(train_dir) / RESULT_FILE
+    if not path.exists():
+        return False
+    try:
+        done = json.loads(path.read_text(encoding="utf-8"))
+    except ValueError:
+        return False
+    from .train import TrainConfig
+
+    model, cfg = params.resolve()
+    try:    # through TrainConfig: a field added since the run was made reads as its default
+        recorded = TrainConfig.from_dict(done.get("config") or {}).to_dict()
+    except (TypeError, ValueError):
+        return False
+    return (done.get("model") == model and json.dumps(recorded, sort_keys=True) == json.dumps(cfg.to_dict(), sort_keys=True)
+            and done.get("params", {}).get("data_path") == params.data_path
+            and done.get("params", {}).get("eval_path") == params.eval_path)
 
 
 def param_names(cls: type) -> list[str]:

@@ -116,28 +116,6 @@ def _train_params(config: SearchConfig, recipe: Recipe) -> experiment.TrainParam
     return experiment.TrainParams(profile=config.profile, eval_path=config.dev_path, overrides=overrides, **own)
 
 
-def _trained(train_dir: Path, params: experiment.TrainParams) -> bool:
-    """A finished training run with the same model, data and resolved ``TrainConfig`` (not only the same
-    parameters: a profile edited since then resolves them differently)."""
-    path = train_dir / experiment.RESULT_FILE
-    if not path.exists():
-        return False
-    try:
-        done = json.loads(path.read_text(encoding="utf-8"))
-    except ValueError:
-        return False
-    from .train import TrainConfig
-
-    model, cfg = params.resolve()
-    try:    # through TrainConfig: a field added since the run was made reads as its default
-        recorded = TrainConfig.from_dict(done.get("config") or {}).to_dict()
-    except (TypeError, ValueError):
-        return False
-    return (done.get("model") == model and json.dumps(recorded, sort_keys=True) == json.dumps(cfg.to_dict(), sort_keys=True)
-            and done.get("params", {}).get("data_path") == params.data_path
-            and done.get("params", {}).get("eval_path") == params.eval_path)
-
-
 def _eval_params(config: SearchConfig, adapter: Path | None) -> experiment.EvalParams:
     return experiment.EvalParams(profile=config.profile, adapter=str(adapter) if adapter else "",
                                  eval_path=config.dev_path, before=adapter is None, **config.eval_params)
@@ -159,7 +137,7 @@ def run_search(config: SearchConfig, only: Sequence[str] = (), report: Any = pri
             continue
         train_dir, eval_dir = config.run_root / recipe.name / "train", config.run_root / recipe.name / "dev-eval"
         params = _train_params(config, recipe)
-        trained = _trained(train_dir, params)
+        trained = experiment.training_matches(train_dir, params)
         if not trained:
             fields = {**config.base_train, **recipe.train}
             report(f"recipe {recipe.name}: training ({fields or 'the profile as it is'})")
