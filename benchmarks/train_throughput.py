@@ -8,11 +8,15 @@ Same model (smollm2-135m-instruct), same Kestrel training examples, same per-dev
   (b) TRL, bf16 and checkpointing off  fp32, random batches, padded to the longest in each batch
   (c) the kit's defaults               ``instructlab.train`` settings: the precision
                                        ``models.device_settings()`` chose for this CPU, no checkpointing,
-                                       length-grouped batches, the LM head on labelled positions only
+                                       length-grouped batches, the LM head on labelled positions only, the
+                                       kit's CPU kernels (``instructlab.cpu_kernels``: lean log-probabilities,
+                                       fast LoRA dropout)
 
 and, to measure each of the kit's changes on its own (each is (c) with one change undone):
 
   (h) (c) with TRL's LM head on every position (``train.compact_lm_head_on_cpu`` off)
+  (l) (c) with TRL's ChunkedLogProbFunction instead of ``cpu_kernels.LeanLogProb``
+  (d) (c) with PyTorch's ``nn.Dropout`` as LoRA dropout instead of ``cpu_kernels.FastDropout``
   (w) (c) with the frozen base weights stored in bf16 instead of fp32 (bf16 machines only)
   (f) (c) forced to fp32 (``INSTRUCTLAB_DTYPE=float32``): the kit on a CPU without native bf16
   (g) (f) with TRL's LM head on every position: the kit's fp32 path before the compact head
@@ -23,7 +27,10 @@ layer on the real tokens, the vocabulary head only on the tokens with a label) a
 this machine's matmul rate *in the set-up's precision* (bf16 and fp32 matmuls are measured in the same run,
 before and after). Then the measured gain of each kept change, c/b, and last the c/a ratio.
 
-    .venv/bin/python benchmarks/train_throughput.py [--steps 4] [--batch-size 4] [--pool 256] [--setups abchwfg]
+    .venv/bin/python benchmarks/train_throughput.py [--steps 4] [--batch-size 4] [--pool 256] [--setups abchldwfg]
+                                                    [--all-linear]
+
+``--all-linear`` puts LoRA on every linear layer (the quick profile's choice) instead of q/v in every set-up.
 """
 
 from __future__ import annotations
@@ -114,17 +121,17 @@ class StepTimer:
         self.callback = _CB()
 
 
-KIT_SETUPS = "chwfg"  # the kit's settings, with one change undone in h, w, f, g
+KIT_SETUPS = "chldwfg"  # the kit's settings, with one change undone in h, l, d, w, f, g
 
 
-def build(setup: str, model_name: str, examples, batch_size: int, steps: int, out: Path):
-    """A trainer for set-up a / b / c / h / w / f / g on the same data; returns (trainer, checkpointing_on)."""
+def build(setup: str, model_name: str, examples, batch_size: int, steps: int, out: Path, targets=("q_proj", "v_proj")):
+    """A trainer for set-up a / b / c / h / l / d / w / f / g on the same data; returns (trainer, checkpointing_on)."""
     from peft import LoraConfig
     from transformers import set_seed
     from trl import SFTConfig
 
     from instructlab import masking, models
-    from instructlab.train import TrainConfig, _trainer_class, sft_config, to_dataset
+    from instructlab.train import TrainConfig, _trainer_class, sft_config, to_dataset, use_cpu_kernels
 
     common = dict(max_steps=steps, per_device_train_batch_size=batch_size, gradient_accumulation_steps=1,
                   learning_rate=2e-4, logging_steps=1, save_strategy="no", report_to=[], disable_tqdm=True,
@@ -147,23 +154,23 @@ def build(setup: str, model_name: str, examples, batch_size: int, steps: int, ou
     other = torch.bfloat16 if hw.training_dtype == torch.float32 else torch.float32
     dtype = torch.float32 if not kit else other if setup == "w" else hw.training_dtype
     model = models.load_model(model_name, dtype=dtype, for_training=True)
-    lora = LoraConfig(r=16, lora_alpha=32, lora_dropout=0.05, target_modules=["q_proj", "v_proj"],
+    lora = LoraConfig(r=16, lora_alpha=32, lora_dropout=0.05, target_modules=list(targets),
                       task_type="CAUSAL_LM")
     collator = masking.MaskedCollator(tok) if kit and args.padding_free is False else None
     trainer = _trainer_class()(model=model, args=args, train_dataset=to_dataset(examples),
                                processing_class=tok, peft_config=lora, data_collator=collator)
     trainer.kit_group_by_length = kit and TrainConfig().batching == "group_by_length"
-    trainer.kit_compact_head = kit and setup not in "hg"
+    use_cpu_kernels(trainer, kit, compact_head=setup not in "hg", lean_head=setup != "l", fast_dropout=setup != "d")
     return trainer, bool(args.activation_checkpointing or args.gradient_checkpointing)
 
 
 def run(setup: str, model_name: str, examples, batch_size: int, steps: int, out: Path,
-        turns: Turns | None = None) -> dict:
+        turns: Turns | None = None, targets=("q_proj", "v_proj")) -> dict:
     """Build and train set-up ``setup``, timing each step (taking turns with the others when ``turns``)."""
     if turns is not None:
         turns.wait(setup)
     try:
-        trainer, ckpt = build(setup, model_name, examples, batch_size, steps, out)
+        trainer, ckpt = build(setup, model_name, examples, batch_size, steps, out, targets)
         timer = StepTimer(setup, turns)
         timer.trainer = trainer
         trainer.add_callback(timer.callback)
@@ -182,7 +189,9 @@ def run(setup: str, model_name: str, examples, batch_size: int, steps: int, out:
     return {"setup": setup, "tokens_per_s": real / seconds, "s_per_step": statistics.median(timer.times[first:]),
             "padding_fraction": 1 - counts["real"] / counts["positions"], "gflops": flops / seconds / 1e9,
             "bf16": bool(trainer.args.bf16), "checkpointing": ckpt, "steps": len(timer.times),
-            "weights": weights, "compact_head": trainer.kit_compact_head, "s_per_step_all": timer.times}
+            "weights": weights, "compact_head": trainer.kit_compact_head, "lean_head": trainer.kit_lean_head,
+            "fast_dropout": any(type(m).__name__ == "FastDropout" for m in trainer.model.modules()),
+            "s_per_step_all": timer.times}
 
 
 def run_in_turns(setups: str, run_one) -> dict:
@@ -213,8 +222,10 @@ def main(argv=None) -> float:
     p.add_argument("--steps-a", type=int, default=3, help="steps for (a), which is ~17x slower on CPU")
     p.add_argument("--batch-size", type=int, default=4)
     p.add_argument("--pool", type=int, default=256, help="examples the samplers draw batches from")
-    p.add_argument("--setups", default=None, help="default: abchwfg where the kit trains in bf16, else abch "
+    p.add_argument("--setups", default=None, help="default: abchldwfg where the kit trains in bf16, else abchld "
                    "(without bf16, (w) and (f) equal (c) and (g) equals (h))")
+    p.add_argument("--all-linear", action="store_true", help="LoRA on every linear layer (the quick profile's) "
+                   "instead of q_proj/v_proj")
     a = p.parse_args(argv)
 
     import tempfile
@@ -231,12 +242,15 @@ def main(argv=None) -> float:
     examples = masking.mask_dataset(tok, [r["messages"] for r in records], max_length=TrainConfig().max_length,
                                     progress=False).examples
     hw = models.device_settings()
-    setups = a.setups or ("abchwfg" if hw.bf16 else "abch")
+    setups = a.setups or ("abchldwfg" if hw.bf16 else "abchld")
+    targets = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj") if a.all_linear \
+        else ("q_proj", "v_proj")
     peak = matmul_peaks()
     print(f"machine: {os.cpu_count()} CPU threads (torch uses {torch.get_num_threads()}), matmul 1024^3: "
           f"bf16 {peak['bf16']:.1f} GFLOP/s, fp32 {peak['fp32']:.1f} GFLOP/s")
     print(f"precision path: {hw.precision} ({hw.description})")
-    print(f"model {a.model}, {len(examples)} examples in the pool, batch {a.batch_size}, LoRA r=16 q/v")
+    print(f"model {a.model}, {len(examples)} examples in the pool, batch {a.batch_size}, LoRA r=16 on "
+          f"{'/'.join(t.split('_')[0] for t in targets)}")
     print("set-ups run in turns, one optimizer step each, with the matmul rates measured between rounds, so that "
           "the machine's load hits all alike", flush=True)
     samples = [peak]
@@ -251,11 +265,12 @@ def main(argv=None) -> float:
 
     with tempfile.TemporaryDirectory() as tmp:
         results = run_in_turns("m" + setups, lambda s, turns: matmul_turns(turns) if s == "m" else run(
-            s, a.model, examples, a.batch_size, a.steps_a if s == "a" else a.steps, Path(tmp), turns))
+            s, a.model, examples, a.batch_size, a.steps_a if s == "a" else a.steps, Path(tmp), turns, targets))
         results.pop("m")
         for s, r in results.items():
             prec = "bf16" if r["bf16"] else "fp32"
             print(f"({s}) bf16={r['bf16']!s:5} weights={r['weights']:8} compact_head={r['compact_head']!s:5} "
+                  f"lean_head={r['lean_head']!s:5} fast_dropout={r['fast_dropout']!s:5} "
                   f"checkpointing={r['checkpointing']!s:5} steps={r['steps']} {r['s_per_step']:7.2f} s/step "
                   f"{r['tokens_per_s']:8.1f} tokens/s  padding {r['padding_fraction']:5.1%}  {r['gflops']:6.1f} "
                   f"GFLOP/s = {r['gflops'] / peak[prec]:5.1%} of {prec} matmul", flush=True)
@@ -271,6 +286,8 @@ def main(argv=None) -> float:
               f"matmul rate ({best[prec]:.1f} GFLOP/s)")
     base = {k: results[k]["weights"] for k in "cw" if k in results}
     gains = (("c", "h", "LM head on labelled positions only"),
+             ("c", "l", "cpu_kernels.LeanLogProb instead of TRL's ChunkedLogProbFunction"),
+             ("c", "d", "cpu_kernels.FastDropout instead of nn.Dropout for LoRA dropout"),
              ("c", "w", f"frozen base stored in {base.get('c')} rather than {base.get('w')}"),
              ("c", "f", "bf16 autocast instead of fp32"), ("f", "g", "LM head on labelled positions only, fp32"))
     for new, old, what in gains:

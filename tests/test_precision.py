@@ -206,6 +206,7 @@ def test_compact_head_scores_only_labelled_positions_and_gives_the_same_loss_and
     masked = prepare_examples(tok, as_conversations(_conversations()), cfg)
     trainer = build_trainer(TINY, to_dataset(masked.examples), None, cfg, sft_config(cfg, hw, "unused"), tok, hw)
     assert trainer.kit_compact_head  # on by default on CPU
+    trainer.kit_lean_head = False  # TRL's log-prob function, whose calls this test counts (tests/test_cpu_kernels.py)
     rows = []
     original = trl_utils._ChunkedLogProbFunction.apply
     monkeypatch.setattr(trl_utils._ChunkedLogProbFunction, "apply",

@@ -1,0 +1,211 @@
+"""Two CPU replacements for the parts of a LoRA step that are not matmul, each measured to pay off.
+
+Profiling one training step of SmolLM2-135M (LoRA r=16 on every linear layer, batch 4, bf16 autocast,
+2-core AVX512-BF16 CPU) with ``torch.profiler`` showed two costs that do almost no arithmetic:
+
+* **LoRA dropout** (``lora_dropout=0.05``): PyTorch's ``nn.Dropout`` draws one Bernoulli sample per element
+  (``aten::bernoulli_``), about 18% of the step on its own. :class:`FastDropout` draws 64 random bits per call
+  of the generator and uses 16 of them per element: the same distribution (keep probability
+  ``1 - round(p * 65536) / 65536``, scaled by its inverse, so the expectation is unchanged), about 6x faster.
+* **The vocabulary head's log-probabilities**: TRL's ``ChunkedLogProbFunction`` folds each logits tile with a
+  dozen element-wise passes written for Triton, and accumulates the backward's gradient GEMM in fp32 (the slow
+  rate on a bf16 CPU). :class:`LeanLogProb` computes the same per-token log-probability, entropy and top-1 flag
+  with ``logsumexp`` and one softmax pass, and its backward multiplies in the autocast dtype, as every other
+  linear layer under autocast does.
+
+Both keep the math of the modules they replace (tested against them) and run only on CPU; GPUs keep TRL's and
+PyTorch's kernels. ``benchmarks/train_throughput.py`` measures each one on its own (set-ups ``d`` and ``l``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from typing import Any, Iterator
+
+import torch
+
+__all__ = ["keep_mask", "FastDropout", "use_fast_dropout", "LeanLogProb", "lean_lm_head_on_cpu"]
+
+_WORD_LANES = 4  # 16-bit random lanes in one int64 draw
+
+
+def keep_mask(shape: torch.Size | tuple[int, ...], p: float, generator: torch.Generator | None = None) -> torch.Tensor:
+    """A boolean mask, True with probability ``1 - round(p * 65536) / 65536`` per element, independently.
+
+    Args:
+        shape: the mask's shape.
+        p: the drop probability, in [0, 1).
+        generator: a ``torch.Generator``; None uses PyTorch's default CPU generator (seeded by ``set_seed``).
+    Returns:
+        A ``torch.bool`` tensor of ``shape`` on the CPU.
+    """
+    n = math.prod(shape)
+    words = torch.randint(-2 ** 63, 2 ** 63 - 1, ((n + _WORD_LANES - 1) // _WORD_LANES,), dtype=torch.int64,
+                          generator=generator)
+    lanes = words.view(torch.int16)[:n].view(shape)  # uniform on [-32768, 32767]
+    return lanes >= -32768 + round(p * 65536)
+
+
+class FastDropout(torch.nn.Module):
+    """``nn.Dropout(p)`` with a cheaper random draw (see :func:`keep_mask`); CPU tensors only.
+
+    Args:
+        p: the drop probability, in [0, 1).
+    """
+
+    def __init__(self, p: float):
+        super().__init__()
+        if not 0 <= p < 1:
+            raise ValueError(f"FastDropout: p must be in [0, 1), got {p}")
+        self.p = float(p)
+        self.dropped = round(self.p * 65536) / 65536  # the probability keep_mask really drops with
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training or self.dropped == 0:
+            return x
+        if x.device.type != "cpu":
+            return torch.nn.functional.dropout(x, self.p, True)
+        keep = keep_mask(x.shape, self.p)
+        return torch.where(keep, x, 0) * (1 / (1 - self.dropped))
+
+    def extra_repr(self) -> str:
+        return f"p={self.p}"
+
+
+def use_fast_dropout(model: torch.nn.Module) -> int:
+    """Replace the LoRA dropout modules of a PEFT model by :class:`FastDropout` with the same ``p``.
+
+    Only PEFT's ``lora_dropout`` modules are replaced (the base model's own dropout layers are left alone).
+
+    Args:
+        model: a PEFT-wrapped model (or any module holding PEFT LoRA layers).
+    Returns:
+        How many dropout modules were replaced.
+    """
+    replaced = 0
+    for module in model.modules():
+        drops = getattr(module, "lora_dropout", None)
+        if not isinstance(drops, torch.nn.ModuleDict):
+            continue
+        for name, drop in list(drops.items()):
+            if type(drop) is torch.nn.Dropout and drop.p > 0:
+                fast = FastDropout(drop.p)
+                fast.train(drop.training)
+                drops[name] = fast
+                replaced += 1
+    return replaced
+
+
+# ----------------------------------------------------------------------------- the vocabulary head
+
+_CHUNK_ELEMENTS = 1 << 24  # logits per chunk (64 MB in fp32): tokens are scored in chunks of this size
+LEAN_OUTPUTS = frozenset({"log_probs", "entropy", "is_top1"})
+
+
+def _rows(vocab: int) -> int:
+    return max(1, _CHUNK_ELEMENTS // vocab)
+
+
+class LeanLogProb(torch.autograd.Function):
+    """Per-token ``log_softmax(hidden @ weight.T)[target]`` (and entropy, top-1 flag), in token chunks.
+
+    The interface is TRL's ``ChunkedLogProbFunction`` minus what it does not support here (bias, temperature,
+    soft-capping, logit scale, the other outputs): :func:`lean_lm_head_on_cpu` sends those cases to TRL's.
+    The logits are computed in the autocast dtype (as TRL does) and reduced in fp32; the backward recomputes each
+    chunk's logits instead of keeping them, so memory stays one chunk, whatever the vocabulary.
+    """
+
+    @staticmethod
+    def forward(ctx, hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor,
+                outputs: tuple[str, ...] = ("log_probs",)):
+        ctx.set_materialize_grads(False)
+        dtype = torch.get_autocast_dtype("cpu") if torch.is_autocast_enabled("cpu") else hidden.dtype
+        n, rows = hidden.shape[0], _rows(weight.shape[0])
+        w = weight.to(dtype)
+        log_z = torch.empty(n, dtype=torch.float32)
+        log_probs = torch.empty(n, dtype=torch.float32)
+        entropy = torch.empty(n, dtype=torch.float32) if "entropy" in outputs else None
+        is_top1 = torch.empty(n, dtype=torch.bool) if "is_top1" in outputs else None
+        for s in range(0, n, rows):
+            e = min(s + rows, n)
+            z = (hidden[s:e].to(dtype) @ w.t()).float()
+            lz = torch.logsumexp(z, dim=-1)
+            log_z[s:e] = lz
+            log_probs[s:e] = z.gather(1, targets[s:e, None]).squeeze(1) - lz
+            if entropy is not None:  # H = log Z - E_p[z]
+                entropy[s:e] = lz - (z.sub(lz[:, None]).exp_().mul_(z)).sum(-1)
+            if is_top1 is not None:  # the target is the first maximum, like TRL's flag
+                is_top1[s:e] = z.argmax(dim=-1) == targets[s:e]
+        ctx.save_for_backward(hidden, weight, targets, log_z, log_z if entropy is None else entropy)
+        ctx.dtype = dtype
+        if is_top1 is not None:
+            ctx.mark_non_differentiable(is_top1)
+        return log_probs, entropy, is_top1
+
+    @staticmethod
+    def backward(ctx, grad_log_probs, grad_entropy, _grad_top1):  # type: ignore[override]
+        hidden, weight, targets, log_z, entropy = ctx.saved_tensors
+        dtype, n, rows = ctx.dtype, hidden.shape[0], _rows(weight.shape[0])
+        want_hidden, want_weight = ctx.needs_input_grad[:2]
+        w = weight.to(dtype)
+        grad_hidden = torch.empty(hidden.shape, dtype=hidden.dtype) if want_hidden else None
+        grad_weight = torch.zeros(weight.shape, dtype=torch.float32) if want_weight else None
+        for s in range(0, n, rows):
+            e = min(s + rows, n)
+            h = hidden[s:e].to(dtype)
+            z = (h @ w.t()).float()
+            p = z.sub(log_z[s:e, None]).exp_()
+            g = torch.zeros_like(z)
+            if grad_log_probs is not None:  # d log p_t / dz = onehot(t) - p
+                gl = grad_log_probs[s:e, None].float()
+                g.addcmul_(p, gl, value=-1).scatter_add_(1, targets[s:e, None], gl)
+            if grad_entropy is not None:  # dH / dz = p * (E_p[z] - z), E_p[z] = log Z - H
+                mean_z = (log_z[s:e] - entropy[s:e])[:, None]
+                g.add_(p * (mean_z - z) * grad_entropy[s:e, None].float())
+            g = g.to(dtype)
+            if grad_hidden is not None:
+                grad_hidden[s:e] = (g @ w).to(hidden.dtype)
+            if grad_weight is not None:
+                grad_weight.add_((g.t() @ h).float())
+        return grad_hidden, (grad_weight.to(weight.dtype) if grad_weight is not None else None), None, None
+
+
+class _Dispatch:
+    """Stands in for TRL's ``ChunkedLogProbFunction`` while :func:`lean_lm_head_on_cpu` is active."""
+
+    def __init__(self, original: Any):
+        self.original = original
+
+    def apply(self, hidden, weight, bias, targets, temperature, chunk_size, softcap=None, logit_scale=1.0,
+              outputs=("log_probs",)):
+        plain = (hidden.device.type == "cpu" and bias is None and temperature == 1 and softcap is None
+                 and logit_scale == 1 and set(outputs) <= LEAN_OUTPUTS)
+        if not plain:
+            return self.original.apply(hidden, weight, bias, targets, temperature, chunk_size, softcap, logit_scale,
+                                       outputs)
+        log_probs, entropy, is_top1 = LeanLogProb.apply(hidden, weight, targets, tuple(outputs))
+        return log_probs, entropy, None, None, is_top1
+
+
+@contextlib.contextmanager
+def lean_lm_head_on_cpu(enabled: bool = True) -> Iterator[None]:
+    """While active, TRL's fused LM head computes its CPU log-probabilities with :class:`LeanLogProb`.
+
+    Cases LeanLogProb does not cover (a GPU, a head bias, temperature, soft-capping, other outputs) still go to
+    TRL's function. TRL's function is restored on exit.
+
+    Args:
+        enabled: False leaves TRL's behaviour unchanged (a no-op context).
+    """
+    from trl.trainer import utils as trl_utils
+
+    original = getattr(trl_utils, "_ChunkedLogProbFunction", None)
+    if not enabled or original is None:  # another TRL version: TRL's own path
+        yield
+        return
+    trl_utils._ChunkedLogProbFunction = _Dispatch(original)
+    try:
+        yield
+    finally:
+        trl_utils._ChunkedLogProbFunction = original

@@ -1,0 +1,192 @@
+"""The kit's CPU training kernels give the math of the modules they replace: FastDropout is nn.Dropout's
+distribution, LeanLogProb is TRL's ChunkedLogProbFunction (values and gradients), and a trainer with them on
+computes the same loss and LoRA gradients as one with TRL's and PyTorch's kernels."""
+
+import pytest
+import torch
+from trl.kernels import ChunkedLogProbFunction
+
+from instructlab import cpu_kernels, models
+from instructlab.cpu_kernels import FastDropout, LeanLogProb, keep_mask, lean_lm_head_on_cpu, use_fast_dropout
+
+TINY = "tiny-random"
+OUTPUTS = ("log_probs", "entropy", "is_top1")
+
+
+# ----------------------------------------------------------------------------- dropout
+
+@pytest.mark.parametrize("p", [0.05, 0.1, 0.5])
+def test_keep_mask_keeps_each_element_with_probability_one_minus_p(p):
+    g = torch.Generator().manual_seed(0)
+    kept = keep_mask((1000, 1000), p, generator=g).float()
+    assert abs(kept.mean().item() - (1 - p)) < 0.002  # 1e6 draws: the standard error is under 0.0005
+    # independent elements: neighbours are not correlated (the 16-bit lanes of one 64-bit draw)
+    pairs = kept.view(-1, 4)
+    corr = torch.corrcoef(torch.stack([pairs[:, 0], pairs[:, 1]]))[0, 1]
+    assert abs(corr.item()) < 0.01
+
+
+def test_keep_mask_is_seeded_by_the_generator_and_differs_between_draws():
+    a = keep_mask((64, 64), 0.3, generator=torch.Generator().manual_seed(7))
+    b = keep_mask((64, 64), 0.3, generator=torch.Generator().manual_seed(7))
+    g = torch.Generator().manual_seed(7)
+    c, d = keep_mask((64, 64), 0.3, generator=g), keep_mask((64, 64), 0.3, generator=g)
+    assert torch.equal(a, b) and torch.equal(a, c) and not torch.equal(c, d)
+    torch.manual_seed(1)
+    e = keep_mask((64, 64), 0.3)
+    torch.manual_seed(1)
+    assert torch.equal(e, keep_mask((64, 64), 0.3))  # the default generator: set_seed reproduces a run
+
+
+def test_fast_dropout_zeroes_and_rescales_like_nn_dropout_and_its_gradient_follows_the_mask():
+    x = torch.randn(200, 300, dtype=torch.bfloat16, requires_grad=True)
+    drop = FastDropout(0.1).train()
+    y = drop(x)
+    kept = y != 0
+    assert abs(kept.float().mean().item() - 0.9) < 0.01
+    scale = 1 / (1 - drop.dropped)
+    torch.testing.assert_close(y[kept], (x[kept].float() * scale).bfloat16())
+    y.float().sum().backward()
+    torch.testing.assert_close(x.grad, (kept.float() * scale).bfloat16())
+    # the expectation is kept: the mean of many draws approaches x
+    ones = torch.ones(1000, 1000)
+    assert abs(drop(ones).mean().item() - 1) < 0.005
+    assert torch.equal(drop.eval()(x), x)  # evaluation: identity
+    assert torch.equal(FastDropout(0.0).train()(x), x)
+    with pytest.raises(ValueError, match=r"\[0, 1\)"):
+        FastDropout(1.0)
+
+
+def test_use_fast_dropout_replaces_only_the_lora_dropout_modules():
+    from peft import LoraConfig, get_peft_model
+
+    model = models.load_model(TINY, for_training=True)
+    peft_model = get_peft_model(model, LoraConfig(r=4, lora_alpha=8, lora_dropout=0.05,
+                                                  target_modules=["q_proj", "v_proj"], task_type="CAUSAL_LM"))
+    others = [m for n, m in peft_model.named_modules() if isinstance(m, torch.nn.Dropout) and "lora_dropout" not in n]
+    n_lora = sum(1 for n, m in peft_model.named_modules() if "lora_dropout." in n and isinstance(m, torch.nn.Dropout))
+    assert n_lora > 0
+    assert use_fast_dropout(peft_model) == n_lora
+    fast = [m for m in peft_model.modules() if isinstance(m, FastDropout)]
+    assert len(fast) == n_lora and all(m.p == 0.05 and m.training == peft_model.training for m in fast)
+    assert [m for n, m in peft_model.named_modules()
+            if isinstance(m, torch.nn.Dropout) and "lora_dropout" not in n] == others
+    assert use_fast_dropout(peft_model) == 0  # idempotent
+
+
+# ----------------------------------------------------------------------------- log-probabilities
+
+def _head_case(dtype, n=37, hidden=24, vocab=501, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    weight = (torch.randn(vocab, hidden, generator=g) * 0.3).to(dtype)
+    h = torch.randn(n, hidden, generator=g)
+    targets = torch.randint(0, vocab, (n,), generator=g)
+    targets[0] = int((h[0] @ weight.float().t()).argmax())  # one target that is the top-1
+    return h, weight, targets
+
+
+def _run(kind, h0, weight, targets, autocast, weight_grad=False):
+    h = h0.clone().requires_grad_(True)
+    w = weight.clone().requires_grad_(weight_grad)
+    g = torch.Generator().manual_seed(1)
+    up_lp, up_ent = torch.randn(h0.shape[0], generator=g), torch.randn(h0.shape[0], generator=g)
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+        if kind == "trl":
+            lp, ent, _, _, top = ChunkedLogProbFunction.apply(h, w, None, targets, 1.0, 128, None, 1.0, OUTPUTS)
+        else:
+            lp, ent, top = LeanLogProb.apply(h, w, targets, OUTPUTS)
+    ((lp * up_lp).sum() + (ent * up_ent).sum()).backward()  # both gradients (log-prob and entropy) exercised
+    return lp.detach(), ent.detach(), top, h.grad, w.grad
+
+
+@pytest.mark.parametrize("path", ["float32", "bfloat16-autocast"])
+@pytest.mark.parametrize("chunk_elements", [1 << 24, 2000])  # one chunk, and several (4 tokens each)
+def test_lean_log_prob_matches_trl_values_and_gradients(path, chunk_elements, monkeypatch):
+    monkeypatch.setattr(cpu_kernels, "_CHUNK_ELEMENTS", chunk_elements)
+    autocast = path != "float32"
+    h, weight, targets = _head_case(torch.bfloat16 if autocast else torch.float32)
+    trl = _run("trl", h, weight, targets, autocast, weight_grad=True)
+    lean = _run("lean", h, weight, targets, autocast, weight_grad=True)
+    tol = dict(rtol=1e-5, atol=1e-5) if not autocast else dict(rtol=2e-2, atol=2e-2)
+    for name, a, b in zip(("log_probs", "entropy"), trl[:2], lean[:2]):
+        torch.testing.assert_close(b, a, **tol, msg=name)
+    assert torch.equal(trl[2], lean[2]) and bool(lean[2][0])
+    for name, a, b in zip(("hidden grad", "weight grad"), trl[3:], lean[3:]):
+        assert a.abs().max() > 0
+        torch.testing.assert_close(b.float(), a.float(), **tol, msg=name)
+
+
+def test_lean_head_dispatch_sends_what_it_does_not_cover_to_trl(monkeypatch):
+    from trl.trainer import utils as trl_utils
+
+    calls = []
+    original = trl_utils._ChunkedLogProbFunction
+    monkeypatch.setattr(original, "apply", lambda *a: calls.append(a) or (None,) * 5)
+    h, weight, targets = _head_case(torch.float32)
+    with lean_lm_head_on_cpu():
+        fn = trl_utils._ChunkedLogProbFunction
+        assert fn is not original
+        lp, ent, lss, mean, top = fn.apply(h, weight, None, targets, 1.0, 128, None, 1.0, OUTPUTS)
+        assert lp.shape == (h.shape[0],) and lss is None and mean is None and not calls
+        fn.apply(h, weight, torch.zeros(weight.shape[0]), targets, 1.0, 128, None, 1.0, OUTPUTS)  # a bias
+        fn.apply(h, weight, None, targets, 0.7, 128, None, 1.0, OUTPUTS)  # temperature
+        fn.apply(h, weight, None, targets, 1.0, 128, 30.0, 1.0, OUTPUTS)  # soft-capping
+        fn.apply(h, weight, None, targets, 1.0, 128, None, 1.0, ("log_probs", "mean_logits"))
+    assert len(calls) == 4
+    assert trl_utils._ChunkedLogProbFunction is original  # restored
+    with lean_lm_head_on_cpu(enabled=False):
+        assert trl_utils._ChunkedLogProbFunction is original
+
+
+# ----------------------------------------------------------------------------- in a trainer
+
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_trainer_with_the_cpu_kernels_gives_trls_loss_and_lora_gradients(dtype):
+    from instructlab.train import (TrainConfig, as_conversations, build_trainer, prepare_examples, sft_config,
+                                   to_dataset, use_cpu_kernels)
+
+    from test_precision import _conversations
+
+    cfg = TrainConfig(epochs=1, max_steps=2, batch_size=4, max_length=256, save_steps=100, seed=3,
+                      lora_dropout=0.0, dtype=dtype)
+    hw = models.device_settings(dtype=dtype)
+    tok = models.load_tokenizer(TINY)
+    masked = prepare_examples(tok, as_conversations(_conversations()), cfg)
+    trainer = build_trainer(TINY, to_dataset(masked.examples), None, cfg, sft_config(cfg, hw, "unused"), tok, hw)
+    assert trainer.kit_lean_head and trainer.kit_compact_head  # on by default on CPU
+    batch = trainer._prepare_inputs(next(iter(trainer.get_train_dataloader())))
+    lora = [p for n, p in trainer.model.named_parameters() if "lora_B" in n]
+    with torch.no_grad():  # LoRA's B starts at zero: give it weights so every gradient is non-trivial
+        for p in lora:
+            p.normal_(0, 0.02)
+    out = {}
+    for lean in (False, True):
+        use_cpu_kernels(trainer, lean_head=lean)
+        trainer.model.zero_grad()
+        with trainer.compute_loss_context_manager():
+            loss = trainer.compute_loss(trainer.model, dict(batch))
+        loss.backward()
+        out[lean] = (loss.detach().float(), [p.grad.float().clone() for p in lora],
+                     trainer._metrics["train"]["mean_token_accuracy"][-1], trainer._metrics["train"]["entropy"][-1])
+    tol = dict(rtol=1e-5, atol=1e-6) if dtype == "float32" else dict(rtol=2e-2, atol=1e-4)
+    torch.testing.assert_close(out[True][0], out[False][0], **tol)
+    for g_lean, g_trl in zip(out[True][1], out[False][1]):
+        assert g_trl.abs().max() > 0
+        torch.testing.assert_close(g_lean, g_trl, **tol)
+    assert out[True][2] == out[False][2]  # the logged token accuracy and entropy too
+    assert out[True][3] == pytest.approx(out[False][3], rel=1e-2)
+
+
+def test_build_trainer_uses_fast_lora_dropout_on_cpu():
+    from instructlab.train import TrainConfig, as_conversations, build_trainer, prepare_examples, sft_config, to_dataset
+
+    from test_precision import _conversations
+
+    cfg = TrainConfig(epochs=1, max_steps=1, batch_size=2, max_length=128, save_steps=100, lora_dropout=0.05,
+                      dtype="float32")
+    hw = models.device_settings(dtype="float32")
+    tok = models.load_tokenizer(TINY)
+    masked = prepare_examples(tok, as_conversations(_conversations(4)), cfg)
+    trainer = build_trainer(TINY, to_dataset(masked.examples), None, cfg, sft_config(cfg, hw, "unused"), tok, hw)
+    drops = [m for n, m in trainer.model.named_modules() if "lora_dropout." in n]
+    assert drops and all(isinstance(m, FastDropout) and m.p == 0.05 for m in drops)
