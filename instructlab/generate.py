@@ -27,6 +27,8 @@ import torch
 
 from .masking import rendered_ids
 
+__all__ = ["prompt_messages", "render_prompts", "stop_token_ids", "generate_answers", "generate_one_by_one"]
+
 Messages = list[dict[str, str]]
 
 # End-of-turn markers of common chat templates: generation stops at whichever is in the vocabulary.

@@ -38,6 +38,10 @@ from typing import Any, Callable, Iterator
 
 import torch
 
+__all__ = ["EMBEDDED_MODELS", "DEFAULT_CHAT_TEMPLATE", "ModelNotAvailableError", "DefaultChatTemplateWarning",
+           "CPUPrecision", "DeviceSettings", "matmul_gflops", "cpu_precision", "device_settings", "cache_dir",
+           "resolve_model_path", "load_tokenizer", "find_adapter_dir", "load_model", "complete_text"]
+
 log = logging.getLogger(__name__)
 
 EMBEDDED_MODELS: dict[str, str] = {
