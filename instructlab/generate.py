@@ -135,7 +135,7 @@ def generate_answers(model: Any, tokenizer: Any, conversations: Sequence[Any], m
     Returns:
         one answer string per conversation, in the input order (prompt and special tokens removed).
     Raises:
-        ValueError for a conversation without a user turn or a tokenizer without a chat template.
+        ValueError: a conversation without a user turn, or a tokenizer without a chat template.
     """
     from tqdm.auto import tqdm
 

@@ -619,7 +619,8 @@ def load_model(name: str | os.PathLike, adapter: str | os.PathLike | None = None
             when training on fp16 GPUs, since fp16 mixed precision needs fp32 master weights).
         for_training: leave the model in train mode; otherwise ``eval()``.
     Raises:
-        ModelNotAvailableError (hub id offline), FileNotFoundError (adapter missing).
+        ModelNotAvailableError: a hub id that cannot be reached (offline).
+        FileNotFoundError: the adapter is missing.
     """
     from transformers import AutoModelForCausalLM
 
