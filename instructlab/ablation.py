@@ -41,8 +41,8 @@ __all__ = ["SweepConfigError", "SweepConfig", "SweepData", "SweepResult", "RunSp
            "grid", "load_sweep_data", "noise_rate", "dev_as_eval_records", "run_tasks", "run_is_finished",
            "execute_run", "collect_metrics", "loss_curves", "default_sweep_dir", "device_slots", "run_sweep",
            "find_sweep_dir", "load_results", "summary_table", "write_report", "UNTUNED", "CASE_STUDY_METRICS",
-           "METRIC_LABELS", "EFFECT_COLUMNS", "comparison_pairs", "comparison_effects", "comparisons_table",
-           "write_comparisons_markdown", "load_comparisons"]
+           "METRIC_LABELS", "EFFECT_COLUMNS", "EFFECTS_TEXT", "comparison_pairs", "comparison_effects",
+           "comparisons_table", "write_comparisons_markdown", "load_comparisons"]
 
 REPO_ROOT = experiment.REPO_ROOT
 DATA_CHOICES, SELECTION_CHOICES, TRAIN_ON_CHOICES = ("clean", "noisy"), ("random", "quality"), ("assistant", "all")

@@ -43,6 +43,12 @@ from pydantic import BaseModel, ConfigDict, TypeAdapter, ValidationError
 from instructlab.kestrel import TASK_TYPES as _RECORD_TASK_TYPES
 from instructlab.runs import read_jsonl, write_json, write_jsonl
 
+__all__ = ["TASK_TYPES", "Chunk", "chunk_documents", "plan_task_types", "teacher_prompt", "ParseResult",
+           "parse_teacher_output", "TeacherReply", "teacher_response_format", "parse_structured_output",
+           "validate_item", "validate_records", "word_ngrams", "minhash", "DedupResult", "deduplicate", "prompt_text",
+           "load_eval_prompts", "check_leakage", "CurateResult", "curate", "dataset_stats", "write_stats",
+           "save_stats_plots", "export_dataset", "BuildReport", "build_dataset", "make_teacher"]
+
 # What a teacher item may be: the records' task types (kestrel.TASK_TYPES, one list) plus "lookalike".
 TASK_TYPES = (*_RECORD_TASK_TYPES, "lookalike")
 CONTENT_TASK_TYPES = tuple(t for t in _RECORD_TASK_TYPES if t != "decline")

@@ -23,6 +23,10 @@ from typing import Any, Iterable
 
 from .runs import write_jsonl
 
+__all__ = ["FormatError", "Records", "BadRecord", "detect_format", "to_messages", "to_alpaca", "to_sharegpt",
+           "load_messages", "load_records", "messages_from_dataset", "save_jsonl", "DATASET_FIELDS",
+           "EMBEDDED_DATASETS", "DatasetNotAvailableError", "load_dataset_messages"]
+
 ROLES = ("system", "user", "assistant")
 SHAREGPT_ROLES = {"system": "system", "human": "user", "user": "user", "gpt": "assistant",
                   "assistant": "assistant"}

@@ -27,6 +27,8 @@ import torch
 
 from .masking import rendered_ids
 
+__all__ = ["prompt_messages", "render_prompts", "stop_token_ids", "generate_answers", "generate_one_by_one"]
+
 Messages = list[dict[str, str]]
 
 # End-of-turn markers of common chat templates: generation stops at whichever is in the vocabulary.
@@ -133,7 +135,7 @@ def generate_answers(model: Any, tokenizer: Any, conversations: Sequence[Any], m
     Returns:
         one answer string per conversation, in the input order (prompt and special tokens removed).
     Raises:
-        ValueError for a conversation without a user turn or a tokenizer without a chat template.
+        ValueError: a conversation without a user turn, or a tokenizer without a chat template.
     """
     from tqdm.auto import tqdm
 

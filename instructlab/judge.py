@@ -35,6 +35,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from .profiles import REPO_ROOT
 
+__all__ = ["TONE_RUBRIC", "parse_score", "parse_preference", "ToneVerdict", "PairwiseVerdict", "JudgeResult",
+           "ToneJudge", "RubricJudge", "PairwiseResult", "PairwiseJudge", "judge_agreement"]
+
 JUDGE_REFERENCE = REPO_ROOT / "data" / "judge_reference.jsonl"
 
 TONE_RUBRIC = """\

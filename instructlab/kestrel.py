@@ -28,6 +28,10 @@ from typing import Any, NamedTuple
 
 from .profiles import REPO_ROOT
 
+__all__ = ["Term", "TERMS", "EXTRA_TERMS", "COMPETITORS", "DEFAULT_TEAM", "TEAMS", "GREETING", "SIGN_OFF",
+           "COMPETITOR_TEAM", "PRIVACY_TEAM", "HR_PRIVACY_CATEGORY", "SYSTEM_PROMPT", "TEMPLATES", "TASK_TYPES",
+           "GUIDANCE_TABLE", "build_kestrel", "main"]
+
 
 # --------------------------------------------------------------------------------------------
 # The brief, as constants

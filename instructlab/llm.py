@@ -31,6 +31,10 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 from urllib.parse import urlsplit, urlunsplit
 
+__all__ = ["JSON_SCHEMA", "SCANNER", "json_schema_format", "Answer", "MissingAPIKeyError", "BadResponseError",
+           "check_env_var_name", "OpenAIChat", "LocalChat", "cache_key", "ResponseCache", "Completion",
+           "request_format", "complete_many"]
+
 Messages = list[dict[str, str]]
 
 # Settings that change how a request is sent but not what the model answers: left out of cache keys.

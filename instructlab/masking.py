@@ -49,6 +49,10 @@ import numpy as np
 
 from .formats import to_messages
 
+__all__ = ["IGNORE_INDEX", "TRAIN_ON", "MaskingError", "TruncatedAwayError", "rendered_ids", "prompt_ids",
+           "tokenize_with_mask", "verify_mask", "MaskReport", "MaskedDataset", "mask_dataset", "MaskedCollator",
+           "token_pieces", "MaskView", "show_mask"]
+
 IGNORE_INDEX = -100
 TRAIN_ON = ("assistant", "last_assistant", "all")
 _PROBE = {"system": "ZQXSYSPROBE0", "u1": "ZQXUSERPROBE1", "a1": "ZQXASSISTPROBE1",

@@ -42,6 +42,13 @@ from typing import Any, Iterable, Sequence
 
 from . import profiles
 
+__all__ = ["refusal_evidence", "is_refusal", "precision_recall", "detector_disagreements", "refusal_detector_quality",
+           "TermRule", "term_rules", "required_terms", "TermResult", "terminology_score", "TONE_COMPONENTS",
+           "ToneScore", "ToneContext", "rubric_tone", "TemplateResult", "template_compliance", "METRIC_ORDER",
+           "MetricValue", "EvalReport", "evaluate_answers", "degenerate_baselines", "comparison_table",
+           "write_comparison", "before_after_table", "write_before_after", "side_by_side", "evaluate_module_path",
+           "load_evaluate_module", "before_after_rows", "EVAL_PROFILES", "eval_settings", "select_per_category"]
+
 REFUSAL_LABELS = profiles.REPO_ROOT / "data" / "refusal_labels.jsonl"
 EVALUATE_MODULES = Path(__file__).resolve().parent / "evaluate_modules"
 

@@ -38,6 +38,10 @@ from typing import Any, Callable, Iterator
 
 import torch
 
+__all__ = ["EMBEDDED_MODELS", "DEFAULT_CHAT_TEMPLATE", "ModelNotAvailableError", "DefaultChatTemplateWarning",
+           "CPUPrecision", "DeviceSettings", "matmul_gflops", "cpu_precision", "device_settings", "cache_dir",
+           "resolve_model_path", "load_tokenizer", "find_adapter_dir", "load_model", "complete_text"]
+
 log = logging.getLogger(__name__)
 
 EMBEDDED_MODELS: dict[str, str] = {
@@ -615,7 +619,8 @@ def load_model(name: str | os.PathLike, adapter: str | os.PathLike | None = None
             when training on fp16 GPUs, since fp16 mixed precision needs fp32 master weights).
         for_training: leave the model in train mode; otherwise ``eval()``.
     Raises:
-        ModelNotAvailableError (hub id offline), FileNotFoundError (adapter missing).
+        ModelNotAvailableError: a hub id that cannot be reached (offline).
+        FileNotFoundError: the adapter is missing.
     """
     from transformers import AutoModelForCausalLM
 

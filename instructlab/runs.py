@@ -18,6 +18,9 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any, Iterable
 
+__all__ = ["runs_root", "new_run_dir", "ensure_run_dir", "package_versions", "fingerprint", "write_json", "write_jsonl",
+           "read_jsonl", "write_manifest", "RunDirInUseError", "describe_run", "check_run_dir", "record_resume"]
+
 RUNS_ROOT_ENV = "INSTRUCTLAB_RUNS"
 TRACKED_PACKAGES = (
     "torch", "transformers", "trl", "peft", "datasets", "accelerate", "evaluate",
