@@ -52,8 +52,8 @@ from .masking import TRAIN_ON  # defined once, in masking
 
 __all__ = ["TrainDataError", "LoRATargetError", "QLoRAUnavailableError", "ResumeError", "TrainConfig", "TrainProfile",
            "TRAIN_PROFILES", "profile_config", "TrainResult", "as_conversations", "select_examples", "config_subset",
-           "prepare_examples", "to_dataset", "compact_lm_head_on_cpu", "sft_config", "build_trainer", "train_lora",
-           "merge_adapter", "export_gguf", "main"]
+           "prepare_examples", "to_dataset", "compact_lm_head_on_cpu", "use_cpu_kernels", "sft_config", "build_trainer",
+           "train_lora", "merge_adapter", "export_gguf", "main"]
 
 ROLES = {"system", "user", "assistant"}
 BATCHING = ("group_by_length", "padding_free", "padded")
