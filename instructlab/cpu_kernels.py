@@ -209,3 +209,65 @@ def lean_lm_head_on_cpu(enabled: bool = True) -> Iterator[None]:
         yield
     finally:
         trl_utils._ChunkedLogProbFunction = original
+
+
+# ----------------------------------------------------------------------------- attention on short sequences
+
+SHORT_ATTENTION = "kit_cpu_short"  # the attention implementation's name, registered with transformers
+SHORT_LENGTH = 256  # longest sequence the batched-matmul attention takes; longer ones go to SDPA (measured)
+
+
+def short_attention_forward(module: torch.nn.Module, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
+                            attention_mask: torch.Tensor | None, dropout: float = 0.0, scaling: float | None = None,
+                            is_causal: bool | None = None, **kwargs: Any) -> tuple[torch.Tensor, None]:
+    """Causal self-attention as two batched matmuls and a softmax, for short CPU sequences; SDPA otherwise.
+
+    PyTorch's CPU flash-attention kernel (what SDPA picks on CPU) runs at a few percent of the matmul rate on
+    sequences of a few hundred tokens, and slower still in bf16: its backward was 16% of a Kestrel training step.
+    For a sequence of at most :data:`SHORT_LENGTH` tokens this computes the same attention with bf16 matmuls
+    (grouped-query heads share their key/value head without copying it) and an fp32 softmax, as transformers'
+    ``eager`` attention does; longer sequences, and anything else (a cache, dropout, soft-capping, a
+    float mask, cross-attention), go to transformers' SDPA function unchanged.
+
+    The signature is transformers' attention-function interface; :func:`use_short_attention` installs it.
+    """
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+    length = query.shape[2]
+    causal = is_causal if is_causal is not None else getattr(module, "is_causal", True)
+    plain = (query.device.type == "cpu" and causal and 1 < length <= SHORT_LENGTH and key.shape[2] == length
+             and dropout == 0 and kwargs.get("softcap") is None and kwargs.get("position_bias") is None
+             and kwargs.get("cache") is None and (attention_mask is None or attention_mask.dtype == torch.bool))
+    if not plain:
+        return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling,
+                                      is_causal=is_causal, **kwargs)
+    b, heads, _, d = query.shape
+    kv_heads = key.shape[1]
+    groups = heads // kv_heads
+    scale = scaling if scaling is not None else d ** -0.5
+    # query heads j*groups .. j*groups+groups-1 share key/value head j (transformers' repeat_kv order)
+    scores = (query.reshape(b, kv_heads, groups * length, d) @ key.transpose(-1, -2)).view(
+        b, kv_heads, groups, length, length)
+    if attention_mask is None:
+        allowed = torch.ones(length, length, dtype=torch.bool, device=query.device).tril()
+    else:  # [b, 1, q, k] -> [b, 1, 1, q, k]
+        allowed = attention_mask[:, :, None, -length:, -length:]
+    # a finite minimum, not -inf: a row with nothing allowed (left padding) gets a uniform row, not NaN
+    scores = (scores.float() * scale).masked_fill(~allowed, torch.finfo(torch.float32).min)
+    probs = torch.softmax(scores, dim=-1).to(value.dtype)
+    out = (probs.view(b, kv_heads, groups * length, length) @ value).view(b, heads, length, d)
+    return out.transpose(1, 2).contiguous(), None
+
+
+def use_short_attention(model: torch.nn.Module) -> None:
+    """Make ``model`` (a transformers model) use :func:`short_attention_forward`, with SDPA's masks.
+
+    Args:
+        model: a transformers ``PreTrainedModel`` whose attention uses transformers' attention interface.
+    """
+    from transformers import AttentionInterface
+    from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, sdpa_mask
+
+    AttentionInterface.register(SHORT_ATTENTION, short_attention_forward)
+    ALL_MASK_ATTENTION_FUNCTIONS.register(SHORT_ATTENTION, sdpa_mask)
+    model.set_attn_implementation(SHORT_ATTENTION)

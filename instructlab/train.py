@@ -22,8 +22,8 @@ computes bf16 natively (AVX512-BF16, AMX) the kit trains with bf16 autocast (``b
 weights stored in bf16 and the LoRA parameters and optimizer state in fp32; where bf16 is emulated it passes
 ``bf16=False``: TRL's default bf16 autocast makes a step about 17x slower there. Activation checkpointing is
 off on CPU (it only costs time). On CPU the vocabulary head runs only on positions with a label (see
-:func:`compact_lm_head_on_cpu`), its log-probabilities and LoRA's dropout use the kit's CPU kernels
-(:mod:`instructlab.cpu_kernels`, switched by :func:`use_cpu_kernels`).
+:func:`compact_lm_head_on_cpu`); its log-probabilities, LoRA's dropout and the attention of short sequences
+use the kit's CPU kernels (:mod:`instructlab.cpu_kernels`, switched by :func:`use_cpu_kernels`).
 
 Padding waste: batches are grouped by length (:class:`LengthGroupedBatchSampler`: similar lengths share a
 batch, batch order shuffled) or padding-free (``batching="padding_free"``: a batch is one flat row with
@@ -693,21 +693,25 @@ def build_trainer(model_name: str, train_ds: Any, eval_ds: Any, config: TrainCon
 
 
 def use_cpu_kernels(trainer: Any, enabled: bool = True, compact_head: bool = True, lean_head: bool = True,
-                    fast_dropout: bool = True) -> None:
+                    fast_dropout: bool = True, short_attention: bool = True) -> None:
     """Turn on the kit's CPU training kernels on a trainer from ``_trainer_class()`` (each one measured and
     tested to give the same loss; see :func:`compact_lm_head_on_cpu` and :mod:`instructlab.cpu_kernels`).
 
     Args:
         trainer: the trainer, with its PEFT model built.
         enabled: False leaves TRL's and PyTorch's kernels (GPU runs).
-        compact_head / lean_head / fast_dropout: each kernel on its own (the benchmark turns one off at a time).
+        compact_head / lean_head / fast_dropout / short_attention: each kernel on its own (the benchmark turns
+            one off at a time).
     """
-    from .cpu_kernels import use_fast_dropout
+    from .cpu_kernels import use_fast_dropout, use_short_attention
 
     trainer.kit_compact_head = enabled and compact_head
     trainer.kit_lean_head = enabled and lean_head
     if enabled and fast_dropout:
         use_fast_dropout(trainer.model)
+    if enabled and short_attention:
+        model = trainer.model
+        use_short_attention(model.get_base_model() if hasattr(model, "get_base_model") else model)
 
 
 # ----------------------------------------------------------------------------- the training run
