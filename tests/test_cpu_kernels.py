@@ -141,7 +141,7 @@ def test_lean_head_dispatch_sends_what_it_does_not_cover_to_trl(monkeypatch):
 # ----------------------------------------------------------------------------- in a trainer
 
 @pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
-def test_trainer_with_the_cpu_kernels_gives_trls_loss_and_lora_gradients(dtype):
+def test_trainer_with_the_cpu_kernels_gives_the_loss_and_lora_gradients_of_trl_and_sdpa(dtype):
     from instructlab.train import (TrainConfig, as_conversations, build_trainer, prepare_examples, sft_config,
                                    to_dataset, use_cpu_kernels)
 
@@ -160,8 +160,11 @@ def test_trainer_with_the_cpu_kernels_gives_trls_loss_and_lora_gradients(dtype):
         for p in lora:
             p.normal_(0, 0.02)
     out = {}
-    for lean in (False, True):
-        use_cpu_kernels(trainer, lean_head=lean)
+    assert trainer.model.get_base_model().config._attn_implementation == "kit_cpu_short"
+    for lean in (False, True):  # TRL's head and SDPA attention, then the kit's kernels
+        use_cpu_kernels(trainer, lean_head=lean, short_attention=lean, fast_dropout=False)
+        if not lean:
+            trainer.model.get_base_model().set_attn_implementation("sdpa")
         trainer.model.zero_grad()
         with trainer.compute_loss_context_manager():
             loss = trainer.compute_loss(trainer.model, dict(batch))
@@ -190,3 +193,85 @@ def test_build_trainer_uses_fast_lora_dropout_on_cpu():
     trainer = build_trainer(TINY, to_dataset(masked.examples), None, cfg, sft_config(cfg, hw, "unused"), tok, hw)
     drops = [m for n, m in trainer.model.named_modules() if "lora_dropout." in n]
     assert drops and all(isinstance(m, FastDropout) and m.p == 0.05 for m in drops)
+
+
+# ----------------------------------------------------------------------------- attention
+
+def _attention_case(length, dtype, heads=6, kv_heads=2, d=8, b=3, seed=0):
+    import types
+
+    g = torch.Generator().manual_seed(seed)
+    q, k, v = (torch.randn(b, h, length, d, generator=g).to(dtype).requires_grad_(True)
+               for h in (heads, kv_heads, kv_heads))
+    mask = torch.ones(length, length, dtype=torch.bool).tril()[None, None].expand(b, 1, length, length).clone()
+    mask[b - 1, :, :, length - 3:] = False  # right padding: the last 3 keys of the last row
+    module = types.SimpleNamespace(num_key_value_groups=heads // kv_heads, is_causal=True, training=True)
+    return module, q, k, v, mask
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("masked", [True, False])
+def test_short_attention_matches_sdpa_outputs_and_gradients(dtype, masked):
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+    from instructlab.cpu_kernels import short_attention_forward
+
+    results = []
+    for fn in (sdpa_attention_forward, short_attention_forward):
+        module, q, k, v, mask = _attention_case(40, dtype)
+        out, _ = fn(module, q, k, v, mask if masked else None, scaling=0.3)
+        keep = out.new_ones(out.shape, dtype=torch.bool)
+        if masked:
+            keep[-1, 37:] = False  # padded queries: their output is never read
+        (out.float() * keep).sum().backward()
+        results.append((out.detach().float()[keep], q.grad.float(), k.grad.float(), v.grad.float()))
+    tol = dict(rtol=1e-4, atol=1e-5) if dtype == torch.float32 else dict(rtol=3e-2, atol=3e-2)
+    for name, a, b in zip(("output", "dq", "dk", "dv"), *results):
+        torch.testing.assert_close(b, a, **tol, msg=name)
+
+
+def test_short_attention_sends_long_sequences_decoding_and_extras_to_sdpa(monkeypatch):
+    import transformers.integrations.sdpa_attention as sdpa
+
+    from instructlab import cpu_kernels as ck
+
+    calls = []
+    monkeypatch.setattr(sdpa, "sdpa_attention_forward", lambda *a, **kw: calls.append(a[1].shape) or ("sdpa", None))
+    module, q, k, v, mask = _attention_case(ck.SHORT_LENGTH + 1, torch.float32, b=1)
+    assert ck.short_attention_forward(module, q, k, v, mask)[0] == "sdpa"  # too long
+    assert ck.short_attention_forward(module, q[:, :, -1:], k, v, mask[:, :, -1:])[0] == "sdpa"  # decoding
+    module, q, k, v, mask = _attention_case(16, torch.float32, b=1)
+    assert ck.short_attention_forward(module, q, k, v, mask, dropout=0.1)[0] == "sdpa"
+    assert ck.short_attention_forward(module, q, k, v, mask, softcap=30.0)[0] == "sdpa"
+    assert ck.short_attention_forward(module, q, k, v, mask.float())[0] == "sdpa"  # an additive mask
+    assert len(calls) == 5
+    out, _ = ck.short_attention_forward(module, q, k, v, mask)
+    assert isinstance(out, torch.Tensor) and len(calls) == 5
+
+
+def test_short_attention_a_row_with_nothing_to_attend_to_gives_no_nan():
+    from instructlab.cpu_kernels import short_attention_forward
+
+    module, q, k, v, mask = _attention_case(12, torch.bfloat16)
+    mask[0, :, :, :4] = False  # left padding: rows 0-3 of sequence 0 attend to nothing
+    out, _ = short_attention_forward(module, q, k, v, mask)
+    out.float().sum().backward()
+    assert torch.isfinite(out.float()).all() and torch.isfinite(q.grad.float()).all()
+
+
+def test_a_model_with_short_attention_gives_sdpas_logits_and_greedy_answers():
+    from instructlab.cpu_kernels import SHORT_ATTENTION, use_short_attention
+
+    tok = models.load_tokenizer(TINY)
+    ref = models.load_model(TINY, dtype="float32")
+    model = models.load_model(TINY, dtype="float32")
+    use_short_attention(model)
+    assert model.config._attn_implementation == SHORT_ATTENTION
+    tok.padding_side = "left"
+    enc = tok(["Dear colleague, the first question", "Hi"], return_tensors="pt", padding=True)
+    with torch.no_grad():
+        a, b = ref(**enc).logits, model(**enc).logits
+    real = enc["attention_mask"].bool()
+    torch.testing.assert_close(b[real], a[real], rtol=1e-4, atol=1e-5)
+    gen = dict(max_new_tokens=6, do_sample=False, pad_token_id=tok.pad_token_id)
+    assert torch.equal(ref.generate(**enc, **gen), model.generate(**enc, **gen))
