@@ -592,8 +592,11 @@ def _train_params(config: SweepConfig, spec: RunSpec, run_dir: Path, dev_eval_pa
     """The :class:`experiment.TrainParams` of one run, as a dict."""
     extra = dict(config.train_params)
     epochs, n_eval_loss = extra.pop("epochs", 0.0), extra.pop("n_eval_loss", 0)
+    # With checkpoint selection, the dev loss is measured there (on the assistant turns, whatever the run trained
+    # on): the trainer's own held-out loss at the start and the end would measure the same split twice more.
+    eval_path = "" if config.select_checkpoint else str(dev_eval_path)
     return asdict(experiment.TrainParams(profile=config.profile, model=config.model,
-                                         data_path=str(run_dir / "train_data.jsonl"), eval_path=str(dev_eval_path),
+                                         data_path=str(run_dir / "train_data.jsonl"), eval_path=eval_path,
                                          n_examples=spec.size, epochs=epochs, seed=spec.seed, train_on=spec.train_on,
                                          n_eval_loss=n_eval_loss, overrides=extra))
 
