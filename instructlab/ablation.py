@@ -20,8 +20,9 @@ eval set): the dev records are removed from every pool before subsets are drawn.
 A run calls the same functions as notebooks 02 and 03 (``experiment.train_run`` and
 ``experiment.eval_run``), in its own run folder ``<sweep>/runs/<run id>/{train,eval}``, each of
 which ends with its ``result.json``; with ``workers > 1`` the runs go to worker processes. A run
-whose manifest says it succeeded with the same settings is skipped, and a run killed half-way
-keeps its finished step, so an interrupted sweep resumes where it stopped.
+whose manifest says it succeeded with the same settings (and whose training still resolves to the
+same ``TrainConfig``: ``experiment.training_matches``) is skipped, and a run killed half-way keeps
+its finished step, so an interrupted sweep resumes where it stopped.
 """
 
 from __future__ import annotations
@@ -738,11 +739,32 @@ def _read_manifest(run_dir: Path) -> dict[str, Any]:
 
 
 def run_is_finished(task: Mapping[str, Any]) -> bool:
-    """True when the run's manifest says it succeeded with the same signature and its result exists."""
+    """True when the run's manifest says it succeeded with the same signature, its result exists and its
+    training still matches (``experiment.training_matches``: the same model, data and resolved
+    ``TrainConfig``; the signature holds the run's parameters, which resolve differently once the
+    profile is edited)."""
     run_dir = Path(task["run_dir"])
     manifest = _read_manifest(run_dir)
-    return (manifest.get("status") == "succeeded" and manifest.get("signature") == _jsonable(task["signature"])
-            and (run_dir / "result.json").exists())
+    if not (manifest.get("status") == "succeeded" and manifest.get("signature") == _jsonable(task["signature"])
+            and (run_dir / "result.json").exists()):
+        return False
+    return bool(task.get("untuned")) or _training_matches(task)
+
+
+def _training_matches(task: Mapping[str, Any]) -> bool:
+    """``experiment.training_matches`` of the task's finished training (model and resolved ``TrainConfig``).
+
+    The training data and dev files are compared by content (the task's signature holds their
+    fingerprints and is checked before) rather than by path, so a sweep folder that was moved is not
+    trained again."""
+    train_dir = Path(task["run_dir"]) / "train"
+    try:
+        recorded = json.loads((train_dir / experiment.RESULT_FILE).read_text(encoding="utf-8")).get("params") or {}
+    except (OSError, ValueError):
+        return False
+    params = experiment.TrainParams(**{**task["train_params"], **{k: recorded[k] for k in ("data_path", "eval_path")
+                                                                  if k in recorded}})
+    return experiment.training_matches(train_dir, params)
 
 
 def _jsonable(obj: Any) -> Any:
@@ -785,23 +807,28 @@ def fresh_step(step_dir: Path) -> None:
 
 def _run_steps(task: Mapping[str, Any], report: Callable[[str], None] | None) -> None:
     """Train (``experiment.train_run``), choose the checkpoint on the dev split, evaluate
-    (``experiment.eval_run``). A step whose ``result.json`` holds the same parameters is kept, so a
-    sweep killed during evaluation does not train again."""
+    (``experiment.eval_run``). A finished training whose model, data and resolved ``TrainConfig`` are
+    those of the task (``experiment.training_matches``: a profile edit that changes what is trained
+    does not pass) is kept, so a sweep killed during evaluation does not train again; an evaluation is
+    kept when its ``result.json`` holds the same parameters and the training was kept."""
     run_dir = Path(task["run_dir"])
     eval_params = dict(task["eval_params"])
+    trained = False
     if not task.get("untuned"):
         train_dir = run_dir / "train"
         train_params = experiment.TrainParams(**task["train_params"])
-        if experiment.params_match(train_dir, train_params):
+        if _training_matches(task):
             report and report("training already done, kept")
         else:
             fresh_step(train_dir)
+            (run_dir / "checkpoint_selection.json").unlink(missing_ok=True)   # chosen among the old checkpoints
             run = experiment.train_run(train_params, train_dir, bar=False, report=report)
             del run
+            trained = True
         eval_params["adapter"] = _choose_checkpoint(task, train_dir)
     eval_dir = run_dir / "eval"
     params = experiment.EvalParams(**eval_params)
-    if not experiment.params_match(eval_dir, params):
+    if trained or not experiment.params_match(eval_dir, params):   # a new adapter, even at the same path
         fresh_step(eval_dir)
         experiment.eval_run(params, eval_dir, report=report)
 

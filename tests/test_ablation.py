@@ -427,6 +427,43 @@ def test_sweep_resumes_evaluation_without_retraining(tmp_path, monkeypatch):
 
 
 @pytest.mark.slow
+def test_sweep_retrains_a_finished_run_only_when_a_profile_edit_changes_what_it_trains(tmp_path, monkeypatch):
+    """A finished run is kept after a profile edit that its sweep overrides (train_params max_steps: 2), and
+    trained and evaluated again after one that changes its resolved TrainConfig (the learning rate)."""
+    from dataclasses import replace
+
+    from instructlab import train
+
+    cfg, sweep_dir = tiny_config(sizes=[4], seeds=[0], evaluate_untuned=False), tmp_path / "sweep"
+    run_id, smoke = "clean-random-assistant-n4-s0", train.TRAIN_PROFILES["smoke"]
+    calls = Calls(monkeypatch)
+    assert not ablation.run_sweep(cfg, sweep_dir, progress=lambda s: None).failed
+    assert calls.train == calls.eval == [run_id]
+
+    def edit_profile(**changes):
+        monkeypatch.setitem(train.TRAIN_PROFILES, "smoke", replace(smoke, config=replace(smoke.config, **changes)))
+
+    edit_profile(max_steps=smoke.config.max_steps + 5)          # overridden by the sweep: nothing it trains changes
+    calls = Calls(monkeypatch)
+    kept = ablation.run_sweep(cfg, sweep_dir, progress=lambda s: None)
+    assert not kept.failed and kept.rows[0]["skipped"] and calls.train == calls.eval == []
+
+    lr = smoke.config.learning_rate / 4
+    edit_profile(learning_rate=lr)
+    calls = Calls(monkeypatch)
+    again = ablation.run_sweep(cfg, sweep_dir, progress=lambda s: None)
+    assert not again.failed and not again.rows[0]["skipped"]
+    assert calls.train == calls.eval == [run_id]                    # a new adapter is evaluated again
+    run = Path(again.rows[0]["run_dir"])
+    assert experiment.read_result(run / "train")["config"]["learning_rate"] == lr
+    chosen = json.loads((run / "checkpoint_selection.json").read_text())["chosen"]
+    assert experiment.read_result(run / "eval")["adapter"] == chosen
+    assert (run / "checkpoint_selection.json").stat().st_mtime >= (run / "train" / "result.json").stat().st_mtime
+    calls = Calls(monkeypatch)                                      # and is kept from then on
+    assert ablation.run_sweep(cfg, sweep_dir, progress=lambda s: None).rows[0]["skipped"] and calls.train == []
+
+
+@pytest.mark.slow
 def test_sweep_with_two_worker_processes(tmp_path):
     cfg, sweep_dir = tiny_config(sizes=[4], seeds=[0, 1], evaluate_untuned=False), tmp_path / "sweep"
     lines = []
