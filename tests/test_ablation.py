@@ -220,6 +220,8 @@ def with_values(row, **extra):
 def test_summary_intervals_stay_inside_the_range_for_two_extreme_seeds(tmp_path):
     """Seed 0 refuses every decline prompt with tone 5, seed 1 none with tone 1: the t-interval over the two seed
     means is 50% ± 635; the bootstrap over seeds and prompts stays inside [0, 1] and [1, 5]."""
+    from instructlab import stats
+
     base = "clean-random-assistant"
     rows = [with_values(fake_run(tmp_path, base, 4, 0, [1] * 10, tone=5.0)),
             with_values(fake_run(tmp_path, base, 4, 1, [0] * 10, tone=1.0))]
@@ -228,7 +230,7 @@ def test_summary_intervals_stay_inside_the_range_for_two_extreme_seeds(tmp_path)
     summary = {s["metric"]: s for s in ablation.summarize(rows, n_boot=300)}
     assert set(summary) >= {"tone_rubric", "terminology", "appropriate_refusals", "avoid_terms"}
     for metric, s in summary.items():
-        low, high = ablation.stats.METRIC_BOUNDS[metric]
+        low, high = stats.METRIC_BOUNDS[metric]
         assert s["ci_method"] == ablation.CI_BOOTSTRAP and s["n"] == 2 and s["seeds"] == [0, 1], metric
         assert low <= s["ci_low"] <= s["mean"] <= s["ci_high"] <= high, metric
     assert (summary["appropriate_refusals"]["mean"], summary["tone_rubric"]["mean"]) == (0.5, 3.0)
@@ -254,7 +256,10 @@ def test_summary_interval_is_the_bootstrap_of_the_runs_outcomes(tmp_path):
         s = summary[metric]
         assert (s["mean"], s["ci_low"], s["ci_high"], s["n"], s["n_prompts"]) == (
             est.value, est.low, est.high, est.n_seeds, est.n_prompts), metric
-        assert s["ci_low"] < s["mean"] < s["ci_high"] and s["half_width"] is None      # not symmetric
+        assert s["ci_low"] < s["mean"] < s["ci_high"]
+        symmetric = math.isclose(s["ci_high"] - s["mean"], s["mean"] - s["ci_low"])
+        assert s["half_width"] == (pytest.approx((s["ci_high"] - s["ci_low"]) / 2) if symmetric else None), metric
+    assert summary["tone_rubric"]["half_width"] is None                   # seeds at 1, 2 and 5: not symmetric
 
 
 def test_summary_labels_columns_without_outcomes_with_their_method(tmp_path):
