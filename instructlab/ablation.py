@@ -8,17 +8,21 @@ A sweep trains one LoRA adapter per grid point and evaluates it on the held-out 
 * **selection** - a random subset or a quality-selected one (:func:`quality_scores`);
 * **train_on** - loss on the responses only (``assistant``) or on the full sequence (``all``).
 
-Each grid point runs for several seeds; :func:`summarize` gives mean and a 95% t-interval over
-seeds, and :func:`comparison_effects` the paired effect of each comparison (variant minus baseline
-on the same eval prompts, ``instructlab.stats``) with a two-level bootstrap interval over seeds and
-prompts that stays inside the metric's range, "resolved" when it excludes 0. Checkpoints are chosen on a small *dev split carved from the training data* (never the eval
-set): the dev records are removed from every pool before subsets are drawn.
+Each grid point runs for several seeds. :func:`summarize` gives each metric's mean over seeds with a
+95% interval: for the case-study metrics the two-level bootstrap over seeds and prompts of
+``stats.bootstrap_mean`` (from every run's per-prompt outcomes), which stays inside the metric's range;
+for columns without per-prompt outcomes (losses) a t-interval over seeds; its ``ci_method`` says which.
+:func:`comparison_effects` gives the paired effect of each comparison (variant minus baseline on the
+same eval prompts, ``instructlab.stats``) with the same kind of bootstrap interval, "resolved" when it
+excludes 0. Checkpoints are chosen on a small *dev split carved from the training data* (never the
+eval set): the dev records are removed from every pool before subsets are drawn.
 
 A run calls the same functions as notebooks 02 and 03 (``experiment.train_run`` and
 ``experiment.eval_run``), in its own run folder ``<sweep>/runs/<run id>/{train,eval}``, each of
 which ends with its ``result.json``; with ``workers > 1`` the runs go to worker processes. A run
-whose manifest says it succeeded with the same settings is skipped, and a run killed half-way
-keeps its finished step, so an interrupted sweep resumes where it stopped.
+whose manifest says it succeeded with the same settings (and whose training still resolves to the
+same ``TrainConfig``: ``experiment.training_matches``) is skipped, and a run killed half-way keeps
+its finished step, so an interrupted sweep resumes where it stopped.
 """
 
 from __future__ import annotations
@@ -37,6 +41,7 @@ from . import experiment, profiles, runs
 
 __all__ = ["SweepConfigError", "SweepConfig", "SweepData", "SweepResult", "RunSpec", "QualityScore",
            "nested_subsets", "split_dev", "record_key", "quality_scores", "quality_subsets", "t_interval",
+           "CI_BOOTSTRAP", "CI_BOOTSTRAP_ONE_SEED", "CI_T", "CI_T_CUT", "CI_NONE", "CI_METHODS", "SUMMARY_TEXT",
            "summarize", "metric_columns", "write_table", "load_sweep_config", "check_config", "train_param_keys",
            "grid", "load_sweep_data", "noise_rate", "dev_as_eval_records", "run_tasks", "run_is_finished",
            "execute_run", "collect_metrics", "loss_curves", "default_sweep_dir", "device_slots", "run_sweep",
@@ -257,29 +262,101 @@ def metric_columns(rows: Sequence[Mapping[str, Any]]) -> list[str]:
     return cols
 
 
+# How a summary row's interval was made (its ``ci_method``); the same words in the table, plots and report.
+CI_BOOTSTRAP = "bootstrap over seeds and prompts"
+CI_BOOTSTRAP_ONE_SEED = "bootstrap over prompts (one seed)"
+CI_T = "t over seeds"
+CI_T_CUT = "t over seeds, cut to the metric's range"
+CI_NONE = "none (one seed)"
+CI_METHODS = (CI_BOOTSTRAP, CI_BOOTSTRAP_ONE_SEED, CI_T, CI_T_CUT, CI_NONE)
+
+
+def _symmetric(mean: float, low: float | None, high: float | None) -> bool:
+    return low is not None and high is not None and math.isclose(high - mean, mean - low, rel_tol=1e-9,
+                                                                 abs_tol=1e-12)
+
+
+def _bootstrap_summary(members: Sequence[Mapping[str, Any]], metric: str, cache: dict[str, dict],
+                       confidence: float, n_boot: int, seed: int) -> dict[str, Any] | None:
+    """The two-level bootstrap summary of ``metric`` over the runs ``members``, or None when some run that
+    reports the metric has no per-prompt outcomes of it on disk (no ``run_dir``, no answers file)."""
+    from . import stats
+
+    reporting = [r for r in members if r.get(metric) is not None]
+    if not reporting or any(not r.get("run_dir") for r in reporting):
+        return None
+    by_seed = _seed_outcomes(reporting, metric, cache)
+    if len(by_seed) != len(reporting):       # a run without answers, or two runs with the same seed
+        return None
+    try:
+        est = stats.bootstrap_mean(by_seed, n_boot=n_boot, seed=seed, bounds=stats.METRIC_BOUNDS[metric],
+                                   level=confidence)
+    except ValueError:                       # no prompt every seed answered
+        return None
+    spread = t_interval([r[metric] for r in reporting], confidence)
+    return {"n": est.n_seeds, "mean": est.value, "std": spread["std"], "ci_low": est.low, "ci_high": est.high,
+            "half_width": (est.high - est.low) / 2 if _symmetric(est.value, est.low, est.high) else None,
+            "ci_method": CI_BOOTSTRAP if est.n_seeds > 1 else CI_BOOTSTRAP_ONE_SEED, "n_prompts": est.n_prompts,
+            "n_prompts_dropped": est.n_prompts_dropped}
+
+
+def _t_summary(values: Sequence[Any], metric: str, confidence: float) -> dict[str, Any]:
+    """The t-interval over seeds of ``values``, cut to the metric's range when it has one."""
+    from . import stats
+
+    out = {**t_interval(values, confidence), "ci_method": CI_T, "n_prompts": None, "n_prompts_dropped": None}
+    if out["ci_low"] is None:
+        out["ci_method"] = CI_NONE
+        return out
+    bounds = stats.METRIC_BOUNDS.get(metric)
+    if bounds is not None and (out["ci_low"] < bounds[0] or out["ci_high"] > bounds[1]):
+        out["ci_low"], out["ci_high"] = max(out["ci_low"], bounds[0]), min(out["ci_high"], bounds[1])
+        out["ci_method"] = CI_T_CUT
+        out["half_width"] = ((out["ci_high"] - out["ci_low"]) / 2 if _symmetric(out["mean"], out["ci_low"],
+                                                                               out["ci_high"]) else None)
+    return out
+
+
 def summarize(rows: Sequence[Mapping[str, Any]], metrics: Sequence[str] | None = None,
-              confidence: float = 0.95) -> list[dict[str, Any]]:
+              confidence: float = 0.95, n_boot: int = 2000, seed: int = 0) -> list[dict[str, Any]]:
     """Aggregate per-run results over seeds (failed runs are left out).
+
+    A metric with per-prompt outcomes (``stats.METRIC_BOUNDS``: the case-study metrics, avoid-term use,
+    template compliance) whose runs all have their evaluation answers on disk (``<run_dir>/eval``) gets
+    the two-level bootstrap of ``stats.bootstrap_mean`` over seeds and prompts, inside the metric's range
+    (``ci_method`` :data:`CI_BOOTSTRAP`; :data:`CI_BOOTSTRAP_ONE_SEED` with one seed). Any other column
+    (losses, steps) and rows without answers get the Student-t interval over the seeds' values
+    (:data:`CI_T`; :data:`CI_T_CUT` when a bounded metric's interval had to be cut to its range,
+    :data:`CI_NONE` with one seed).
 
     Args:
         rows: the per-run result rows.
         metrics: the columns to aggregate (default :func:`metric_columns`).
         confidence: the interval's level.
+        n_boot, seed: the bootstrap's resamples and random seed (the result is deterministic).
     Returns:
-        One row per (variant, size, metric) with n, mean, std, the t-interval and the seeds.
+        One row per (variant, size, metric): the group keys, metric, n (seeds), mean, std (over the seeds'
+        values), ci_low, ci_high, half_width (only for a symmetric interval, else None), ci_method,
+        n_prompts and n_prompts_dropped (bootstrap only, else None) and the seeds.
     """
     ok = [r for r in rows if r.get("status", "succeeded") == "succeeded"]
     metrics = list(metrics) if metrics else metric_columns(ok)
+    from . import stats
+
     groups: dict[tuple, list[Mapping[str, Any]]] = {}
     for r in ok:
         groups.setdefault(tuple(r.get(k) for k in GROUP_KEYS), []).append(r)
+    cache: dict[str, dict] = {}
     out = []
     for key in sorted(groups, key=lambda k: tuple(str(x) if not isinstance(x, int) else f"{x:09d}" for x in k)):
         members = groups[key]
         for m in metrics:
-            stats = t_interval([r.get(m) for r in members], confidence)
-            if stats["n"]:
-                out.append({**dict(zip(GROUP_KEYS, key)), "metric": m, **stats,
+            summary = (_bootstrap_summary(members, m, cache, confidence, n_boot, seed)
+                       if m in stats.METRIC_BOUNDS else None)
+            if summary is None:
+                summary = _t_summary([r.get(m) for r in members], m, confidence)
+            if summary["n"]:
+                out.append({**dict(zip(GROUP_KEYS, key)), "metric": m, **summary,
                             "seeds": [r.get("seed") for r in members if r.get(m) is not None]})
     return out
 
@@ -665,11 +742,32 @@ def _read_manifest(run_dir: Path) -> dict[str, Any]:
 
 
 def run_is_finished(task: Mapping[str, Any]) -> bool:
-    """True when the run's manifest says it succeeded with the same signature and its result exists."""
+    """True when the run's manifest says it succeeded with the same signature, its result exists and its
+    training still matches (``experiment.training_matches``: the same model, data and resolved
+    ``TrainConfig``; the signature holds the run's parameters, which resolve differently once the
+    profile is edited)."""
     run_dir = Path(task["run_dir"])
     manifest = _read_manifest(run_dir)
-    return (manifest.get("status") == "succeeded" and manifest.get("signature") == _jsonable(task["signature"])
-            and (run_dir / "result.json").exists())
+    if not (manifest.get("status") == "succeeded" and manifest.get("signature") == _jsonable(task["signature"])
+            and (run_dir / "result.json").exists()):
+        return False
+    return bool(task.get("untuned")) or _training_matches(task)
+
+
+def _training_matches(task: Mapping[str, Any]) -> bool:
+    """``experiment.training_matches`` of the task's finished training (model and resolved ``TrainConfig``).
+
+    The training data and dev files are compared by content (the task's signature holds their
+    fingerprints and is checked before) rather than by path, so a sweep folder that was moved is not
+    trained again."""
+    train_dir = Path(task["run_dir"]) / "train"
+    try:
+        recorded = json.loads((train_dir / experiment.RESULT_FILE).read_text(encoding="utf-8")).get("params") or {}
+    except (OSError, ValueError):
+        return False
+    params = experiment.TrainParams(**{**task["train_params"], **{k: recorded[k] for k in ("data_path", "eval_path")
+                                                                  if k in recorded}})
+    return experiment.training_matches(train_dir, params)
 
 
 def _jsonable(obj: Any) -> Any:
@@ -712,23 +810,28 @@ def fresh_step(step_dir: Path) -> None:
 
 def _run_steps(task: Mapping[str, Any], report: Callable[[str], None] | None) -> None:
     """Train (``experiment.train_run``), choose the checkpoint on the dev split, evaluate
-    (``experiment.eval_run``). A step whose ``result.json`` holds the same parameters is kept, so a
-    sweep killed during evaluation does not train again."""
+    (``experiment.eval_run``). A finished training whose model, data and resolved ``TrainConfig`` are
+    those of the task (``experiment.training_matches``: a profile edit that changes what is trained
+    does not pass) is kept, so a sweep killed during evaluation does not train again; an evaluation is
+    kept when its ``result.json`` holds the same parameters and the training was kept."""
     run_dir = Path(task["run_dir"])
     eval_params = dict(task["eval_params"])
+    trained = False
     if not task.get("untuned"):
         train_dir = run_dir / "train"
         train_params = experiment.TrainParams(**task["train_params"])
-        if experiment.params_match(train_dir, train_params):
+        if _training_matches(task):
             report and report("training already done, kept")
         else:
             fresh_step(train_dir)
+            (run_dir / "checkpoint_selection.json").unlink(missing_ok=True)   # chosen among the old checkpoints
             run = experiment.train_run(train_params, train_dir, bar=False, report=report)
             del run
+            trained = True
         eval_params["adapter"] = _choose_checkpoint(task, train_dir)
     eval_dir = run_dir / "eval"
     params = experiment.EvalParams(**eval_params)
-    if not experiment.params_match(eval_dir, params):
+    if trained or not experiment.params_match(eval_dir, params):   # a new adapter, even at the same path
         fresh_step(eval_dir)
         experiment.eval_run(params, eval_dir, report=report)
 
@@ -928,7 +1031,8 @@ def run_sweep(config: SweepConfig, sweep_dir: str | Path | None = None, workers:
         data: the pools from :func:`load_sweep_data` when already loaded.
     Returns:
         SweepResult; ``<sweep>/results.{csv,json}`` hold one row per run (config, seed, data
-        fingerprint, noise rate, metrics), ``<sweep>/summary.{csv,json}`` mean and 95% CI over seeds,
+        fingerprint, noise rate, metrics), ``<sweep>/summary.{csv,json}`` mean over seeds and 95% interval
+        (:func:`summarize`: ``ci_method`` says bootstrap over seeds and prompts, or t over seeds),
         ``<sweep>/comparisons.{csv,json,md}`` the paired effects (:func:`comparison_effects`).
     Raises:
         SweepConfigError: before any run starts (bad config or data). Failed runs do not raise:
@@ -1034,32 +1138,64 @@ def load_results(path: str | Path) -> tuple[list[dict], list[dict], dict]:
     Args:
         path: a sweep folder or a notebook-04 run folder (see :func:`find_sweep_dir`).
     Returns:
-        (per-run rows, summary rows, sweep config dict).
+        (per-run rows, summary rows, sweep config dict); the summary is ``summary.json``, or :func:`summarize`
+        of the rows when there is none or it was written before ``ci_method`` existed.
     Raises:
         FileNotFoundError: no results there.
     """
     sweep_dir = find_sweep_dir(path)
     rows = json.loads((sweep_dir / "results.json").read_text(encoding="utf-8"))
     summary_path = sweep_dir / "summary.json"
-    summary = json.loads(summary_path.read_text(encoding="utf-8")) if summary_path.exists() else summarize(rows)
+    summary = json.loads(summary_path.read_text(encoding="utf-8")) if summary_path.exists() else []
+    if not summary or any("ci_method" not in s for s in summary):   # none, or t-intervals of an older sweep
+        summary = summarize(rows)
     sweep = json.loads((sweep_dir / "sweep.json").read_text(encoding="utf-8")) if (sweep_dir / "sweep.json").exists() else {}
     return rows, summary, sweep.get("config", {})
 
 
+def _interval_text(s: Mapping[str, Any], scale: float) -> str:
+    """"mean ± half-width" for a symmetric interval, else "mean [low, high]" (shares in %)."""
+    unit = "%" if scale == 100 else ""
+    text = f"{s['mean'] * scale:.1f}{unit}"
+    if s.get("ci_low") is None or s.get("ci_high") is None:
+        return text
+    if s.get("half_width") is not None:
+        return f"{text} ± {s['half_width'] * scale:.1f}"
+    return f"{text} [{s['ci_low'] * scale:.1f}, {s['ci_high'] * scale:.1f}]"
+
+
 def summary_table(summary: Sequence[Mapping[str, Any]], metrics: Sequence[str] = CASE_STUDY_METRICS):
-    """DataFrame, one row per (variant, size): for each metric "mean ± half-width" (95% CI over
-    seeds; shares in %), plus the number of seeds."""
+    """DataFrame, one row per (variant, size): the number of seeds, for each metric its mean with the 95%
+    interval (shares in %, tone in rubric points) written "mean ± half-width" when the interval is
+    symmetric, else "mean [low, high]", and the ``interval method``: the ``ci_method`` of the row's
+    metrics (:data:`CI_METHODS`; "metric: method; ..." when they differ). See :data:`SUMMARY_TEXT`."""
     import pandas as pd
 
     table: dict[tuple, dict[str, Any]] = {}
+    methods: dict[tuple, dict[str, str]] = {}
     for s in summary:
         if s["metric"] not in metrics:
             continue
-        row = table.setdefault((s["variant"], s["size"]), {"variant": s["variant"], "size": s["size"], "seeds": s["n"]})
+        key = (s["variant"], s["size"])
+        row = table.setdefault(key, {"variant": s["variant"], "size": s["size"], "seeds": s["n"]})
         scale = 1 if "tone" in s["metric"] or "loss" in s["metric"] else 100
-        half = f" ± {s['half_width'] * scale:.1f}" if s.get("half_width") is not None else ""
-        row[s["metric"]] = f"{s['mean'] * scale:.1f}{'%' if scale == 100 else ''}{half}"
+        row[s["metric"]] = _interval_text(s, scale)
+        # a summary written before ci_method existed holds t-intervals over seeds
+        methods.setdefault(key, {})[s["metric"]] = s.get("ci_method") or (CI_T if s.get("ci_low") is not None
+                                                                         else CI_NONE)
+    for key, row in table.items():
+        used = methods[key]
+        row["interval method"] = (next(iter(used.values())) if len(set(used.values())) == 1
+                                  else "; ".join(f"{m}: {how}" for m, how in used.items()))
     return pd.DataFrame(list(table.values()))
+
+
+SUMMARY_TEXT = ("Values are means over seeds (shares in % of eval prompts, tone on the 1-5 rubric). The 95% "
+                f"interval of a case-study metric is a two-level bootstrap (\"{CI_BOOTSTRAP}\"; with one seed, "
+                f"\"{CI_BOOTSTRAP_ONE_SEED}\"), so it stays inside the metric's range; a column without per-prompt "
+                f"outcomes (a loss) has a t-interval over the seeds' values (\"{CI_T}\"). The \"interval method\" "
+                "column names the method of each row. An interval is written \"mean ± half-width\" when it is "
+                "symmetric (a t-interval), else \"mean [low, high]\" (as a bootstrap interval usually is).")
 
 
 def _markdown_table(table: Any) -> list[str]:

@@ -12,7 +12,7 @@ from typing import Any
 
 
 __all__ = ["save_figure", "plot_counts", "plot_length_histograms", "plot_before_after", "plot_metric_vs_size",
-           "plot_variant_bars", "plot_loss_curves", "show"]
+           "plot_variant_bars", "plot_loss_curves", "interval_label", "show"]
 
 
 def _pyplot():
@@ -142,13 +142,21 @@ def _metric_ylim(ax: Any, metric: str) -> None:
         ax.set_ylim(-3, 103)
 
 
+def interval_label(summary: list[dict]) -> str:
+    """"95% interval: <method>" for summary rows of ``ablation.summarize`` (their ``ci_method``; several
+    methods joined by " / "; rows without one, written before it existed, hold t-intervals over seeds)."""
+    methods = list(dict.fromkeys(s.get("ci_method") or "t over seeds" for s in summary))
+    return "95% interval: " + " / ".join(methods) if methods else "95% interval"
+
+
 def plot_metric_vs_size(summary: list[dict], rows: list[dict], metrics: list[str], variant: str,
                         labels: dict[str, str] | None = None, reference: dict[str, float] | None = None,
                         title: str = "Metric versus number of training examples") -> Any:
-    """One panel per metric: mean over seeds against subset size (log x axis) with the 95% CI as a
-    band, each seed's value as a dot, and ``reference[metric]`` (e.g. the untuned model) dashed.
+    """One panel per metric: mean over seeds against subset size (log x axis) with the 95% interval as a
+    band (its legend names the summary's ``ci_method``, e.g. "bootstrap over seeds and prompts"), each
+    seed's value as a dot, and ``reference[metric]`` (e.g. the untuned model) dashed.
 
-    ``summary``: rows of ``ablation.summarize`` (variant, size, metric, mean, ci_low, ci_high);
+    ``summary``: rows of ``ablation.summarize`` (variant, size, metric, mean, ci_low, ci_high, ci_method);
     ``rows``: per-run results (for the seed dots). Returns the Figure.
     """
     plt = _pyplot()
@@ -162,7 +170,8 @@ def plot_metric_vs_size(summary: list[dict], rows: list[dict], metrics: list[str
         band = [p for p in pts if p.get("ci_low") is not None]
         if band:
             ax.fill_between([p["size"] for p in band], [p["ci_low"] * scale for p in band],
-                            [p["ci_high"] * scale for p in band], color="#2a6f97", alpha=0.18, label="95% CI")
+                            [p["ci_high"] * scale for p in band], color="#2a6f97", alpha=0.18,
+                            label=interval_label(band))
         seeds = [r for r in rows if r.get("variant") == variant and r.get(metric) is not None
                  and r.get("status", "succeeded") == "succeeded"]
         ax.scatter([r["size"] for r in seeds], [r[metric] * scale for r in seeds], s=12, color="black",
@@ -186,18 +195,21 @@ def plot_metric_vs_size(summary: list[dict], rows: list[dict], metrics: list[str
 def plot_variant_bars(summary: list[dict], rows: list[dict], metrics: list[str], size: int,
                       variants: dict[str, str], labels: dict[str, str] | None = None,
                       title: str = "") -> Any:
-    """Bars of the mean over seeds for each variant at one subset ``size``, one panel per metric,
-    95% CI as error bars and each seed as a dot. ``variants``: {variant id: bar label}."""
+    """Bars of the mean over seeds for each variant at one subset ``size``, one panel per metric, the
+    95% interval of ``ablation.summarize`` as error bars (the panel's subtitle names its ``ci_method``)
+    and each seed as a dot. ``variants``: {variant id: bar label}."""
     plt = _pyplot()
     labels = labels or {}
     colours = ["#9aa5b1", "#2a6f97", "#55A868", "#C44E52"]
     fig, axes = plt.subplots(1, len(metrics), figsize=(2.2 + 1.1 * len(variants) * len(metrics), 3.4), squeeze=False)
     for ax, metric in zip(axes[0], metrics):
         scale, unit = _metric_scale(metric)
+        shown = []
         for i, (variant, label) in enumerate(variants.items()):
             s = next((s for s in summary if s["variant"] == variant and s["size"] == size and s["metric"] == metric), None)
             if s is None:
                 continue
+            shown.append(s)
             err = None
             if s.get("ci_low") is not None:
                 err = [[(s["mean"] - s["ci_low"]) * scale], [(s["ci_high"] - s["mean"]) * scale]]
@@ -210,7 +222,10 @@ def plot_variant_bars(summary: list[dict], rows: list[dict], metrics: list[str],
         ax.set_xticklabels(list(variants.values()), fontsize=8)
         ax.set_ylabel(unit)
         ax.set_title(labels.get(metric, metric), fontsize=10)
-    fig.suptitle(title or f"Variants at {size} examples (mean over seeds, 95% CI)")
+        bars = [s for s in shown if s.get("ci_low") is not None]
+        if bars:
+            ax.set_xlabel(f"error bars: {interval_label(bars)}", fontsize=7)
+    fig.suptitle(title or f"Variants at {size} examples (mean over seeds, 95% interval)")
     fig.tight_layout()
     return fig
 

@@ -29,8 +29,9 @@
 # **How.** Each grid point calls the same two functions as notebooks 02 and 03, `experiment.train_run` and
 # `experiment.eval_run`, in its own run folder (in worker processes when `workers` > 1); finished runs are
 # skipped, so an interrupted sweep resumes. Every point is repeated
-# over seeds and reported with a 95% t-interval. The dev split that training monitors is carved out of the
-# *training* data; the eval set is never used for any choice.
+# over seeds and reported with a 95% interval that resamples both the seeds and the eval prompts (a two-level
+# bootstrap, `ablation.summarize`), so it never leaves the metric's range. The dev split that training
+# monitors is carved out of the *training* data; the eval set is never used for any choice.
 
 # %% tags=["parameters"]
 profile = "quick"  # "smoke" | "quick" | "full" (instructlab/profiles.py)
@@ -115,11 +116,14 @@ if result.failed:
                        "; ".join(f"{r['run_id']}: {r.get('error')}" for r in result.failed))
 
 # %% [markdown]
-# ## Results: mean and 95% confidence interval over seeds
+# ## Results: mean over seeds and 95% interval
 #
-# Shares are in % of eval prompts, tone on the 1-5 rubric. With two seeds the t-interval is wide (its factor
-# is 12.7 at one degree of freedom): that is the honest statement of how little two seeds tell. Add seeds in
-# the config to narrow it.
+# Shares are in % of eval prompts, tone on the 1-5 rubric. The interval of a case-study metric is a two-level
+# bootstrap over seeds and prompts ("bootstrap over seeds and prompts" in the `interval method` column): each
+# resample draws seeds, then eval prompts, so both sources of variance are in it, and as a mean of observed
+# outcomes it stays inside the metric's range (a t-interval over two seed means runs far outside it, its factor
+# is 12.7 at one degree of freedom). With two or three seeds the bootstrap sees little of the between-seed
+# variance: the paired effects of notebook 05 say how many seeds a comparison needs.
 
 # %%
 table = ablation.summary_table(result.summary)
@@ -158,8 +162,8 @@ lesson.finish(sweep_dir=str(sweep_dir), config=asdict(cfg), n_runs=len(result.ro
 # %% [markdown]
 # ## What was shown, what to try next
 #
-# * Nested subsets, several seeds and a t-interval turn "more data helps" into a measured curve with its
-#   uncertainty; the untuned model's level is the floor the curve starts from.
+# * Nested subsets, several seeds and an interval over seeds and prompts turn "more data helps" into a
+#   measured curve with its uncertainty; the untuned model's level is the floor the curve starts from.
 # * At equal size, quality-selected data can be compared with random data, clean with noisy, and response-only
 #   loss with full-sequence loss, each with the same seeds.
 #

@@ -16,8 +16,8 @@
 # # 05 · Result plots and report
 #
 # **What you will learn.** How to read an ablation honestly: every point is a mean over seeds with its 95%
-# confidence interval and the individual seeds shown, so you can see whether a difference is larger than the
-# noise. The figures:
+# interval (a bootstrap over seeds and prompts for the case-study metrics, see `ablation.SUMMARY_TEXT`) and the
+# individual seeds shown, so you can see whether a difference is larger than the noise. The figures:
 #
 # 1. each case-study metric against the number of training examples (log x axis), with the untuned model as
 #    the floor;
@@ -79,25 +79,27 @@ effects
 # %% [markdown]
 # ## 1. Metric versus number of examples
 #
-# The line is the mean over seeds, the band its 95% t-interval, the dots the individual seeds; the dashed line
-# is the untuned model. Subsets are nested, so a rising curve means that *adding* examples helped.
+# The line is the mean over seeds, the band its 95% interval (bootstrap over seeds and prompts), the dots the
+# individual seeds; the dashed line is the untuned model. Subsets are nested, so a rising curve means that
+# *adding* examples helped.
 
 # %%
 fig = plots.plot_metric_vs_size(summary, ok, metrics, baseline, labels=ablation.METRIC_LABELS,
                                 reference={m: untuned.get(m) for m in metrics},
-                                title="Case-study metrics versus training examples (mean, 95% CI over seeds)")
+                                title="Case-study metrics versus training examples (mean over seeds, 95% interval)")
 png, _ = plots.save_figure(fig, run_dir / "metric_vs_size")
 figures["metric_vs_size"] = ("Metric versus number of examples", png,
-                             "Nested random subsets of the clean data; mean over seeds, 95% t-interval, one dot per seed; "
-                             "dashed: the untuned model.")
+                             "Nested random subsets of the clean data; mean over seeds, 95% interval (bootstrap "
+                             "over seeds and prompts), one dot per seed; dashed: the untuned model.")
 plots.show(fig)
 
 
 # %% [markdown]
 # ## 2-4. Quality versus random, clean versus noisy, response-only versus full loss
 #
-# All at the same subset size and with the same seeds. Bars are means, error bars the 95% t-interval, dots the
-# seeds. Where the intervals overlap widely, this sweep cannot tell the variants apart: add seeds.
+# All at the same subset size and with the same seeds. Bars are means over seeds, error bars the 95% interval
+# (bootstrap over seeds and prompts), dots the seeds. Whether two variants differ is the paired effect's question
+# (the table above): it compares them on the same prompts, which two overlapping bars cannot.
 
 # %%
 def variant(**kw):
@@ -116,7 +118,7 @@ for name, (title, variants) in comparisons.items():
         print(f"skipped {name}: the sweep has no runs of {sorted(set(variants) - present)} at size {comparison_size}")
         continue
     fig = plots.plot_variant_bars(summary, ok, metrics, comparison_size, variants, labels=ablation.METRIC_LABELS,
-                                  title=f"{title}, {comparison_size} examples (mean, 95% CI over seeds)")
+                                  title=f"{title}, {comparison_size} examples (mean over seeds, 95% interval)")
     png, _ = plots.save_figure(fig, run_dir / name)
     figures[name] = (title, png, f"{comparison_size} examples per run, same seeds for every variant.")
     plots.show(fig)
@@ -177,8 +179,7 @@ pd.DataFrame(ba_rows)
 
 # %%
 intro = (f"Sweep `{config.get('name', '?')}` ({profile} profile, model `{config.get('model', '?')}`): "
-         f"{len(ok)} runs, sizes {config.get('sizes')}, seeds {config.get('seeds')}. Values are means over seeds "
-         "with the 95% t-interval half-width (shares in % of eval prompts, tone on the 1-5 rubric). "
+         f"{len(ok)} runs, sizes {config.get('sizes')}, seeds {config.get('seeds')}. {ablation.SUMMARY_TEXT} "
          f"Results: `{sweep_dir / 'results.csv'}`.")
 report = ablation.write_report(run_dir / "report.md", "LIMA-style ablation: results", intro,
                                list(figures.values()), table=table,

@@ -97,6 +97,7 @@ def test_summarize_groups_over_seeds_and_skips_failed_runs():
     assert [(r["size"], r["metric"], r["n"]) for r in summary] == [(100, "terminology", 3), (300, "terminology", 3)]
     assert math.isclose(summary[0]["mean"], 0.11) and summary[0]["ci_low"] < 0.11 < summary[0]["ci_high"]
     assert summary[1]["seeds"] == [0, 1, 2]
+    assert summary[0]["ci_method"] == ablation.CI_T          # no answers on disk: a t-interval over seeds
 
 
 def test_write_table_csv_and_json(tmp_path):
@@ -205,6 +206,116 @@ def test_comparison_effects_pair_variants_and_sizes(tmp_path):
     empty = ablation.write_table([], tmp_path / "none", columns=ablation.EFFECT_COLUMNS)[0]
     assert empty.read_text().strip() == ",".join(ablation.EFFECT_COLUMNS)
     assert ablation.comparison_effects(rows[:3], SweepConfig(sizes=[4], seeds=[0, 1])) == []   # one size, no variant
+
+
+def with_values(row, **extra):
+    """A fake_run row with its metric columns: the mean of each metric's per-prompt outcomes (as a sweep's
+    row holds the evaluation report's values), plus ``extra`` columns (losses)."""
+    from instructlab import stats
+
+    outcomes = stats.per_prompt_outcomes(Path(row["run_dir"]) / "eval", side=None)
+    return {**row, **{k: sum(v.values()) / len(v) for k, v in outcomes.items() if v}, **extra}
+
+
+def test_summary_intervals_stay_inside_the_range_for_two_extreme_seeds(tmp_path):
+    """Seed 0 refuses every decline prompt with tone 5, seed 1 none with tone 1: the t-interval over the two seed
+    means is 50% ± 635; the bootstrap over seeds and prompts stays inside [0, 1] and [1, 5]."""
+    from instructlab import stats
+
+    base = "clean-random-assistant"
+    rows = [with_values(fake_run(tmp_path, base, 4, 0, [1] * 10, tone=5.0)),
+            with_values(fake_run(tmp_path, base, 4, 1, [0] * 10, tone=1.0))]
+    t = ablation.t_interval([r["appropriate_refusals"] for r in rows])
+    assert t["ci_low"] < -5 and t["ci_high"] > 6                                      # what it replaces
+    summary = {s["metric"]: s for s in ablation.summarize(rows, n_boot=300)}
+    assert set(summary) >= {"tone_rubric", "terminology", "appropriate_refusals", "avoid_terms"}
+    for metric, s in summary.items():
+        low, high = stats.METRIC_BOUNDS[metric]
+        assert s["ci_method"] == ablation.CI_BOOTSTRAP and s["n"] == 2 and s["seeds"] == [0, 1], metric
+        assert low <= s["ci_low"] <= s["mean"] <= s["ci_high"] <= high, metric
+    assert (summary["appropriate_refusals"]["mean"], summary["tone_rubric"]["mean"]) == (0.5, 3.0)
+    assert summary["appropriate_refusals"]["n_prompts"] == 10
+    table = ablation.summary_table(list(summary.values()))
+    # every resample of two opposite seeds is 0, 0.5 or 1: the interval is the whole range, and symmetric
+    assert (table.loc[0, "appropriate_refusals"], table.loc[0, "tone_rubric"]) == ("50.0% ± 50.0", "3.0 ± 2.0")
+    assert table.loc[0, "interval method"] == ablation.CI_BOOTSTRAP and table.loc[0, "seeds"] == 2
+
+
+def test_summary_interval_is_the_bootstrap_of_the_runs_outcomes(tmp_path):
+    from instructlab import stats
+
+    base = "clean-random-assistant"
+    patterns = {0: [i % 2 for i in range(12)], 1: [int(i % 3 == 0) for i in range(12)], 2: [1] * 9 + [0] * 3}
+    rows = [with_values(fake_run(tmp_path, base, 4, s, p, tone=1.0 + s * s)) for s, p in patterns.items()]
+    rows.append({**rows[0], "seed": 7, "status": "failed"})                         # left out
+    summary = {s["metric"]: s for s in ablation.summarize(rows, n_boot=400, seed=5)}
+    for metric in ("appropriate_refusals", "tone_rubric"):
+        by_seed = {r["seed"]: stats.per_prompt_outcomes(Path(r["run_dir"]) / "eval", side=None)[metric]
+                   for r in rows[:3]}
+        est = stats.bootstrap_mean(by_seed, n_boot=400, seed=5, bounds=stats.METRIC_BOUNDS[metric])
+        s = summary[metric]
+        assert (s["mean"], s["ci_low"], s["ci_high"], s["n"], s["n_prompts"]) == (
+            est.value, est.low, est.high, est.n_seeds, est.n_prompts), metric
+        assert s["ci_low"] < s["mean"] < s["ci_high"]
+        symmetric = math.isclose(s["ci_high"] - s["mean"], s["mean"] - s["ci_low"])
+        assert s["half_width"] == (pytest.approx((s["ci_high"] - s["ci_low"]) / 2) if symmetric else None), metric
+    assert summary["tone_rubric"]["half_width"] is None                   # seeds at 1, 2 and 5: not symmetric
+
+
+def test_summary_labels_columns_without_outcomes_with_their_method(tmp_path):
+    base = "clean-random-assistant"
+    rows = [with_values(fake_run(tmp_path, base, 4, s, [s, 1, 0, 1]), train_loss=2.0 + s / 10, dev_loss=3.0 - s)
+            for s in (0, 1, 2)]
+    rows.append(with_values(fake_run(tmp_path, base, 8, 0, [1, 1, 0, 1]), train_loss=1.5))   # one seed
+    summary = {(s["size"], s["metric"]): s for s in ablation.summarize(rows, n_boot=200)}
+    loss = summary[(4, "train_loss")]
+    assert loss["ci_method"] == ablation.CI_T and loss["n_prompts"] is None
+    t = ablation.t_interval([r["train_loss"] for r in rows[:3]])
+    assert (loss["ci_low"], loss["ci_high"], loss["half_width"]) == (t["ci_low"], t["ci_high"], t["half_width"])
+    assert summary[(8, "train_loss")]["ci_method"] == ablation.CI_NONE and summary[(8, "train_loss")]["ci_low"] is None
+    assert summary[(4, "terminology")]["ci_method"] == ablation.CI_BOOTSTRAP
+    assert summary[(8, "appropriate_refusals")]["ci_method"] == ablation.CI_BOOTSTRAP_ONE_SEED   # prompts only
+    table = ablation.summary_table(list(summary.values()), metrics=["appropriate_refusals", "train_loss"])
+    first = table.iloc[0]
+    assert first["train_loss"] == f"2.1 ± {t['half_width']:.1f}" and "[" in first["appropriate_refusals"]
+    assert first["interval method"] == (f"appropriate_refusals: {ablation.CI_BOOTSTRAP}; "
+                                        f"train_loss: {ablation.CI_T}")
+    assert table.iloc[1]["train_loss"] == "1.5" and table.iloc[1]["seeds"] == 1
+    assert all(s["ci_method"] in ablation.CI_METHODS for s in summary.values())
+    from instructlab import plots
+
+    assert plots.interval_label([loss, summary[(4, "terminology")]]) == (
+        f"95% interval: {ablation.CI_T} / {ablation.CI_BOOTSTRAP}")
+
+
+def test_summary_without_answers_falls_back_to_a_t_interval_cut_to_the_range(tmp_path):
+    """Rows of runs that left no answers: a t-interval over seeds, cut to the metric's range and labelled so;
+    written "mean [low, high]" once the cut made it asymmetric, "mean ± half-width" while it is symmetric."""
+    rows = [{"variant": "v", "size": 4, "seed": s, "terminology": x, "status": "succeeded"}
+            for s, x in enumerate([0.9, 0.3, 0.6])]                                   # no run_dir
+    (s,) = ablation.summarize(rows)
+    assert s["ci_method"] == ablation.CI_T_CUT and (s["ci_low"], s["ci_high"]) == (0.0, 1.0)
+    assert s["half_width"] is None and s["mean"] == pytest.approx(0.6) and s["n_prompts"] is None
+    assert ablation.summary_table([s], ["terminology"]).loc[0, "terminology"] == "60.0% [0.0, 100.0]"
+    (s,) = ablation.summarize([{**r, "terminology": x} for r, x in zip(rows, [0.75, 0.25, 0.5])])
+    assert (s["ci_method"], s["ci_low"], s["ci_high"], s["half_width"]) == (ablation.CI_T_CUT, 0.0, 1.0, 0.5)
+    assert ablation.summary_table([s], ["terminology"]).loc[0, "terminology"] == "50.0% ± 50.0"
+    # one run of two has its answers on disk: no bootstrap over a part of the seeds
+    base = "clean-random-assistant"
+    rows = [with_values(fake_run(tmp_path, base, 4, 0, [1, 0, 1])), with_values(fake_run(tmp_path, base, 4, 1, [0, 0, 1]))]
+    rows[1]["run_dir"] = str(tmp_path / "gone")
+    summary = ablation.summarize(rows)
+    assert summary and {s["ci_method"] for s in summary} <= {ablation.CI_T, ablation.CI_T_CUT}
+
+
+def test_load_results_recomputes_a_summary_written_with_t_intervals(tmp_path):
+    base = "clean-random-assistant"
+    rows = [with_values(fake_run(tmp_path, base, 4, s, [s, 1, 0, 1])) for s in (0, 1)]
+    ablation.runs.write_json(tmp_path / "results.json", rows)
+    old = [{k: v for k, v in r.items() if k != "ci_method"} for r in ablation.summarize(rows)]
+    ablation.runs.write_json(tmp_path / "summary.json", old)
+    _, summary, _ = ablation.load_results(tmp_path)
+    assert summary == ablation.summarize(rows) and summary[0]["ci_method"] == ablation.CI_BOOTSTRAP
 
 
 @pytest.mark.parametrize("name", ["sweep_quick.yaml", "sweep_smoke.yaml", "sweep_full.yaml"])
@@ -318,6 +429,43 @@ def test_sweep_resumes_evaluation_without_retraining(tmp_path, monkeypatch):
     calls = Calls(monkeypatch)
     assert not ablation.run_sweep(cfg, sweep_dir, progress=lambda s: None).failed
     assert calls.train == [] and calls.eval == ["clean-random-assistant-n4-s0"]
+
+
+@pytest.mark.slow
+def test_sweep_retrains_a_finished_run_only_when_a_profile_edit_changes_what_it_trains(tmp_path, monkeypatch):
+    """A finished run is kept after a profile edit that its sweep overrides (train_params max_steps: 2), and
+    trained and evaluated again after one that changes its resolved TrainConfig (the learning rate)."""
+    from dataclasses import replace
+
+    from instructlab import train
+
+    cfg, sweep_dir = tiny_config(sizes=[4], seeds=[0], evaluate_untuned=False), tmp_path / "sweep"
+    run_id, smoke = "clean-random-assistant-n4-s0", train.TRAIN_PROFILES["smoke"]
+    calls = Calls(monkeypatch)
+    assert not ablation.run_sweep(cfg, sweep_dir, progress=lambda s: None).failed
+    assert calls.train == calls.eval == [run_id]
+
+    def edit_profile(**changes):
+        monkeypatch.setitem(train.TRAIN_PROFILES, "smoke", replace(smoke, config=replace(smoke.config, **changes)))
+
+    edit_profile(max_steps=smoke.config.max_steps + 5)          # overridden by the sweep: nothing it trains changes
+    calls = Calls(monkeypatch)
+    kept = ablation.run_sweep(cfg, sweep_dir, progress=lambda s: None)
+    assert not kept.failed and kept.rows[0]["skipped"] and calls.train == calls.eval == []
+
+    lr = smoke.config.learning_rate / 4
+    edit_profile(learning_rate=lr)
+    calls = Calls(monkeypatch)
+    again = ablation.run_sweep(cfg, sweep_dir, progress=lambda s: None)
+    assert not again.failed and not again.rows[0]["skipped"]
+    assert calls.train == calls.eval == [run_id]                    # a new adapter is evaluated again
+    run = Path(again.rows[0]["run_dir"])
+    assert experiment.read_result(run / "train")["config"]["learning_rate"] == lr
+    chosen = json.loads((run / "checkpoint_selection.json").read_text())["chosen"]
+    assert experiment.read_result(run / "eval")["adapter"] == chosen
+    assert (run / "checkpoint_selection.json").stat().st_mtime >= (run / "train" / "result.json").stat().st_mtime
+    calls = Calls(monkeypatch)                                      # and is kept from then on
+    assert ablation.run_sweep(cfg, sweep_dir, progress=lambda s: None).rows[0]["skipped"] and calls.train == []
 
 
 @pytest.mark.slow
