@@ -1216,7 +1216,8 @@ def _job_row(job: Any, task: Mapping[str, Any], progress: Callable[[str], None])
 
 
 def _cancel_jobs(jobs: Sequence[Any], cluster: str) -> None:
-    """Cancel unfinished jobs: on Slurm one ``scancel`` for all of them, elsewhere each job's own cancel."""
+    """Cancel unfinished jobs: on Slurm one ``scancel`` for all of them, elsewhere each job's own cancel
+    (local jobs that the terminal's Ctrl-C reached too get 3 s to stop by themselves first)."""
     import subprocess
 
     if cluster == "slurm" and jobs:
@@ -1225,6 +1226,12 @@ def _cancel_jobs(jobs: Sequence[Any], cluster: str) -> None:
         except OSError:
             pass
         return
+    if cluster == "local":
+        deadline = time.monotonic() + 3
+        while jobs and time.monotonic() < deadline:
+            jobs = [job for job in jobs if not job.done()]
+            if jobs:
+                time.sleep(0.1)
     for job in jobs:
         try:
             job.cancel(check=False)
