@@ -2,7 +2,8 @@
 
   run <notebook> -p name value ...   execute one notebook with papermill in a new run folder
   params <notebook>                  list a notebook's parameters (defaults and types)
-  sweep <config.yaml> [--workers N]  run or resume an ablation grid (train_run then eval_run per run)
+  sweep <config.yaml> [--workers N]  run or resume an ablation grid (train_run then eval_run per run);
+        [--engine submitit --cluster slurm --partition P]   one Slurm job per run (a job array)
   smoke                              every notebook 00..05 on tiny-random (profile smoke)
   demo --profile quick [--publish]   the whole path 00..05 on the embedded models
   publish <chain folder>             copy a finished demo's executed lessons and results into docs/
@@ -23,6 +24,17 @@ import time
 from pathlib import Path
 
 EXIT_FAILED, EXIT_USAGE = 1, 2
+# `sweep` flags that set the config's `submitit:` settings: (flag, settings key, type, help).
+SUBMITIT_FLAGS = (
+    ("--cluster", "cluster", str, "submitit cluster: local (processes here), slurm (a job array), "
+                                  "debug (in this process)"),
+    ("--partition", "slurm_partition", str, "Slurm partition"),
+    ("--array-parallelism", "array_parallelism", int, "jobs at once (default: --workers on the local cluster)"),
+    ("--timeout-min", "timeout_min", int, "time limit of one job, in minutes (default 1440)"),
+    ("--cpus-per-task", "cpus_per_task", int, "CPU cores per job"),
+    ("--gpus-per-node", "gpus_per_node", int, "GPUs per job on Slurm"),
+    ("--job-folder", "folder", str, "submitit's job folder, for the jobs' logs (default <sweep>/submitit/%%j)"),
+)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -46,6 +58,15 @@ def _parser() -> argparse.ArgumentParser:
                        help="runs at once (at most one per GPU; on CPU they split the cores; default: the config's)")
     sweep.add_argument("--out", help="sweep folder (default runs/sweep-<name>; the same folder resumes)")
     sweep.add_argument("--fresh", action="store_true", help="start a new, time-stamped sweep folder")
+    engine = sweep.add_argument_group("job engine", "where the runs execute (override the config's `engine` and "
+                                      "`submitit:` settings); each run is one job writing its own run folder")
+    engine.add_argument("--engine", choices=("local", "submitit"), default=None,
+                        help="local: the process pool on this machine (the default); submitit: one submitit job per "
+                             "run (a Slurm job array, or processes on this machine)")
+    for flag, key, kind, text in SUBMITIT_FLAGS:
+        engine.add_argument(flag, dest=key, type=kind, default=None,
+                            metavar=key.upper().removeprefix("SLURM_"), help=text,
+                            choices=("local", "slurm", "debug") if key == "cluster" else None)
     for name, default in (("smoke", "smoke"), ("demo", "quick")):
         c = sub.add_parser(name, help=f"run notebooks 00..05 in profile {default!r}")
         c.add_argument("--profile", default=default, choices=("smoke", "quick", "full"))
@@ -106,10 +127,24 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     from . import ablation, runs
 
     config = ablation.load_sweep_config(args.config)
+    given = {key: getattr(args, key) for _, key, _, _ in SUBMITIT_FLAGS if getattr(args, key) is not None}
+    if args.engine:
+        config.engine = args.engine
+    if given:
+        if config.engine != "submitit":
+            flags = [flag for flag, key, _, _ in SUBMITIT_FLAGS if key in given]
+            raise ablation.SweepConfigError(f"{' '.join(flags)} set the submitit engine, but {args.config} runs "
+                                            f"with engine {config.engine!r}: add --engine submitit")
+        config.submitit = {**config.submitit, **given}
+    ablation.check_config(config, where=f"{args.config} with the command line's engine flags")
     out = Path(args.out) if args.out else (runs.new_run_dir("sweep", config.name) if args.fresh else None)
     out = out or ablation.default_sweep_dir(config)
+    again = "".join(f" {flag} {getattr(args, key)}" for flag, key, _, _ in SUBMITIT_FLAGS if key in given)
+    again = (f" --workers {args.workers}" if args.workers else "") + (f" --engine {args.engine}" if args.engine
+                                                                      else "") + again
     _INTERRUPTED_HINT[0] = (f"stopped: finished runs are kept in {out}; resume with "
-                            f"`python -m instructlab sweep {args.config} --out {out}`")
+                            f"`python -m instructlab sweep {args.config} --out {out}{again}` "
+                            "(finished run folders are skipped)")
     result = ablation.run_sweep(config, out, workers=args.workers)
     print(f"sweep finished in {result.duration_s:.0f} s: {len(result.rows)} runs, {len(result.failed)} failed")
     for key, path in result.files.items():

@@ -23,6 +23,12 @@ which ends with its ``result.json``; with ``workers > 1`` the runs go to worker 
 whose manifest says it succeeded with the same settings (and whose training still resolves to the
 same ``TrainConfig``: ``experiment.training_matches``) is skipped, and a run killed half-way keeps
 its finished step, so an interrupted sweep resumes where it stopped.
+
+Beyond one machine, ``engine: submitit`` makes every run one submitit job (:func:`submitit_job`:
+the same :func:`execute_run`), submitted as a Slurm job array (``submitit: {cluster: slurm, ...}``)
+or run as processes on this machine (``cluster: local``, the tests' backend); finished run folders
+are skipped before anything is submitted and the results are read back from the run folders, as
+with the process pool (``docs/sweeps.md``).
 """
 
 from __future__ import annotations
@@ -47,7 +53,8 @@ __all__ = ["SweepConfigError", "SweepConfig", "SweepData", "SweepResult", "RunSp
            "execute_run", "collect_metrics", "loss_curves", "default_sweep_dir", "device_slots", "run_sweep",
            "find_sweep_dir", "load_results", "summary_table", "write_report", "UNTUNED", "CASE_STUDY_METRICS",
            "METRIC_LABELS", "EFFECT_COLUMNS", "EFFECTS_TEXT", "comparison_pairs", "comparison_effects",
-           "comparisons_table", "write_comparisons_markdown", "load_comparisons"]
+           "comparisons_table", "write_comparisons_markdown", "load_comparisons", "ENGINES", "SUBMITIT_CLUSTERS",
+           "SUBMITIT_SETTINGS", "submitit_settings", "submitit_executor", "submitit_job"]
 
 REPO_ROOT = experiment.REPO_ROOT
 DATA_CHOICES, SELECTION_CHOICES, TRAIN_ON_CHOICES = ("clean", "noisy"), ("random", "quality"), ("assistant", "all")
@@ -443,6 +450,8 @@ class SweepConfig:
     pool_size: int = 0                # > 0: use only the first N records of each data file (smoke tests)
     select_checkpoint: bool = True    # evaluate the run's checkpoint with the lowest dev loss
     workers: int = 1                  # runs at once, in worker processes: one per GPU; on a CPU they split the cores
+    engine: str = "local"             # "local": the process pool; "submitit": one submitit job per run (Slurm arrays)
+    submitit: dict[str, Any] = field(default_factory=dict)   # executor settings for engine submitit (SUBMITIT_SETTINGS)
 
     def path(self, value: str) -> Path:
         """A configured path: absolute, relative to the current directory, or to the repository."""
@@ -451,6 +460,71 @@ class SweepConfig:
 
 GRID_TRAIN_KEYS = ("seed", "train_on", "n_examples")   # set per run by the grid, never in train_params
 EVAL_PARAM_KEYS = ("n_per_category", "max_new_tokens", "batch_size")
+
+ENGINES = ("local", "submitit")             # the process pool of this machine; one submitit job per run
+SUBMITIT_CLUSTERS = ("local", "slurm", "debug")
+# The keys of a sweep's ``submitit:`` mapping: {key: (what the value must be, what it does)}.
+SUBMITIT_SETTINGS: dict[str, tuple[str, str]] = {
+    "cluster": ("one of local / slurm / debug", "local: one process per job on this machine (the default); "
+                "slurm: a Slurm job array; debug: every job in this process, one after another"),
+    "folder": ("a string", "submitit's job folder: pickled jobs and their stdout/stderr logs (default "
+               "<sweep>/submitit/%j, %j being the job id; a relative path is relative to the sweep folder)"),
+    "timeout_min": ("a positive integer", "the time limit of one job in minutes (default 1440)"),
+    "array_parallelism": ("a positive integer", "jobs at once (default: `workers` on the local and debug clusters; "
+                          "on Slurm submitit's 256)"),
+    "cpus_per_task": ("a positive integer", "CPU cores per job (Slurm's --cpus-per-task; also the job's torch "
+                      "threads)"),
+    "gpus_per_node": ("an integer >= 0", "GPUs per job on Slurm (the local cluster gives each job one GPU while "
+                      "there are GPUs, like the process pool)"),
+    "mem_gb": ("a positive number", "memory per job in GB (Slurm's --mem)"),
+    "slurm_partition": ("a string", "Slurm partition (--partition)"),
+    "slurm_account": ("a string", "Slurm account (--account)"),
+    "slurm_qos": ("a string", "Slurm quality of service (--qos)"),
+    "slurm_constraint": ("a string", "Slurm node constraint (--constraint)"),
+    "slurm_setup": ("a list of strings", "shell lines the sbatch script runs before the job (module load ...)"),
+    "slurm_additional_parameters": ("a mapping", "any other sbatch option, e.g. {mail-type: END}"),
+    "poll_s": ("a positive number", "seconds between two looks at the jobs (default 1; 10 on Slurm)"),
+}
+
+
+def _is_kind(kind: str, value: Any) -> bool:
+    """Whether ``value`` is what ``kind`` (a SUBMITIT_SETTINGS description) asks for."""
+    is_int = isinstance(value, int) and not isinstance(value, bool)
+    checks = {"a string": isinstance(value, str) and bool(value.strip()),
+              "a positive integer": is_int and value >= 1,
+              "an integer >= 0": is_int and value >= 0,
+              "a positive number": (is_int or isinstance(value, float)) and value > 0,
+              "a list of strings": isinstance(value, list) and all(isinstance(v, str) for v in value),
+              "a mapping": isinstance(value, dict)}
+    return checks.get(kind, True)
+
+
+def _engine_problems(config: SweepConfig) -> list[str]:
+    """What is wrong with a config's ``engine`` and ``submitit`` settings (empty when nothing)."""
+    import importlib.util
+
+    problems = []
+    if config.engine not in ENGINES:
+        problems.append(f"engine must be 'local' (the process pool on this machine) or 'submitit' (one submitit job "
+                        f"per run: a Slurm job array, or processes on this machine), got {config.engine!r}")
+    elif config.engine == "submitit" and importlib.util.find_spec("submitit") is None:
+        problems.append("engine 'submitit' needs the submitit package (pinned in requirements.lock): "
+                        "pip install submitit")
+    settings = config.submitit
+    if not isinstance(settings, dict):
+        return problems + [f"submitit must be a mapping of executor settings (keys {list(SUBMITIT_SETTINGS)}), "
+                           f"got {settings!r}"]
+    unknown = sorted(set(settings) - set(SUBMITIT_SETTINGS))
+    if unknown:
+        problems.append(f"unknown submitit keys {unknown}; valid: {list(SUBMITIT_SETTINGS)}")
+    if "cluster" in settings and settings["cluster"] not in SUBMITIT_CLUSTERS:
+        problems.append(f"submitit.cluster must be one of {list(SUBMITIT_CLUSTERS)} (local: processes on this "
+                        f"machine, slurm: a Slurm job array, debug: in this process), got {settings['cluster']!r}")
+    for key, value in settings.items():
+        if key in SUBMITIT_SETTINGS and key != "cluster" and not _is_kind(SUBMITIT_SETTINGS[key][0], value):
+            problems.append(f"submitit.{key} must be {SUBMITIT_SETTINGS[key][0]} ({SUBMITIT_SETTINGS[key][1]}), "
+                            f"got {value!r}")
+    return problems
 
 
 def train_param_keys() -> list[str]:
@@ -540,6 +614,7 @@ def check_config(config: SweepConfig, where: str = "sweep config") -> None:
                 problems.append(f"variant {spec}: {key} must be one of {choices}")
         if spec.get("data") and spec.get("data") not in config.data:
             problems.append(f"variant {spec}: no path for data {spec.get('data')!r} under `data:`")
+    problems += _engine_problems(config)
     if problems:
         raise SweepConfigError(f"{where}: " + "; ".join(problems))
 
@@ -847,7 +922,8 @@ def _choose_checkpoint(task: Mapping[str, Any], train_dir: Path) -> str:
     return experiment.select_checkpoint(model, train_dir, task["dev_records"])["chosen"]
 
 
-def execute_run(task: Mapping[str, Any], progress: Callable[[str], None] = print) -> dict[str, Any]:
+def execute_run(task: Mapping[str, Any], progress: Callable[[str], None] = print,
+                on_start: Callable[[Path], None] | None = None) -> dict[str, Any]:
     """Run one grid point (train, choose the checkpoint, evaluate, collect) unless it already finished.
 
     What the steps print and warn goes to ``<run>/log.txt``; ``progress`` gets short lines (training
@@ -856,6 +932,8 @@ def execute_run(task: Mapping[str, Any], progress: Callable[[str], None] = print
     Args:
         task: one of :func:`run_tasks`.
         progress: called with progress lines.
+        on_start: called with the run folder once it is prepared, before the steps (a submitit job
+            records itself in the run's manifest there).
     Returns:
         The run's result row (``status`` succeeded/failed, ``skipped`` True when it was resumed from disk).
         A failing run never raises: the row carries ``error``, the run folder its log.
@@ -864,6 +942,8 @@ def execute_run(task: Mapping[str, Any], progress: Callable[[str], None] = print
     if run_is_finished(task):
         return {**json.loads((run_dir / "result.json").read_text(encoding="utf-8")), "skipped": True}
     _prepare_run_dir(task)
+    if on_start is not None:
+        on_start(run_dir)
     start = time.perf_counter()
 
     import contextlib
@@ -1021,12 +1101,16 @@ def run_sweep(config: SweepConfig, sweep_dir: str | Path | None = None, workers:
     """Run (or resume) every run of the grid and write ``results`` and ``summary`` (CSV + JSON).
 
     Every run calls ``experiment.train_run`` and ``experiment.eval_run`` (see :func:`execute_run`):
-    in this process with one worker, else in a pool of spawned worker processes.
+    with ``config.engine`` "local" in this process with one worker, else in a pool of spawned worker
+    processes; with "submitit" in one submitit job per run (a Slurm job array, or processes on this
+    machine; see :func:`submitit_executor`). Either way finished run folders are skipped before
+    anything starts, and the results are read back from the run folders' rows.
 
     Args:
         config: the SweepConfig (checked when loaded by :func:`load_sweep_config`).
         sweep_dir: the sweep folder (default :func:`default_sweep_dir`); the same folder resumes.
-        workers: runs at once (default: the config's); one per GPU, on a CPU they split the cores.
+        workers: runs at once (default: the config's); one per GPU, on a CPU they split the cores
+            (with engine submitit: the default ``array_parallelism`` of the local and debug clusters).
         progress: called with progress lines (each run's start, steps and result).
         data: the pools from :func:`load_sweep_data` when already loaded.
     Returns:
@@ -1052,7 +1136,9 @@ def run_sweep(config: SweepConfig, sweep_dir: str | Path | None = None, workers:
              f"{len(todo)} to run -> {sweep_dir}")
     rows = {t["run_id"]: execute_run(t, progress) for t in tasks if t["run_id"] not in todo_ids}
     workers = max(1, int(workers or config.workers))
-    for i, row in enumerate(_execute_all(todo, workers, progress), 1):
+    runner = (_execute_submitit(todo, config, sweep_dir, workers, progress) if config.engine == "submitit"
+              else _execute_all(todo, workers, progress))
+    for i, row in enumerate(runner, 1):
         rows[row["run_id"]] = row
         progress(f"[{i}/{len(todo)}] {_describe_row(row)}")
     ordered = [rows[t["run_id"]] for t in tasks]
@@ -1102,6 +1188,228 @@ def _describe_row(row: Mapping[str, Any]) -> str:
     nums = ", ".join(f"{k}={v:.3g}" for k, v in list(shown.items())[:6])
     took = "resumed" if row.get("skipped") else f"{row.get('duration_s')} s"
     return f"{row['run_id']}: {took}; {nums}"
+
+
+# ---------------------------------------------------------------------------------------------
+# The submitit engine: one job per run (Slurm job arrays, or processes on this machine)
+
+
+def submitit_settings(config: SweepConfig, sweep_dir: str | Path, workers: int | None = None) -> dict[str, Any]:
+    """The ``submitit:`` settings of a sweep with their defaults filled in (see :data:`SUBMITIT_SETTINGS`).
+
+    Args:
+        config: the sweep (checked).
+        sweep_dir: its folder (a relative ``folder`` setting is relative to it).
+        workers: the runs at once asked for (default: the config's ``workers``).
+    Returns:
+        The settings, with ``cluster`` (default "local"), ``folder`` (absolute; default
+        ``<sweep>/submitit/%j``), ``timeout_min`` (default 1440), ``array_parallelism`` (default
+        ``workers`` on the local and debug clusters, None on Slurm: submitit's own limit) and ``poll_s``.
+    """
+    settings = dict(config.submitit)
+    cluster = settings.get("cluster", "local")
+    folder = Path(settings.get("folder") or "submitit/%j")
+    folder = folder if folder.is_absolute() else Path(sweep_dir).absolute() / folder
+    parallel = settings.get("array_parallelism") or (None if cluster == "slurm" else
+                                                      max(1, int(workers or config.workers)))
+    return {**settings, "cluster": cluster, "folder": str(folder), "timeout_min": settings.get("timeout_min", 1440),
+            "array_parallelism": parallel, "poll_s": settings.get("poll_s", 10.0 if cluster == "slurm" else 1.0)}
+
+
+def submitit_executor(settings: Mapping[str, Any], name: str = "sweep") -> Any:
+    """The submitit executor of resolved settings (:func:`submitit_settings`).
+
+    * local: ``submitit.LocalExecutor``: each job is a process on this machine. It has no array limit,
+      so the sweep hands it one job per free slot (``array_parallelism`` at once, one GPU each while
+      there are GPUs, else a share of the CPU cores), as the process pool does;
+    * slurm: ``submitit.AutoExecutor(cluster="slurm")`` with the job name, ``timeout_min``,
+      ``cpus_per_task``, ``gpus_per_node``, ``mem_gb``, the ``slurm_*`` settings and the array's
+      parallelism (``slurm_array_parallelism``): the sweep submits one job array with ``map_array``;
+    * debug: ``submitit.DebugExecutor``: every job runs in this process when the sweep looks at it.
+
+    Args:
+        settings: from :func:`submitit_settings`.
+        name: the Slurm job name.
+    Returns:
+        The executor.
+    Raises:
+        SweepConfigError: cluster slurm where submitit finds no Slurm (no ``srun``).
+    """
+    import submitit
+
+    cluster, folder = settings["cluster"], settings["folder"]
+    if cluster == "local":
+        executor = submitit.LocalExecutor(folder)
+        executor.update_parameters(timeout_min=settings["timeout_min"])
+        return executor
+    if cluster == "debug":
+        return submitit.DebugExecutor(folder)
+    try:
+        executor = submitit.AutoExecutor(folder, cluster="slurm")
+    except RuntimeError as exc:
+        raise SweepConfigError(f"cluster 'slurm': {exc} Start the sweep on a machine that submits Slurm jobs "
+                               "(a login node), or use --cluster local") from exc
+    params: dict[str, Any] = {"name": name, "timeout_min": settings["timeout_min"]}
+    params.update({k: settings[k] for k in ("cpus_per_task", "gpus_per_node", "mem_gb") if settings.get(k) is not None})
+    params.update({k: v for k, v in settings.items() if k.startswith("slurm_") and v is not None})
+    if settings.get("array_parallelism"):
+        params["slurm_array_parallelism"] = settings["array_parallelism"]
+    executor.update_parameters(**params)
+    return executor
+
+
+def submitit_job(task: Mapping[str, Any], threads: int = 0, token: str = "") -> dict[str, Any]:
+    """What one submitit job runs: :func:`execute_run` of one grid run, in its own run folder.
+
+    Its progress lines go to the job's stdout log. When the run starts, its manifest gets ``job``:
+    the job id, cluster, host, process id, the job's stdout / stderr logs and ``token`` (which
+    submission this is).
+
+    Args:
+        task: one of :func:`run_tasks`.
+        threads: > 0: the job's CPU threads (OMP_NUM_THREADS and torch's).
+        token: written into the manifest's ``job`` entry.
+    Returns:
+        The run's result row, as :func:`execute_run`.
+    """
+    import os
+    import socket
+    import sys
+
+    if threads:
+        os.environ["OMP_NUM_THREADS"] = str(threads)
+        if "torch" in sys.modules:
+            sys.modules["torch"].set_num_threads(threads)
+    info: dict[str, Any] = {"engine": "submitit", "token": token, "host": socket.gethostname(), "pid": os.getpid(),
+                            "threads": threads or None}
+    try:
+        import submitit
+
+        env = submitit.JobEnvironment()
+        info.update(cluster=env.cluster, job_id=env.job_id, stdout=str(env.paths.stdout), stderr=str(env.paths.stderr))
+    except Exception:   # the debug cluster runs the job in this process, outside a job environment
+        pass
+    return execute_run(task, progress=lambda s: print(s, flush=True),
+                       on_start=lambda run_dir: runs.write_manifest(run_dir, job=info))
+
+
+def _job_state(job: Any) -> str:
+    try:
+        return str(job.state)
+    except Exception:
+        return "unknown"
+
+
+def _job_row(job: Any, task: Mapping[str, Any], progress: Callable[[str], None]) -> dict[str, Any]:
+    """The result row of a finished job: what it returned; when it ended without one (killed, out of
+    memory, past its time limit) a failed row naming its stderr log, also written into the run's manifest."""
+    from submitit.core.utils import FailedJobError
+
+    try:
+        row = job.result()
+    except Exception as exc:
+        if run_is_finished(task):   # the run finished, the job died before handing its row back
+            return {**json.loads((Path(task["run_dir"]) / "result.json").read_text(encoding="utf-8")), "skipped": False}
+        what = ("raised an error" if isinstance(exc, FailedJobError) else f"ended without a result (submitit state "
+                f"{_job_state(job)}: killed, out of memory or past timeout_min?)")
+        error = f"submitit job {job.job_id} {what}; stderr log: {job.paths.stderr}"
+        if (Path(task["run_dir"]) / "manifest.json").exists():
+            runs.write_manifest(task["run_dir"], status="failed", error=error)
+        return {**_row_base(task), "status": "failed", "error": error, "skipped": False}
+    if row.get("status") != "succeeded":
+        progress(f"  {task['run_id']}: job {job.job_id} logs {job.paths.stdout} and {job.paths.stderr}; "
+                 f"the run's own log {Path(task['run_dir']) / 'log.txt'}")
+    return row
+
+
+def _cancel_jobs(jobs: Sequence[Any], cluster: str) -> None:
+    """Cancel unfinished jobs: on Slurm one ``scancel`` for all of them, elsewhere each job's own cancel
+    (local jobs that the terminal's Ctrl-C reached too get 3 s to stop by themselves first)."""
+    import subprocess
+
+    if cluster == "slurm" and jobs:
+        try:
+            subprocess.call(["scancel", *[job.job_id for job in jobs]])
+        except OSError:
+            pass
+        return
+    if cluster == "local":
+        deadline = time.monotonic() + 3
+        while jobs and time.monotonic() < deadline:
+            jobs = [job for job in jobs if not job.done()]
+            if jobs:
+                time.sleep(0.1)
+    for job in jobs:
+        try:
+            job.cancel(check=False)
+        except Exception:
+            pass
+
+
+def _execute_submitit(tasks: list[dict[str, Any]], config: SweepConfig, sweep_dir: Path, workers: int,
+                      progress: Callable[[str], None]):
+    """Yield result rows as submitit jobs finish: one job per run (:func:`submitit_job`), submitted as a
+    Slurm job array (``map_array``), or on the local cluster one job per free slot. Ctrl-C cancels the
+    unfinished jobs, so that running the sweep again (which skips the finished run folders) is safe."""
+    if not tasks:
+        return
+    import os
+    import uuid
+
+    settings = submitit_settings(config, sweep_dir, workers)
+    cluster, parallel, poll = settings["cluster"], settings["array_parallelism"], float(settings["poll_s"])
+    executor = submitit_executor(settings, name=f"sweep-{config.name}")
+    tokens = {t["run_id"]: uuid.uuid4().hex for t in tasks}
+    waiting, running, started = list(tasks), {}, set()
+    free: list[str | None] = []
+    if cluster == "local":
+        free = device_slots(parallel)
+        threads = 0 if free[0] is not None else max(1, (os.cpu_count() or 1) // parallel)
+        where = f"GPUs {','.join(free)}" if free[0] is not None else f"CPU ({threads} threads each)"
+        progress(f"submitit (local): {len(tasks)} jobs, {parallel} at once on {where}; job folder {settings['folder']}")
+    else:
+        threads = int(settings.get("cpus_per_task") or 0) if cluster == "slurm" else 0
+        jobs = executor.map_array(submitit_job, waiting, [threads] * len(waiting),
+                                  [tokens[t["run_id"]] for t in waiting])
+        running = {job.job_id: (job, task, None) for job, task in zip(jobs, waiting)}
+        waiting = []
+        how = (f"as job array {jobs[0].job_id.split('_')[0]}" + (f", at most {parallel} at once" if parallel else "")
+               if cluster == "slurm" else "(they run in this process, one after another)")
+        progress(f"submitit ({cluster}): submitted {len(jobs)} jobs {how}; job folder {settings['folder']}")
+        for job, task in zip(jobs, tasks):
+            progress(f"  job {job.job_id}: {task['run_id']}")
+    try:
+        while waiting or running:
+            while waiting and free:
+                task, slot = waiting.pop(0), free.pop(0)
+                if slot is not None:
+                    executor.update_parameters(gpus_per_node=1, visible_gpus=(int(slot),))
+                job = executor.submit(submitit_job, task, threads, tokens[task["run_id"]])
+                running[job.job_id] = (job, task, slot)
+                progress(f"  submitted job {job.job_id}: {task['run_id']}{f' on GPU {slot}' if slot else ''}; "
+                         f"logs {job.paths.stdout.parent}")
+            for job_id, (job, task, slot) in list(running.items()):
+                finished = job.done()
+                info = _read_manifest(Path(task["run_dir"])).get("job") or {}
+                if task["run_id"] not in started and info.get("token") == tokens[task["run_id"]]:
+                    started.add(task["run_id"])
+                    progress(f"  started {task['run_id']}: job {job_id} on {info.get('host')}")
+                if finished:
+                    del running[job_id]
+                    if cluster == "local":
+                        free.append(slot)
+                    yield _job_row(job, task, progress)
+            if running or waiting:
+                time.sleep(poll)
+    except (KeyboardInterrupt, GeneratorExit):
+        _cancel_jobs([job for job, _, _ in running.values()], cluster)
+        ids = sorted(running)
+        progress(f"interrupted: cancelled {len(running)} unfinished submitit job(s) "
+                 f"{ids if len(ids) <= 8 else ids[:8] + ['...']}"
+                 + (f", {len(waiting)} run(s) not submitted yet" if waiting else "")
+                 + f"; the finished run folders in {Path(sweep_dir) / 'runs'} are kept: run the same sweep "
+                 "again to resume (only the unfinished runs are submitted)")
+        raise
 
 
 # ---------------------------------------------------------------------------------------------

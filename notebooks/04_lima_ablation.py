@@ -170,4 +170,5 @@ lesson.finish(sweep_dir=str(sweep_dir), config=asdict(cfg), n_runs=len(result.ro
 # **Try next:** open `05_result_plots.py` with `ablation_dir` set to this run folder for the full set of
 # figures and a Markdown report; add sizes or seeds in `configs/sweep_quick.yaml` and run the notebook again:
 # finished runs are reused; run the full grid from a terminal with
-# `python -m instructlab sweep configs/sweep_full.yaml --workers <number of GPUs>`.
+# `python -m instructlab sweep configs/sweep_full.yaml --workers <number of GPUs>`, or on a Slurm cluster, one
+# job per run, with `--engine submitit --cluster slurm --partition <partition>` (`docs/sweeps.md`).
