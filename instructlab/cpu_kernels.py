@@ -227,7 +227,7 @@ def short_attention_forward(module: torch.nn.Module, query: torch.Tensor, key: t
     For a sequence of at most :data:`SHORT_LENGTH` tokens this computes the same attention with bf16 matmuls
     (grouped-query heads share their key/value head without copying it) and an fp32 softmax, as transformers'
     ``eager`` attention does; longer sequences, and anything else (a cache, dropout, soft-capping, a
-    float mask, cross-attention), go to transformers' SDPA function unchanged.
+    float or per-head mask, cross-attention), go to transformers' SDPA function unchanged.
 
     The signature is transformers' attention-function interface; :func:`use_short_attention` installs it.
     """
@@ -237,7 +237,8 @@ def short_attention_forward(module: torch.nn.Module, query: torch.Tensor, key: t
     causal = is_causal if is_causal is not None else getattr(module, "is_causal", True)
     plain = (query.device.type == "cpu" and causal and 1 < length <= SHORT_LENGTH and key.shape[2] == length
              and dropout == 0 and kwargs.get("softcap") is None and kwargs.get("position_bias") is None
-             and kwargs.get("cache") is None and (attention_mask is None or attention_mask.dtype == torch.bool))
+             and kwargs.get("cache") is None
+             and (attention_mask is None or (attention_mask.dtype == torch.bool and attention_mask.shape[1] == 1)))
     if not plain:
         return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling,
                                       is_causal=is_causal, **kwargs)

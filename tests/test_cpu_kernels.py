@@ -244,9 +244,10 @@ def test_short_attention_sends_long_sequences_decoding_and_extras_to_sdpa(monkey
     assert ck.short_attention_forward(module, q, k, v, mask, dropout=0.1)[0] == "sdpa"
     assert ck.short_attention_forward(module, q, k, v, mask, softcap=30.0)[0] == "sdpa"
     assert ck.short_attention_forward(module, q, k, v, mask.float())[0] == "sdpa"  # an additive mask
-    assert len(calls) == 5
+    assert ck.short_attention_forward(module, q, k, v, mask.expand(1, 6, 16, 16))[0] == "sdpa"  # a mask per head
+    assert len(calls) == 6
     out, _ = ck.short_attention_forward(module, q, k, v, mask)
-    assert isinstance(out, torch.Tensor) and len(calls) == 5
+    assert isinstance(out, torch.Tensor) and len(calls) == 6
 
 
 def test_short_attention_a_row_with_nothing_to_attend_to_gives_no_nan():
