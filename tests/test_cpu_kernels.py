@@ -142,34 +142,22 @@ def test_lean_head_dispatch_sends_what_it_does_not_cover_to_trl(monkeypatch):
 
 @pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
 def test_trainer_with_the_cpu_kernels_gives_the_loss_and_lora_gradients_of_trl_and_sdpa(dtype):
-    from instructlab.train import (TrainConfig, as_conversations, build_trainer, prepare_examples, sft_config,
-                                   to_dataset, use_cpu_kernels)
+    from instructlab.train import TrainConfig, use_cpu_kernels
 
-    from test_precision import _conversations
+    from test_precision import _batch_and_lora, _loss_and_lora_grads, _tiny_trainer
 
     cfg = TrainConfig(epochs=1, max_steps=2, batch_size=4, max_length=256, save_steps=100, seed=3,
                       lora_dropout=0.0, dtype=dtype)
-    hw = models.device_settings(dtype=dtype)
-    tok = models.load_tokenizer(TINY)
-    masked = prepare_examples(tok, as_conversations(_conversations()), cfg)
-    trainer = build_trainer(TINY, to_dataset(masked.examples), None, cfg, sft_config(cfg, hw, "unused"), tok, hw)
+    trainer = _tiny_trainer(cfg, dtype)
     assert trainer.kit_lean_head and trainer.kit_compact_head  # on by default on CPU
-    batch = trainer._prepare_inputs(next(iter(trainer.get_train_dataloader())))
-    lora = [p for n, p in trainer.model.named_parameters() if "lora_B" in n]
-    with torch.no_grad():  # LoRA's B starts at zero: give it weights so every gradient is non-trivial
-        for p in lora:
-            p.normal_(0, 0.02)
+    batch, lora = _batch_and_lora(trainer)
     out = {}
     assert trainer.model.get_base_model().config._attn_implementation == "kit_cpu_short"
     for lean in (False, True):  # TRL's head and SDPA attention, then the kit's kernels
         use_cpu_kernels(trainer, lean_head=lean, short_attention=lean, fast_dropout=False)
         if not lean:
             trainer.model.get_base_model().set_attn_implementation("sdpa")
-        trainer.model.zero_grad()
-        with trainer.compute_loss_context_manager():
-            loss = trainer.compute_loss(trainer.model, dict(batch))
-        loss.backward()
-        out[lean] = (loss.detach().float(), [p.grad.float().clone() for p in lora],
+        out[lean] = (*_loss_and_lora_grads(trainer, batch, lora),
                      trainer._metrics["train"]["mean_token_accuracy"][-1], trainer._metrics["train"]["entropy"][-1])
     tol = dict(rtol=1e-5, atol=1e-6) if dtype == "float32" else dict(rtol=2e-2, atol=1e-4)
     torch.testing.assert_close(out[True][0], out[False][0], **tol)
@@ -181,16 +169,13 @@ def test_trainer_with_the_cpu_kernels_gives_the_loss_and_lora_gradients_of_trl_a
 
 
 def test_build_trainer_uses_fast_lora_dropout_on_cpu():
-    from instructlab.train import TrainConfig, as_conversations, build_trainer, prepare_examples, sft_config, to_dataset
+    from instructlab.train import TrainConfig
 
-    from test_precision import _conversations
+    from test_precision import _tiny_trainer
 
     cfg = TrainConfig(epochs=1, max_steps=1, batch_size=2, max_length=128, save_steps=100, lora_dropout=0.05,
                       dtype="float32")
-    hw = models.device_settings(dtype="float32")
-    tok = models.load_tokenizer(TINY)
-    masked = prepare_examples(tok, as_conversations(_conversations(4)), cfg)
-    trainer = build_trainer(TINY, to_dataset(masked.examples), None, cfg, sft_config(cfg, hw, "unused"), tok, hw)
+    trainer = _tiny_trainer(cfg, "float32", n=4)
     drops = [m for n, m in trainer.model.named_modules() if "lora_dropout." in n]
     assert drops and all(isinstance(m, FastDropout) and m.p == 0.05 for m in drops)
 

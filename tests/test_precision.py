@@ -194,36 +194,52 @@ def test_merged_bf16_adapter_reproduces_base_plus_adapter(trained, tmp_path):
 
 # ----------------------------------------------------------------------------- the compact LM head
 
+def _tiny_trainer(cfg, dtype, n=12):
+    """``build_trainer`` on tiny-random for ``_conversations(n)``, on the ``dtype`` path (also used by
+    tests/test_cpu_kernels.py)."""
+    from instructlab.train import as_conversations, build_trainer, prepare_examples, sft_config, to_dataset
+
+    hw = models.device_settings(dtype=dtype)
+    tok = models.load_tokenizer(TINY)
+    masked = prepare_examples(tok, as_conversations(_conversations(n)), cfg)
+    return build_trainer(TINY, to_dataset(masked.examples), None, cfg, sft_config(cfg, hw, "unused"), tok, hw)
+
+
+def _batch_and_lora(trainer):
+    """The trainer's first batch and its LoRA B matrices, given weights (they start at zero) so that every
+    gradient is non-trivial."""
+    batch = trainer._prepare_inputs(next(iter(trainer.get_train_dataloader())))
+    lora = [p for n, p in trainer.model.named_parameters() if "lora_B" in n]
+    with torch.no_grad():
+        for p in lora:
+            p.normal_(0, 0.02)
+    return batch, lora
+
+
+def _loss_and_lora_grads(trainer, batch, lora):
+    """The trainer's loss on ``batch`` and the gradients of ``lora``, from one forward and backward."""
+    trainer.model.zero_grad()
+    with trainer.compute_loss_context_manager():
+        loss = trainer.compute_loss(trainer.model, dict(batch))
+    loss.backward()
+    return loss.detach().float(), [p.grad.float().clone() for p in lora]
+
 @pytest.mark.parametrize("dtype", list(PATHS))
 def test_compact_head_scores_only_labelled_positions_and_gives_the_same_loss_and_gradients(dtype, monkeypatch):
     from trl.trainer import utils as trl_utils
 
-    from instructlab.train import as_conversations, build_trainer, prepare_examples, sft_config, to_dataset
-
-    cfg = _cfg(dtype)
-    hw = models.device_settings(dtype=dtype)
-    tok = models.load_tokenizer(TINY)
-    masked = prepare_examples(tok, as_conversations(_conversations()), cfg)
-    trainer = build_trainer(TINY, to_dataset(masked.examples), None, cfg, sft_config(cfg, hw, "unused"), tok, hw)
+    trainer = _tiny_trainer(_cfg(dtype), dtype)
     assert trainer.kit_compact_head  # on by default on CPU
     trainer.kit_lean_head = False  # TRL's log-prob function, whose calls this test counts (tests/test_cpu_kernels.py)
     rows = []
     original = trl_utils._ChunkedLogProbFunction.apply
     monkeypatch.setattr(trl_utils._ChunkedLogProbFunction, "apply",
                         lambda hidden, *a: rows.append(hidden.shape[0]) or original(hidden, *a))
-    batch = trainer._prepare_inputs(next(iter(trainer.get_train_dataloader())))
-    lora = [p for n, p in trainer.model.named_parameters() if "lora_B" in n]
-    with torch.no_grad():  # LoRA's B starts at zero: give it weights so every gradient is non-trivial
-        for p in lora:
-            p.normal_(0, 0.02)
+    batch, lora = _batch_and_lora(trainer)
     out = {}
     for compact in (False, True):
         trainer.kit_compact_head = compact
-        trainer.model.zero_grad()
-        with trainer.compute_loss_context_manager():
-            loss = trainer.compute_loss(trainer.model, dict(batch))
-        loss.backward()
-        out[compact] = (loss.detach().float(), [p.grad.float().clone() for p in lora])
+        out[compact] = _loss_and_lora_grads(trainer, batch, lora)
     labelled = int((batch["labels"][:, 1:] != -100).sum())
     assert rows == [batch["labels"][:, 1:].numel(), labelled] and labelled < rows[0]
     tol = dict(rtol=1e-5, atol=1e-6) if dtype == "float32" else dict(rtol=2e-2, atol=1e-4)
