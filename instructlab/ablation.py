@@ -609,6 +609,7 @@ def check_config(config: SweepConfig, where: str = "sweep config") -> None:
         problems.append(str(exc))
         variants = []
     for spec in variants:
+        spec = {k: v for k, v in spec.items() if k != "size"}
         for key, choices in (("data", DATA_CHOICES), ("selection", SELECTION_CHOICES), ("train_on", TRAIN_ON_CHOICES)):
             if spec.get(key) not in choices:
                 problems.append(f"variant {spec}: {key} must be one of {choices}")
@@ -619,17 +620,66 @@ def check_config(config: SweepConfig, where: str = "sweep config") -> None:
         raise SweepConfigError(f"{where}: " + "; ".join(problems))
 
 
-def _variant_dicts(config: SweepConfig) -> list[dict[str, Any]]:
-    base = {"data": "clean", "selection": "random", "train_on": "assistant", **config.baseline}
-    extra = [{**base, **v} for v in config.comparisons.get("variants", [])]
-    unknown = [k for v in config.comparisons.get("variants", []) for k in v if k not in base]
+VARIANT_KEYS = ("data", "selection", "train_on")   # what a comparison variant may set, besides its ``size``
+PAIR_KEYS = ("name", "variant", "baseline")        # one entry of ``comparisons.pairs``
+
+
+def _base_dict(config: SweepConfig) -> dict[str, Any]:
+    return {"data": "clean", "selection": "random", "train_on": "assistant", **config.baseline}
+
+
+def _comparison_size(config: SweepConfig | Mapping[str, Any]) -> int:
+    cfg = _config_dict(config)
+    return int((cfg.get("comparisons") or {}).get("size", sorted(cfg.get("sizes") or [0])[0]))
+
+
+def _side_dict(config: SweepConfig, side: Mapping[str, Any], where: str) -> dict[str, Any]:
+    """A variant or pair side: the baseline's data/selection/train_on overridden by ``side``, and a size
+    (``side["size"]``, default ``comparisons.size``)."""
+    if not isinstance(side, Mapping):
+        raise SweepConfigError(f"{where} must be a mapping of {list(VARIANT_KEYS) + ['size']}, got {side!r}")
+    unknown = [k for k in side if k not in VARIANT_KEYS + ("size",)]
     if unknown:
-        raise SweepConfigError(f"comparison variants may set data/selection/train_on only, got {unknown}")
-    return [base] + extra
+        raise SweepConfigError(f"{where} may set {list(VARIANT_KEYS)} and size only, got {unknown}")
+    size = side.get("size", _comparison_size(config))
+    if not isinstance(size, int) or isinstance(size, bool) or size < 1:
+        raise SweepConfigError(f"{where}: size must be a positive integer, got {size!r}")
+    return {**_base_dict(config), **{k: v for k, v in side.items() if k != "size"}, "size": size}
+
+
+def _variant_dicts(config: SweepConfig) -> list[dict[str, Any]]:
+    """The baseline (without a size), then every comparison variant and both sides of every explicit pair
+    (each with its size)."""
+    out = [_base_dict(config)]
+    out += [_side_dict(config, v, f"comparison variant {v!r}") for v in config.comparisons.get("variants", [])]
+    for i, pair in enumerate(config.comparisons.get("pairs", []) or []):
+        where = f"comparisons.pairs[{i}]"
+        if not isinstance(pair, Mapping) or set(pair) - set(PAIR_KEYS) or not {"variant", "baseline"} <= set(pair):
+            raise SweepConfigError(f"{where} must be a mapping with variant and baseline (and an optional name), "
+                                   f"e.g. {{name: LIMA, variant: {{data: noisy, selection: quality, size: 100}}, "
+                                   f"baseline: {{data: noisy, size: 400}}}}; got {pair!r}")
+        out += [_side_dict(config, pair[k], f"{where}.{k}") for k in ("variant", "baseline")]
+    return out
+
+
+def explicit_pairs(config: SweepConfig | Mapping[str, Any]) -> list[tuple[str, RunSpec, RunSpec]]:
+    """The ``comparisons.pairs`` of a config as (name, variant spec, baseline spec), seed 0 (the specs
+    name the variant and size; every seed of both runs is compared)."""
+    cfg = config if isinstance(config, SweepConfig) else SweepConfig(**{k: v for k, v in dict(config).items()
+                                                                        if k in {f.name for f in fields(SweepConfig)}})
+    out = []
+    for i, pair in enumerate(cfg.comparisons.get("pairs", []) or []):
+        v, b = (_side_dict(cfg, pair[k], f"comparisons.pairs[{i}].{k}") for k in ("variant", "baseline"))
+        vs, bs = (RunSpec(d.pop("size"), 0, **d) for d in (v, b))
+        name = pair.get("name") or f"{vs.variant} n={vs.size} vs {bs.variant} n={bs.size}"
+        out.append((str(name), vs, bs))
+    return out
 
 
 def grid(config: SweepConfig) -> list[RunSpec]:
-    """All runs of a sweep, without duplicates, smallest sizes first.
+    """All runs of a sweep, without duplicates, smallest sizes first: the baseline at every size, each
+    comparison variant at its ``size`` (default ``comparisons.size``) and both sides of every explicit
+    pair (``comparisons.pairs``), each at every seed.
 
     Args:
         config: the sweep.
@@ -637,9 +687,11 @@ def grid(config: SweepConfig) -> list[RunSpec]:
         The RunSpecs.
     """
     base, *variants = _variant_dicts(config)
-    size = int(config.comparisons.get("size", config.sizes[0]))
     specs = [RunSpec(n, s, **base) for s in config.seeds for n in sorted(config.sizes)]
-    specs += [RunSpec(size, s, **v) for v in variants for s in config.seeds]
+    for v in variants:
+        d = dict(v)
+        n = d.pop("size")
+        specs += [RunSpec(n, s, **d) for s in config.seeds]
     seen, out = set(), []
     for spec in specs:
         if spec not in seen:
@@ -1553,34 +1605,57 @@ def comparison_pairs(rows: Sequence[Mapping[str, Any]], config: SweepConfig | Ma
                      ) -> list[tuple[str, list[Mapping[str, Any]], list[Mapping[str, Any]]]]:
     """The comparisons of a sweep, as (name, variant runs, baseline runs), from its succeeded runs:
 
-    * each comparison variant against the baseline at the comparison size (``comparisons.size``);
+    * each comparison variant against the baseline at the variant's size (``comparisons.size`` unless the
+      variant sets its own ``size``);
+    * each explicit pair of ``comparisons.pairs`` (for example a LIMA test: a small quality-selected subset
+      against a larger random one), under its ``name``;
     * the baseline at its largest size against the baseline at its smallest (more data: larger minus
-      smaller).
+      smaller);
+    * with three sizes or more, each step of the data-size curve (the baseline at each size against the
+      next smaller one): where a metric stops improving.
 
     Args:
         rows: the per-run result rows (``results.json``).
         config: the SweepConfig, or its dict (``sweep.json``'s ``config``).
     Returns:
-        The pairs, in that order; a comparison whose baseline did not run (or has no succeeded run) is left out.
+        The pairs, in that order; a comparison whose runs are missing (or have no succeeded run) is left out.
     """
     cfg = _config_dict(config)
-    base = RunSpec(0, 0, **{"data": "clean", "selection": "random", "train_on": "assistant",
-                            **cfg.get("baseline", {})}).variant
+    base_spec = RunSpec(0, 0, **{"data": "clean", "selection": "random", "train_on": "assistant",
+                                 **cfg.get("baseline", {})})
+    base = base_spec.variant
     ok = [r for r in rows if r.get("status", "succeeded") == "succeeded" and r.get("variant") != UNTUNED]
-    sizes = sorted(set(cfg.get("sizes") or [r["size"] for r in ok]))
-    size = int((cfg.get("comparisons") or {}).get("size", sizes[0] if sizes else 0))
+    size = _comparison_size(cfg) if (cfg.get("sizes") or cfg.get("comparisons")) else (
+        min((r["size"] for r in ok), default=0))
 
     def runs_of(variant: str, n: int) -> list[Mapping[str, Any]]:
         return [r for r in ok if r["variant"] == variant and r["size"] == n]
 
     pairs = []
-    for variant in dict.fromkeys(r["variant"] for r in ok if r["size"] == size and r["variant"] != base):
-        if runs_of(base, size):
-            pairs.append((f"{variant} vs {base}, n={size}", runs_of(variant, size), runs_of(base, size)))
+    variants = (cfg.get("comparisons") or {}).get("variants")
+    if variants is None:            # rows without a config: every other variant at the comparison size
+        wanted = [(v, size) for v in dict.fromkeys(r["variant"] for r in ok if r["size"] == size and r["variant"] != base)]
+    else:
+        wanted = []
+        for v in variants:
+            kinds = {"data": base_spec.data, "selection": base_spec.selection, "train_on": base_spec.train_on,
+                     **{k: x for k, x in v.items() if k != "size"}}
+            spec = RunSpec(int(v.get("size", size)), 0, **kinds)
+            if spec.variant != base and (spec.variant, spec.size) not in wanted:
+                wanted.append((spec.variant, spec.size))
+    for variant, n in wanted:
+        if runs_of(variant, n) and runs_of(base, n):
+            pairs.append((f"{variant} vs {base}, n={n}", runs_of(variant, n), runs_of(base, n)))
+    for name, vs, bs in explicit_pairs(cfg):
+        if runs_of(vs.variant, vs.size) and runs_of(bs.variant, bs.size):
+            pairs.append((name, runs_of(vs.variant, vs.size), runs_of(bs.variant, bs.size)))
     base_sizes = sorted({r["size"] for r in ok if r["variant"] == base})
     if len(base_sizes) >= 2:
         small, large = base_sizes[0], base_sizes[-1]
         pairs.append((f"{base} n={large} vs n={small}", runs_of(base, large), runs_of(base, small)))
+    if len(base_sizes) >= 3:
+        for small, large in zip(base_sizes, base_sizes[1:]):
+            pairs.append((f"{base} n={large} vs n={small} (step)", runs_of(base, large), runs_of(base, small)))
     return pairs
 
 
