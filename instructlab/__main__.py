@@ -76,6 +76,15 @@ def _parser() -> argparse.ArgumentParser:
         c.add_argument("--publish", action="store_true",
                        help="when every notebook succeeded, copy the executed lessons and their results into docs/ "
                             "(docs/lessons, docs/results/<profile>)")
+    ref = sub.add_parser("reference", help="the reference sweep and its report: notebooks 04 and 05 on "
+                                           "configs/sweep_reference.yaml (resumes its finished runs)")
+    ref.add_argument("--config", default="configs/sweep_reference.yaml", help="the sweep (default: %(default)s)")
+    ref.add_argument("--sweep-dir", help="sweep folder (default runs/sweep-<name>; the same folder resumes)")
+    ref.add_argument("--out", help="folder for the two notebooks' run folders (default runs/<stamp>-<name>)")
+    ref.add_argument("--quiet", action="store_true", help="one line per notebook, not its cells and output")
+    ref.add_argument("--publish", action="store_true",
+                     help="when both notebooks succeeded, copy their results, the sweep's tables and the executed "
+                          "notebooks into docs/results/<name>/")
     pub = sub.add_parser("publish", help="copy a finished demo chain's executed lessons and results into docs/")
     pub.add_argument("chain_dir", help="the folder `demo` wrote (holds chain.json)")
     pub.add_argument("--docs", default=None, help="default: the repository's docs/")
@@ -163,10 +172,30 @@ def cmd_chain(args: argparse.Namespace) -> int:
                             f"`python -m instructlab {args.command} --profile {args.profile}` again to start over "
                             "(a sweep inside it resumes from its finished runs)")
     steps = pipeline.run_chain(args.profile, out, log_output=not args.quiet)
-    total = time.perf_counter() - start
+    return _chain_done(f"{args.command} ({args.profile})", out, steps, time.perf_counter() - start, args.publish)
+
+
+def cmd_reference(args: argparse.Namespace) -> int:
+    from . import ablation, pipeline, runs
+
+    config = ablation.load_sweep_config(args.config)
+    sweep_dir = Path(args.sweep_dir) if args.sweep_dir else ablation.default_sweep_dir(config)
+    start = time.perf_counter()
+    out = Path(args.out) if args.out else runs.new_run_dir(config.name, config.profile)
+    _INTERRUPTED_HINT[0] = (f"stopped: finished sweep runs are kept in {sweep_dir}; run "
+                            f"`python -m instructlab reference --config {args.config} --sweep-dir {sweep_dir}` "
+                            "again to resume")
+    notebooks = [pipeline.resolve_notebook("04"), pipeline.resolve_notebook("05")]
+    params = {"04": {"config": str(Path(args.config).resolve()), "sweep_dir": str(sweep_dir.resolve())}}
+    steps = pipeline.run_chain(config.profile, out, log_output=not args.quiet, notebooks=notebooks,
+                               parameters=params, name=config.name)
+    return _chain_done(f"reference sweep {config.name!r}", out, steps, time.perf_counter() - start, args.publish)
+
+
+def _chain_done(what: str, out: Path, steps: list, total: float, publish: bool) -> int:
+    """Print a finished chain's steps (and publish it when asked); the exit status."""
     out = out.resolve()
-    print(f"\n{args.command} ({args.profile}): {len(steps)} notebooks in {total:.0f} s "
-          f"({total / 60:.1f} min); results in {out}")
+    print(f"\n{what}: {len(steps)} notebooks in {total:.0f} s ({total / 60:.1f} min); results in {out}")
     for s in steps:
         print(f"  {s.status:9s} {s.duration_s:7.1f} s  {s.notebook}  -> {s.run_dir}")
     failed = [s for s in steps if s.status != "succeeded"]
@@ -176,7 +205,7 @@ def cmd_chain(args: argparse.Namespace) -> int:
     report = sorted(out.glob("05_*/*.md")) if out else []
     if report:
         print(f"report: {report[0]}")
-    if args.publish:
+    if publish:
         return cmd_publish(argparse.Namespace(chain_dir=out, docs=None))
     print(f"publish into docs/: python -m instructlab publish {out}")
     return 0
@@ -205,6 +234,7 @@ def main(argv: list[str] | None = None) -> int:
     from . import ablation, pipeline
 
     handlers = {"run": cmd_run, "params": cmd_params, "sweep": cmd_sweep, "smoke": cmd_chain, "demo": cmd_chain,
+                "reference": cmd_reference,
                 "publish": cmd_publish}
     try:
         return handlers[args.command](args)

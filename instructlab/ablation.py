@@ -54,7 +54,9 @@ __all__ = ["SweepConfigError", "SweepConfig", "SweepData", "SweepResult", "RunSp
            "find_sweep_dir", "load_results", "summary_table", "write_report", "UNTUNED", "CASE_STUDY_METRICS",
            "METRIC_LABELS", "EFFECT_COLUMNS", "EFFECTS_TEXT", "comparison_pairs", "comparison_effects",
            "comparisons_table", "write_comparisons_markdown", "load_comparisons", "ENGINES", "SUBMITIT_CLUSTERS",
-           "SUBMITIT_SETTINGS", "submitit_settings", "submitit_executor", "submitit_job"]
+           "SUBMITIT_SETTINGS", "submitit_settings", "submitit_executor", "submitit_job", "VARIANT_KEYS",
+           "PAIR_KEYS", "explicit_pairs", "LOWER_IS_BETTER", "SIZE_GUIDANCE", "guidance_for", "SIZE_CURVE_TEXT",
+           "size_curve_verdicts", "size_curve_table", "PER_PROMPT_COLUMNS", "per_prompt_rows", "write_csv"]
 
 REPO_ROOT = experiment.REPO_ROOT
 DATA_CHOICES, SELECTION_CHOICES, TRAIN_ON_CHOICES = ("clean", "noisy"), ("random", "quality"), ("assistant", "all")
@@ -380,11 +382,17 @@ def write_table(rows: Sequence[Mapping[str, Any]], path_without_suffix: str | Pa
         (csv path, json path).
     """
     base = Path(path_without_suffix)
-    base.parent.mkdir(parents=True, exist_ok=True)
+    csv_path = write_csv(rows, base.with_name(base.name + ".csv"), columns)
+    return csv_path, runs.write_json(base.with_name(base.name + ".json"), list(rows))
+
+
+def write_csv(rows: Sequence[Mapping[str, Any]], path: str | Path, columns: Sequence[str] = ()) -> Path:
+    """Write rows as one CSV file (atomically); ``columns`` first, then any other key. Returns the path."""
+    csv_path = Path(path)
+    csv_path.parent.mkdir(parents=True, exist_ok=True)
     cols: list[str] = list(columns)
     for r in rows:
         cols += [k for k in r if k not in cols]
-    csv_path = base.with_name(base.name + ".csv")
     tmp = csv_path.with_name(csv_path.name + ".tmp")
     with tmp.open("w", newline="", encoding="utf-8") as f:
         w = csv.DictWriter(f, fieldnames=cols)
@@ -392,7 +400,7 @@ def write_table(rows: Sequence[Mapping[str, Any]], path_without_suffix: str | Pa
         for r in rows:
             w.writerow({k: (json.dumps(v) if isinstance(v, (list, dict)) else v) for k, v in r.items()})
     tmp.replace(csv_path)
-    return csv_path, runs.write_json(base.with_name(base.name + ".json"), list(rows))
+    return csv_path
 
 
 # ---------------------------------------------------------------------------------------------
@@ -811,6 +819,21 @@ def _eval_params(config: SweepConfig, eval_path: Path, trained: bool) -> dict[st
                                         before=not trained, **config.eval_params))
 
 
+def _eval_signature(eval_params: Mapping[str, Any]) -> dict[str, Any]:
+    """The evaluation part of a run's signature: its parameters without paths, with the prompt count and the
+    token budget resolved through the profile (``metrics.eval_settings``: -1 or 0 mean "the profile's"), so an
+    edit of the profile's evaluation settings evaluates the finished runs again."""
+    from . import metrics
+
+    out = _without_paths(eval_params)
+    try:
+        out["n_per_category"], out["max_new_tokens"] = metrics.eval_settings(
+            eval_params["profile"], eval_params.get("n_per_category"), eval_params.get("max_new_tokens"))
+    except (KeyError, ValueError):   # an unknown profile is reported by check_config
+        pass
+    return out
+
+
 def _without_paths(params: Mapping[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in params.items() if k not in ("data_path", "eval_path", "adapter")}
 
@@ -842,7 +865,7 @@ def run_tasks(config: SweepConfig, sweep_dir: Path, data: SweepData) -> list[dic
         eval_params = _eval_params(config, data.eval_path, trained=True)
         signature = {"spec": asdict(spec), "data_fingerprint": fp, "dev_fingerprint": runs.fingerprint(data.dev),
                      "eval_sha256": eval_digest, "select_checkpoint": config.select_checkpoint,
-                     "train": _without_paths(train_params), "eval": _without_paths(eval_params)}
+                     "train": _without_paths(train_params), "eval": _eval_signature(eval_params)}
         tasks.append({"spec": asdict(spec), "run_id": spec.run_id, "run_dir": str(run_dir), "records": records,
                       "dev_records": data.dev, "select_checkpoint": config.select_checkpoint,
                       "n_dev": len(data.dev), "noise_rate": noise_rate(records), "data_fingerprint": fp,
@@ -854,7 +877,7 @@ def _untuned_task(config: SweepConfig, sweep_dir: Path, data: SweepData, eval_di
     """The reference run: the model without an adapter, evaluated once."""
     run_dir = sweep_dir / "runs" / UNTUNED
     eval_params = _eval_params(config, data.eval_path, trained=False)
-    signature = {"untuned": True, "eval_sha256": eval_digest, "eval": _without_paths(eval_params)}
+    signature = {"untuned": True, "eval_sha256": eval_digest, "eval": _eval_signature(eval_params)}
     return {"spec": asdict(RunSpec(0, 0, "-", "-", "-")), "run_id": UNTUNED, "run_dir": str(run_dir), "records": [],
             "n_dev": 0, "noise_rate": None, "data_fingerprint": None, "untuned": True, "train_params": {},
             "eval_params": eval_params, "signature": signature}
@@ -1175,6 +1198,7 @@ def run_sweep(config: SweepConfig, sweep_dir: str | Path | None = None, workers:
         they are listed in ``SweepResult.failed`` (with their run folders and logs).
     """
     start = time.perf_counter()
+    started_utc = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     sweep_dir = Path(sweep_dir) if sweep_dir else default_sweep_dir(config)
     sweep_dir.mkdir(parents=True, exist_ok=True)
     data = data or load_sweep_data(config)
@@ -1202,11 +1226,29 @@ def run_sweep(config: SweepConfig, sweep_dir: str | Path | None = None, workers:
                      write_table(effects, sweep_dir / "comparisons", columns=EFFECT_COLUMNS)))
     files["comparisons_md"] = write_comparisons_markdown(effects, sweep_dir / "comparisons.md",
                                                          title=f"Sweep {config.name!r}: paired effects")
+    files["per_prompt_csv"] = write_csv(per_prompt_rows(ordered), sweep_dir / "per_prompt.csv", PER_PROMPT_COLUMNS)
     duration = round(time.perf_counter() - start, 1)
     failed = [r["run_id"] for r in ordered if r.get("status") != "succeeded"]
+    # Every call of the sweep, kept across resumes: a resumed sweep's duration_s is that call's alone, the
+    # sessions say how long the runs took and on which machine (the CPU kind decides the precision and speed).
+    previous = _read_manifest(sweep_dir).get("sessions", [])
+    session = {"started_utc": started_utc, "duration_s": duration, "ran": len(todo), "workers": workers,
+               "engine": config.engine, "device": _device_description(), "failed": len(failed)}
     runs.write_manifest(sweep_dir, status="failed" if failed else "succeeded", failed_runs=failed,
-                        duration_s=duration, files={k: str(v) for k, v in files.items()})
+                        duration_s=duration, files={k: str(v) for k, v in files.items()},
+                        sessions=[*previous, session], run_time_s=round(sum(
+                            float(r.get("duration_s") or 0) for r in ordered), 1))
     return SweepResult(sweep_dir, ordered, summary, files, duration, effects)
+
+
+def _device_description() -> str:
+    """This machine's device and precision line (``models.device_settings().description``), or why not."""
+    try:
+        from . import models
+
+        return models.device_settings().description
+    except Exception as exc:   # a sweep's bookkeeping never fails the sweep
+        return f"unknown ({type(exc).__name__}: {exc})"
 
 
 def _execute_all(tasks: list[dict[str, Any]], workers: int, progress: Callable[[str], None]):
@@ -1478,14 +1520,16 @@ def find_sweep_dir(path: str | Path) -> Path:
     """The sweep folder inside ``path``.
 
     Args:
-        path: a sweep folder, or a notebook-04 run folder (holding ``sweep/``).
+        path: a sweep folder, or a notebook-04 run folder (holding ``sweep/``, or naming its sweep folder in
+            its manifest's ``sweep_dir`` when notebook 04 ran with a ``sweep_dir`` of its own).
     Returns:
-        ``path`` itself when it holds ``results.json``, else its ``sweep/`` subfolder.
+        ``path`` itself when it holds ``results.json``, else its ``sweep/`` subfolder, else the manifest's.
     Raises:
         FileNotFoundError: saying what to run first.
     """
     path = Path(path)
-    for candidate in (path, path / "sweep"):
+    named = _read_manifest(path).get("sweep_dir")
+    for candidate in (path, path / "sweep", *([Path(named)] if named else [])):
         if (candidate / "results.json").exists():
             return candidate
     raise FileNotFoundError(f"no sweep results (results.json) in {path} or {path / 'sweep'}; run notebook "
@@ -1779,3 +1823,147 @@ def load_comparisons(path: str | Path) -> list[dict[str, Any]]:
         return json.loads(saved.read_text(encoding="utf-8"))
     rows, _, config = load_results(sweep_dir)
     return comparison_effects(rows, config)
+
+
+# ---------------------------------------------------------------------------------------------
+# The data-size curve against the guidance table
+
+
+LOWER_IS_BETTER = frozenset({"false_rejections", "dev_loss", "train_loss"})
+
+# The case study's guidance table (how many examples each kind of specialisation needs; the issue of the
+# ablation quotes it): a range for the minimum and a range for the optimum, and the case-study metrics that
+# measure that kind. Tone is style; terminology and the refusal boundary (which team owns what) are the new
+# domain. Guidance, not a measurement: the reference sweep tests it.
+SIZE_GUIDANCE: dict[str, dict[str, Any]] = {
+    "style": {"label": "style (tone, format)", "minimum": (100, 300), "optimal": (500, 1000),
+              "metrics": ("tone_rubric",)},
+    "domain": {"label": "moderately complex new domain", "minimum": (500, 1000), "optimal": (2000, 5000),
+               "metrics": ("terminology", "appropriate_refusals", "false_rejections")},
+}
+
+
+def guidance_for(metric: str) -> dict[str, Any] | None:
+    """The :data:`SIZE_GUIDANCE` row that covers ``metric`` (None for metrics outside the table)."""
+    return next((dict(row, key=k) for k, row in SIZE_GUIDANCE.items() if metric in row["metrics"]), None)
+
+
+def _improves(effect: Mapping[str, Any]) -> bool | None:
+    """True for a resolved gain, False for a resolved loss, None when not resolved (direction per metric)."""
+    if effect.get("resolved") != "resolved":
+        return None
+    better = effect["effect"] < 0 if effect["metric"] in LOWER_IS_BETTER else effect["effect"] > 0
+    return better
+
+
+def _range_text(pair: Sequence[int]) -> str:
+    return f"{pair[0]:,}-{pair[1]:,}"
+
+
+SIZE_CURVE_TEXT = ("Each step is the baseline at one size minus the next smaller size, on the same prompts, with the "
+                   "paired effects' 95% interval. \"Last resolved gain\" is the largest size reached by a step whose "
+                   "interval shows an improvement; a step that is not resolved means this sweep cannot tell its gain "
+                   "from none, not that there is none. The guidance columns are the case study's table (guidance, not "
+                   "a measurement).")
+
+
+def size_curve_verdicts(effects: Sequence[Mapping[str, Any]],
+                        metrics: Sequence[str] = CASE_STUDY_METRICS) -> list[dict[str, Any]]:
+    """Where each metric stops improving on the data-size curve, next to the guidance table.
+
+    Reads the size steps of :func:`comparison_effects` (comparisons named ``"... n=<b> vs n=<a> (step)"``;
+    a sweep with two sizes has its largest-against-smallest comparison as its only step).
+
+    Args:
+        effects: rows of :func:`comparison_effects`. metrics: which metrics.
+    Returns:
+        One dict per metric with steps: ``metric``, ``steps`` (e.g. ``"30->100 +1.2 [+0.9, +1.5] resolved"``
+        joined by "; "), ``last_gain`` (the largest size a resolved gain reached, or None), ``largest`` (the
+        curve's largest size), ``verdict`` (a sentence), ``guidance`` (the :data:`SIZE_GUIDANCE` label),
+        ``guidance_minimum``, ``guidance_optimal`` (ranges as text) and ``against_guidance`` (a sentence).
+    """
+    pattern = re.compile(r"n=(\d+) vs n=(\d+) \(step\)$")
+    out = []
+    for metric in metrics:
+        rows = [e for e in effects if e["metric"] == metric and pattern.search(e["comparison"])]
+        if not rows:   # two sizes: the largest-vs-smallest comparison is the curve's one step
+            rows = [dict(e, comparison=e["comparison"] + " (step)") for e in effects if e["metric"] == metric
+                    and re.search(r" n=(\d+) vs n=(\d+)$", e["comparison"])]
+        steps = sorted(((int(m.group(2)), int(m.group(1)), e) for e in rows
+                        if (m := pattern.search(e["comparison"]))), key=lambda t: t[0])
+        if not steps:
+            continue
+        largest = steps[-1][1]
+        gains = [b for a, b, e in steps if _improves(e)]
+        losses = [b for a, b, e in steps if _improves(e) is False]
+        last_gain = max(gains) if gains else None
+        if last_gain is None:
+            verdict = f"no step resolved a gain between {steps[0][0]} and {largest} examples"
+        elif last_gain == largest:
+            verdict = f"still improving at {largest} examples: the last step resolved a gain (no plateau in range)"
+        else:
+            verdict = (f"no resolved gain after {last_gain} examples (the later steps are not resolved: the sweep "
+                       f"cannot tell their gain from none)")
+        if losses:
+            verdict += f"; a resolved loss at the step to {', '.join(map(str, losses))}"
+        g = guidance_for(metric)
+        against = ""
+        if g is not None:
+            lo, hi = g["minimum"]
+            olo, ohi = g["optimal"]
+            if last_gain is None:
+                against = (f"guidance ({g['label']}): minimum {_range_text(g['minimum'])}, optimal "
+                           f"{_range_text(g['optimal'])}; this sweep resolved no gain to compare")
+            elif last_gain == largest:
+                where = "below" if largest < lo else ("inside" if largest <= hi else "above")
+                against = (f"still rising at {largest}, {where} the guidance minimum {_range_text(g['minimum'])}"
+                           + (f" and short of the optimal {_range_text(g['optimal'])}" if largest < olo else ""))
+            else:
+                where = ("below" if last_gain < lo else "inside" if last_gain <= hi else
+                         "between the minimum and the optimal" if last_gain < olo else "inside or above the optimal")
+                against = (f"gains stop being resolved after {last_gain}, {where} the guidance range"
+                           f" (minimum {_range_text(g['minimum'])}, optimal {_range_text(g['optimal'])})")
+        out.append({"metric": metric, "label": METRIC_LABELS.get(metric, metric),
+                    "steps": "; ".join(f"{a}->{b} {_effect_text(metric, e['effect'])} "
+                                       f"[{_effect_text(metric, e['low'])}, {_effect_text(metric, e['high'])}] "
+                                       f"{e['resolved']}" for a, b, e in steps),
+                    "last_gain": last_gain, "largest": largest, "verdict": verdict,
+                    "guidance": g["label"] if g else "", "guidance_minimum": _range_text(g["minimum"]) if g else "",
+                    "guidance_optimal": _range_text(g["optimal"]) if g else "", "against_guidance": against})
+    return out
+
+
+def size_curve_table(verdicts: Sequence[Mapping[str, Any]]):
+    """DataFrame of :func:`size_curve_verdicts` for reading (one row per metric)."""
+    import pandas as pd
+
+    return pd.DataFrame([{"metric": v["label"], "steps (larger minus smaller, 95% interval)": v["steps"],
+                          "last resolved gain": v["last_gain"] if v["last_gain"] is not None else "none",
+                          "verdict": v["verdict"], "guidance row": v["guidance"],
+                          "guidance minimum": v["guidance_minimum"], "guidance optimal": v["guidance_optimal"],
+                          "against the guidance": v["against_guidance"]} for v in verdicts])
+
+
+PER_PROMPT_COLUMNS = ("run_id", "variant", "size", "seed", "metric", "prompt", "outcome")
+
+
+def per_prompt_rows(rows: Sequence[Mapping[str, Any]], metrics: Sequence[str] = CASE_STUDY_METRICS
+                    ) -> list[dict[str, Any]]:
+    """Every run's per-prompt outcome of every metric (``stats.per_prompt_outcomes`` of ``<run>/eval``), one
+    row each: what the bootstrap intervals and paired effects resample, in one table anyone can re-analyse.
+    Runs without an answers file are left out."""
+    from . import stats
+
+    out = []
+    for r in rows:
+        if r.get("status", "succeeded") != "succeeded" or not r.get("run_dir"):
+            continue
+        try:
+            outcomes = stats.per_prompt_outcomes(Path(r["run_dir"]) / "eval", side=None)
+        except FileNotFoundError:
+            continue
+        for metric in metrics:
+            for prompt, value in (outcomes.get(metric) or {}).items():
+                out.append({"run_id": r["run_id"], "variant": r["variant"], "size": r["size"], "seed": r["seed"],
+                            "metric": metric, "prompt": prompt, "outcome": value})
+    return out

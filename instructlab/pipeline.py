@@ -535,8 +535,8 @@ def chain_notebooks(notebooks_dir: Path = NOTEBOOKS_DIR, must_exist: bool = True
 
 
 def run_chain(profile: str, out_dir: str | Path | None = None, *, log_output: bool = False,
-              notebooks: Sequence[Path] | None = None,
-              progress: Callable[[str], None] = print) -> list[StepResult]:
+              notebooks: Sequence[Path] | None = None, parameters: Mapping[str, Mapping[str, Any]] | None = None,
+              name: str = "", progress: Callable[[str], None] = print) -> list[StepResult]:
     """Run the numbered notebooks in order with ``profile``, each in ``<out_dir>/<notebook stem>``,
     passing run folders along (see CHAIN_WIRING). Stops at the first failing notebook.
 
@@ -545,6 +545,9 @@ def run_chain(profile: str, out_dir: str | Path | None = None, *, log_output: bo
         out_dir: the chain's folder (default ``runs/<stamp>-demo-<profile>``, ``-smoke`` for smoke).
         log_output: stream each notebook's cells and printed lines (see :func:`run_notebook`).
         notebooks: the notebooks to chain (default :func:`chain_notebooks`).
+        parameters: {notebook number prefix ("04"): {parameter: value}}, over the profile and the wiring.
+        name: the chain's name in ``chain.json`` (e.g. ``"reference"``); a named chain is published under
+            ``docs/results/<name>/`` with its executed notebooks beside their results (:func:`publish_chain`).
         progress: called with one line per notebook.
     Returns:
         The StepResults (the failing one last, ``status="failed"``); ``<out_dir>/chain.json`` and a
@@ -566,9 +569,10 @@ def run_chain(profile: str, out_dir: str | Path | None = None, *, log_output: bo
     for nb in notebooks:
         prefix, declared = nb.name[:2], notebook_parameters(nb)
         params: dict[str, Any] = {"profile": profile} if "profile" in declared else {}
-        for name, source in CHAIN_WIRING.get(prefix, {}).items():
-            if name in declared and source in dirs:
-                params[name] = str(dirs[source])
+        for key, source in CHAIN_WIRING.get(prefix, {}).items():
+            if key in declared and source in dirs:
+                params[key] = str(dirs[source])
+        params.update((parameters or {}).get(prefix, {}))
         dirs[prefix] = out / nb.stem
         t0 = time.perf_counter()
         progress(f"[{len(steps) + 1}/{len(notebooks)}] {nb.name} ({profile}) -> {dirs[prefix]}")
@@ -581,16 +585,18 @@ def run_chain(profile: str, out_dir: str | Path | None = None, *, log_output: bo
             break
         except KeyboardInterrupt:
             steps.append(StepResult(nb.name, dirs[prefix], round(time.perf_counter() - t0, 1), "interrupted"))
-            _write_chain(out, profile, steps, round(time.perf_counter() - start, 1), "interrupted")
+            _write_chain(out, profile, steps, round(time.perf_counter() - start, 1), "interrupted", name)
             raise
     total = round(time.perf_counter() - start, 1)
     status = "succeeded" if all(s.status == "succeeded" for s in steps) else "failed"
-    _write_chain(out, profile, steps, total, status)
+    _write_chain(out, profile, steps, total, status, name)
     return steps
 
 
-def _write_chain(out: Path, profile: str, steps: Sequence[StepResult], total: float, status: str) -> None:
-    runs.write_json(out / "chain.json", {"profile": profile, "total_s": total, "status": status,
+def _write_chain(out: Path, profile: str, steps: Sequence[StepResult], total: float, status: str,
+                 name: str = "") -> None:
+    runs.write_json(out / "chain.json", {"profile": profile, **({"name": name} if name else {}), "total_s": total,
+                                         "status": status,
                                          "steps": [{**s.__dict__, "run_dir": str(s.run_dir)} for s in steps]})
     runs.write_manifest(out, status=status, duration_s=total)
 
@@ -608,8 +614,20 @@ def small_results(folder: Path) -> list[Path]:
             and f.name != "manifest.json" and f.stat().st_size <= PUBLISH_MAX_BYTES]
 
 
+def _manifest(run_dir: Path) -> dict[str, Any]:
+    try:
+        return json.loads((run_dir / "manifest.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+
+
 def publish_chain(chain_dir: str | Path, docs_dir: str | Path | None = None) -> dict[str, list[Path]]:
     """Copy a finished chain (``make demo``) into the repository's docs: the executed lessons and their results.
+
+    A named chain (``chain.json``'s ``name``, e.g. ``reference``: notebooks 04 and 05 on the reference sweep)
+    goes to ``<docs>/results/<name>/`` instead, with each executed notebook beside its results (the lessons in
+    ``docs/lessons`` stay the demo's); a sweep folder outside the notebook's run folder is found through the
+    notebook's manifest (``sweep_dir``) and published with its ``manifest.json`` (the sweep's sessions).
 
     Every succeeded notebook's executed copy goes to ``<docs>/lessons/<stem>.ipynb`` (with its outputs), and
     the small result files at the top of its folder (``PUBLISH_SUFFIXES``, at most ``PUBLISH_MAX_BYTES``
@@ -639,26 +657,34 @@ def publish_chain(chain_dir: str | Path, docs_dir: str | Path | None = None) -> 
         raise ValueError(f"{chain_file}: status {chain.get('status')!r} (not succeeded: {failed or 'steps missing'});"
                          " only a whole chain is published")
     docs = Path(docs_dir) if docs_dir else REPO_ROOT / "docs"
-    results_root = docs / "results" / chain["profile"]
+    named = bool(chain.get("name"))          # e.g. the reference sweep: its notebooks stay beside their results
+    results_root = docs / "results" / (chain.get("name") or chain["profile"])
     written: dict[str, list[Path]] = {"lessons": [], "results": []}
-    (docs / "lessons").mkdir(parents=True, exist_ok=True)
+    if not named:
+        (docs / "lessons").mkdir(parents=True, exist_ok=True)
     results_root.mkdir(parents=True, exist_ok=True)
     shutil.copy2(chain_file, results_root / "chain.json")
     written["results"].append(results_root / "chain.json")
     for step in chain["steps"]:
         stem, run_dir = Path(step["notebook"]).stem, Path(step["run_dir"])
         executed = run_dir / f"{stem}.ipynb"
-        if executed.exists():
-            written["lessons"].append(Path(shutil.copy2(executed, docs / "lessons" / executed.name)))
         target = results_root / stem
         if target.exists():
             shutil.rmtree(target)
         target.mkdir(parents=True)
+        if executed.exists():
+            where = target if named else docs / "lessons"
+            written["results" if named else "lessons"].append(Path(shutil.copy2(executed, where / executed.name)))
         for f in small_results(run_dir):
             written["results"].append(Path(shutil.copy2(f, target / f.name)))
+        manifest = _manifest(run_dir)
         for sub in PUBLISH_SUBDIRS:
-            if (run_dir / sub).is_dir():
+            # the sweep inside the run folder, or the one its manifest names (a sweep folder of its own)
+            source = run_dir / sub if (run_dir / sub).is_dir() else Path(manifest.get(f"{sub}_dir") or run_dir / sub)
+            if source.is_dir():
                 (target / sub).mkdir()
-                for f in small_results(run_dir / sub):
+                for f in small_results(source):
                     written["results"].append(Path(shutil.copy2(f, target / sub / f.name)))
+                if (source / "manifest.json").exists():   # the sweep's sessions: durations and the machine
+                    written["results"].append(Path(shutil.copy2(source / "manifest.json", target / sub / "manifest.json")))
     return written

@@ -12,7 +12,7 @@ from typing import Any
 
 
 __all__ = ["save_figure", "plot_counts", "plot_length_histograms", "plot_before_after", "plot_metric_vs_size",
-           "plot_variant_bars", "plot_loss_curves", "interval_label", "show"]
+           "plot_variant_bars", "plot_paired_effects", "plot_loss_curves", "interval_label", "show"]
 
 
 def _pyplot():
@@ -151,19 +151,29 @@ def interval_label(summary: list[dict]) -> str:
 
 def plot_metric_vs_size(summary: list[dict], rows: list[dict], metrics: list[str], variant: str,
                         labels: dict[str, str] | None = None, reference: dict[str, float] | None = None,
-                        title: str = "Metric versus number of training examples") -> Any:
+                        title: str = "Metric versus number of training examples",
+                        guidance: dict[str, dict] | None = None) -> Any:
     """One panel per metric: mean over seeds against subset size (log x axis) with the 95% interval as a
     band (its legend names the summary's ``ci_method``, e.g. "bootstrap over seeds and prompts"), each
     seed's value as a dot, and ``reference[metric]`` (e.g. the untuned model) dashed.
 
     ``summary``: rows of ``ablation.summarize`` (variant, size, metric, mean, ci_low, ci_high, ci_method);
-    ``rows``: per-run results (for the seed dots). Returns the Figure.
+    ``rows``: per-run results (for the seed dots); ``guidance``: {metric: a row of ``ablation.SIZE_GUIDANCE``
+    (label, minimum and optimal ranges)}, drawn as two shaded spans of the x axis (which then reaches the
+    optimal range's end). Returns the Figure.
     """
     plt = _pyplot()
-    labels, reference = labels or {}, reference or {}
-    fig, axes = plt.subplots(1, len(metrics), figsize=(3.6 * len(metrics), 3.4), squeeze=False)
+    labels, reference, guidance = labels or {}, reference or {}, guidance or {}
+    fig, axes = plt.subplots(1, len(metrics), figsize=(3.6 * len(metrics), 3.4 + 0.3 * bool(guidance)),
+                             squeeze=False)
     for ax, metric in zip(axes[0], metrics):
         scale, unit = _metric_scale(metric)
+        g = guidance.get(metric)
+        if g:
+            ax.axvspan(*g["minimum"], color="#e9c46a", alpha=0.25, lw=0,
+                       label=f"guidance minimum {g['minimum'][0]:,}-{g['minimum'][1]:,}")
+            ax.axvspan(*g["optimal"], color="#2a9d8f", alpha=0.18, lw=0,
+                       label=f"guidance optimal {g['optimal'][0]:,}-{g['optimal'][1]:,}")
         pts = sorted((s for s in summary if s["variant"] == variant and s["metric"] == metric), key=lambda s: s["size"])
         xs = [p["size"] for p in pts]
         ax.plot(xs, [p["mean"] * scale for p in pts], "o-", color="#2a6f97", label="mean over seeds")
@@ -180,15 +190,27 @@ def plot_metric_vs_size(summary: list[dict], rows: list[dict], metrics: list[str
             ax.axhline(reference[metric] * scale, color="#c0392b", linestyle="--", linewidth=1, label="untuned model")
         _metric_ylim(ax, metric)
         ax.set_xscale("log")
+        if g and xs:
+            ax.set_xlim(min(xs) / 1.3, max(max(xs), g["optimal"][1]) * 1.15)
+            ax.set_title(f"{labels.get(metric, metric)}\nguidance row: {g['label']}", fontsize=9)
+        else:
+            ax.set_title(labels.get(metric, metric), fontsize=10)
         ax.set_xticks(xs)
-        ax.set_xticklabels([str(x) for x in xs])
+        ax.set_xticklabels([str(x) for x in xs], fontsize=8 if len(xs) > 4 else None)
         ax.minorticks_off()
         ax.set_xlabel("training examples (log scale)")
         ax.set_ylabel(unit)
-        ax.set_title(labels.get(metric, metric), fontsize=10)
-    axes[0][0].legend(fontsize=7)
     fig.suptitle(title)
-    fig.tight_layout()
+    if guidance:   # the panels' guidance rows differ: one legend for the figure, below the panels
+        handles = {}
+        for ax in axes[0]:
+            for h, lab in zip(*ax.get_legend_handles_labels()):
+                handles.setdefault(lab, h)
+        fig.legend(list(handles.values()), list(handles), loc="lower center", ncol=min(4, len(handles)), fontsize=7)
+        fig.tight_layout(rect=(0, 0.1 + 0.035 * (len(handles) > 4), 1, 1))
+    else:
+        axes[0][0].legend(fontsize=7)
+        fig.tight_layout()
     return fig
 
 
@@ -197,7 +219,8 @@ def plot_variant_bars(summary: list[dict], rows: list[dict], metrics: list[str],
                       title: str = "") -> Any:
     """Bars of the mean over seeds for each variant at one subset ``size``, one panel per metric, the
     95% interval of ``ablation.summarize`` as error bars (the panel's subtitle names its ``ci_method``)
-    and each seed as a dot. ``variants``: {variant id: bar label}."""
+    and each seed as a dot. ``variants``: {variant id: bar label}, or {(variant id, size): bar label} for bars
+    at different sizes (a LIMA test: a small quality-selected subset against a larger random one)."""
     plt = _pyplot()
     labels = labels or {}
     colours = ["#9aa5b1", "#2a6f97", "#55A868", "#C44E52"]
@@ -205,8 +228,9 @@ def plot_variant_bars(summary: list[dict], rows: list[dict], metrics: list[str],
     for ax, metric in zip(axes[0], metrics):
         scale, unit = _metric_scale(metric)
         shown = []
-        for i, (variant, label) in enumerate(variants.items()):
-            s = next((s for s in summary if s["variant"] == variant and s["size"] == size and s["metric"] == metric), None)
+        for i, (key, label) in enumerate(variants.items()):
+            variant, n = key if isinstance(key, tuple) else (key, size)
+            s = next((s for s in summary if s["variant"] == variant and s["size"] == n and s["metric"] == metric), None)
             if s is None:
                 continue
             shown.append(s)
@@ -214,7 +238,7 @@ def plot_variant_bars(summary: list[dict], rows: list[dict], metrics: list[str],
             if s.get("ci_low") is not None:
                 err = [[(s["mean"] - s["ci_low"]) * scale], [(s["ci_high"] - s["mean"]) * scale]]
             ax.bar(i, s["mean"] * scale, yerr=err, capsize=4, color=colours[i % len(colours)], width=0.6)
-            dots = [r[metric] * scale for r in rows if r.get("variant") == variant and r.get("size") == size
+            dots = [r[metric] * scale for r in rows if r.get("variant") == variant and r.get("size") == n
                     and r.get(metric) is not None and r.get("status", "succeeded") == "succeeded"]
             ax.scatter([i] * len(dots), dots, s=12, color="black", alpha=0.6, zorder=3)
         _metric_ylim(ax, metric)
@@ -226,6 +250,39 @@ def plot_variant_bars(summary: list[dict], rows: list[dict], metrics: list[str],
         if bars:
             ax.set_xlabel(f"error bars: {interval_label(bars)}", fontsize=7)
     fig.suptitle(title or f"Variants at {size} examples (mean over seeds, 95% interval)")
+    fig.tight_layout()
+    return fig
+
+
+def plot_paired_effects(effects: list[dict], metrics: list[str], labels: dict[str, str] | None = None,
+                        title: str = "Paired effects (variant minus baseline, 95% interval)") -> Any:
+    """A forest plot of ``ablation.comparison_effects``: one panel per metric, one row per comparison, the
+    effect as a dot with its 95% interval, filled when "resolved" (the interval excludes 0) and hollow when
+    "not resolved", and the zero line. Shares in percentage points, tone in rubric points. Returns the
+    Figure."""
+    plt = _pyplot()
+    labels = labels or {}
+    names = list(dict.fromkeys(e["comparison"] for e in effects))
+    fig, axes = plt.subplots(1, len(metrics), figsize=(3.3 * len(metrics) + 3.2, 0.9 + 0.38 * max(1, len(names))),
+                             squeeze=False, sharey=True)
+    for ax, metric in zip(axes[0], metrics):
+        scale = 1.0 if ("tone" in metric or "loss" in metric) else 100.0
+        for i, name in enumerate(names):
+            e = next((e for e in effects if e["comparison"] == name and e["metric"] == metric), None)
+            if e is None:
+                continue
+            resolved = e.get("resolved") == "resolved"
+            colour = "#2a6f97" if resolved else "#8d99ae"
+            if e.get("low") is not None:
+                ax.plot([e["low"] * scale, e["high"] * scale], [i, i], color=colour, lw=2)
+            ax.plot(e["effect"] * scale, i, "o", color=colour, mfc=colour if resolved else "white", ms=6, zorder=3)
+        ax.axvline(0, color="black", lw=0.8)
+        ax.set_title(labels.get(metric, metric), fontsize=9)
+        ax.set_xlabel("rubric points" if scale == 1.0 else "percentage points", fontsize=8)
+    axes[0][0].set_yticks(range(len(names)))
+    axes[0][0].set_yticklabels(names, fontsize=7)
+    axes[0][0].invert_yaxis()
+    fig.suptitle(title + " - filled: resolved, hollow: not resolved", fontsize=10)
     fig.tight_layout()
     return fig
 

@@ -60,14 +60,18 @@ print("sweep config:", config or P.sweep, "\nsweep folder:", sweep_dir, "\nmodel
 # ## The grid
 #
 # The baseline variant (clean data, random subset, response-only loss) runs at every size and seed: that is
-# the data-size curve. Each comparison variant runs at one size, with the same seeds. The run id names the
-# variant, the size and the seed; it is also the run's folder name.
+# the data-size curve. Each comparison variant runs at one size (`comparisons.size`, or its own `size`), with
+# the same seeds; an explicit pair (`comparisons.pairs`, e.g. a LIMA test: a small quality-selected subset
+# against a larger random one) adds the runs of both its sides. The run id names the variant, the size and the
+# seed; it is also the run's folder name.
 
 # %%
 specs = ablation.grid(cfg)
 grid = pd.DataFrame([{"run_id": s.run_id, **asdict(s)} for s in specs])
 print(f"{len(specs)} runs: sizes {cfg.sizes} x seeds {cfg.seeds} + {len(cfg.comparisons.get('variants', []))} "
       f"comparison variants at {cfg.comparisons.get('size')} examples")
+for name, v, b in ablation.explicit_pairs(cfg):
+    print(f"pair {name!r}: {v.variant} n={v.size} minus {b.variant} n={b.size}")
 grid
 
 # %% [markdown]
@@ -136,9 +140,26 @@ base_variant = ablation.RunSpec(0, 0, **{"data": "clean", "selection": "random",
 untuned = next((r for r in result.rows if r["variant"] == ablation.UNTUNED), {})
 fig = plots.plot_metric_vs_size(result.summary, result.rows, list(ablation.CASE_STUDY_METRICS), base_variant,
                                 labels=ablation.METRIC_LABELS, reference={m: untuned.get(m) for m in ablation.CASE_STUDY_METRICS},
-                                title=f"Data-size curve ({profile} profile; dashed: the untuned model)")
+                                guidance={m: ablation.guidance_for(m) for m in ablation.CASE_STUDY_METRICS},
+                                title=f"Data-size curve ({profile} profile; dashed: the untuned model; "
+                                      "shaded: the guidance table's minimum and optimal sizes)")
 plots.save_figure(fig, run_dir / "metric_vs_size")
 plots.show(fig)
+
+# %% [markdown]
+# ## Where does each metric stop improving?
+#
+# The curve's steps as paired effects: the baseline at each size minus the next smaller size, on the same eval
+# prompts and seeds. A step whose interval excludes 0 is a *resolved* gain (or loss); a step that is not resolved
+# means this sweep cannot tell its gain from none. Next to them, the row of the case study's guidance table that
+# the metric belongs to (`ablation.SIZE_GUIDANCE`: tone is style, terminology and the refusal boundary are the
+# new domain), the shaded spans of the plot above.
+
+# %%
+curve = ablation.size_curve_table(ablation.size_curve_verdicts(result.comparisons))
+curve.to_csv(run_dir / "size_curve.csv", index=False)
+runs.write_json(run_dir / "size_curve.json", curve.to_dict(orient="records"))
+curve
 
 # %% [markdown]
 # ## Next to the guidance table

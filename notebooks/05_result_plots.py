@@ -73,8 +73,29 @@ table
 # resamples seeds and prompts and stays inside the metric's range; "resolved" means it excludes 0.
 
 # %%
-effects = ablation.comparisons_table(ablation.load_comparisons(ablation_dir))
+effect_rows = ablation.load_comparisons(ablation_dir)
+effects = ablation.comparisons_table(effect_rows)
 effects
+
+# %%
+fig = plots.plot_paired_effects(effect_rows, metrics, labels=ablation.METRIC_LABELS)
+png, _ = plots.save_figure(fig, run_dir / "paired_effects")
+figures["paired_effects"] = ("Paired effects", png,
+                             "Every comparison of the table above: the effect (variant minus baseline on the same "
+                             "prompts) and its 95% interval; filled: resolved (the interval excludes 0), hollow: "
+                             "not resolved.")
+plots.show(fig)
+
+# %% [markdown]
+# ### Where does each metric stop improving?
+#
+# The data-size curve's steps (each size minus the next smaller one, same prompts and seeds) next to the row of
+# the case study's guidance table the metric belongs to (`ablation.SIZE_GUIDANCE`).
+
+# %%
+curve = ablation.size_curve_table(ablation.size_curve_verdicts(effect_rows, metrics))
+curve.to_csv(run_dir / "size_curve.csv", index=False)
+curve
 
 # %% [markdown]
 # ## 1. Metric versus number of examples
@@ -86,11 +107,14 @@ effects
 # %%
 fig = plots.plot_metric_vs_size(summary, ok, metrics, baseline, labels=ablation.METRIC_LABELS,
                                 reference={m: untuned.get(m) for m in metrics},
+                                guidance={m: ablation.guidance_for(m) for m in metrics},
                                 title="Case-study metrics versus training examples (mean over seeds, 95% interval)")
 png, _ = plots.save_figure(fig, run_dir / "metric_vs_size")
 figures["metric_vs_size"] = ("Metric versus number of examples", png,
                              "Nested random subsets of the clean data; mean over seeds, 95% interval (bootstrap "
-                             "over seeds and prompts), one dot per seed; dashed: the untuned model.")
+                             "over seeds and prompts), one dot per seed; dashed: the untuned model; shaded: the "
+                             "guidance table's minimum and optimal sizes for the metric's row (style for tone, a "
+                             "moderately complex new domain for the others).")
 plots.show(fig)
 
 
@@ -122,6 +146,18 @@ for name, (title, variants) in comparisons.items():
     png, _ = plots.save_figure(fig, run_dir / name)
     figures[name] = (title, png, f"{comparison_size} examples per run, same seeds for every variant.")
     plots.show(fig)
+
+# A LIMA-style pair (`comparisons.pairs`: a small quality-selected subset against a larger random one) as bars
+for name, v, b in ablation.explicit_pairs(config):
+    if v.size == b.size or not any(r["variant"] == v.variant and r["size"] == v.size for r in ok):
+        continue
+    bars = {(b.variant, b.size): f"{b.selection} {b.size}", (v.variant, v.size): f"{v.selection} {v.size}"}
+    fig = plots.plot_variant_bars(summary, ok, metrics, v.size, bars, labels=ablation.METRIC_LABELS,
+                                  title=f"{name} (mean over seeds, 95% interval)")
+    png, _ = plots.save_figure(fig, run_dir / "lima")
+    figures["lima"] = (name, png, f"{v.variant} at {v.size} examples against {b.variant} at {b.size}, same seeds.")
+    plots.show(fig)
+    break
 
 # %% [markdown]
 # ## 5. Loss curves overlaid
@@ -183,7 +219,8 @@ intro = (f"Sweep `{config.get('name', '?')}` ({profile} profile, model `{config.
          f"Results: `{sweep_dir / 'results.csv'}`.")
 report = ablation.write_report(run_dir / "report.md", "LIMA-style ablation: results", intro,
                                list(figures.values()), table=table,
-                               tables=[("Paired effects", effects, ablation.EFFECTS_TEXT)])
+                               tables=[("Paired effects", effects, ablation.EFFECTS_TEXT),
+                                       ("Where each metric stops improving", curve, ablation.SIZE_CURVE_TEXT)])
 display(Markdown(report.read_text().split("## ")[0]))
 lesson.finish(sweep_dir=str(sweep_dir), eval_dir=eval_dir or None, train_dir=train_dir or None,
               figures={k: str(v[1]) for k, v in figures.items()}, report=str(report))

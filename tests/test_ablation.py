@@ -1,6 +1,7 @@
 """Ablation: nested subsets, quality selection, confidence intervals, aggregation, sweep resume."""
 
 import json
+from dataclasses import asdict
 import math
 from pathlib import Path
 
@@ -115,6 +116,89 @@ def test_grid_baseline_sizes_plus_comparisons():
     assert len(specs) == 6 + 6 and len(set(specs)) == len(specs)
     assert RunSpec(100, 1, "noisy", "quality", "assistant") in specs
     assert specs[0].size == 50
+
+
+def test_variants_with_their_own_size_and_explicit_pairs_add_their_runs():
+    cfg = SweepConfig(sizes=[30, 100, 300], seeds=[0, 1, 2], comparisons={
+        "size": 100, "variants": [{"data": "noisy"}, {"train_on": "all", "size": 30}],
+        "pairs": [{"name": "LIMA", "variant": {"data": "noisy", "selection": "quality"},
+                   "baseline": {"data": "noisy", "size": 400}}]})
+    ablation.check_config(cfg)
+    specs = ablation.grid(cfg)
+    points = {(s.variant, s.size) for s in specs}
+    assert points == {("clean-random-assistant", 30), ("clean-random-assistant", 100), ("clean-random-assistant", 300),
+                      ("noisy-random-assistant", 100), ("clean-random-all", 30), ("noisy-quality-assistant", 100),
+                      ("noisy-random-assistant", 400)}
+    assert len(specs) == 7 * 3 and len(set(specs)) == len(specs)
+    [(name, v, b)] = ablation.explicit_pairs(cfg)
+    assert (name, v.variant, v.size, b.variant, b.size) == ("LIMA", "noisy-quality-assistant", 100,
+                                                            "noisy-random-assistant", 400)
+    rows = [{"run_id": s.run_id, "variant": s.variant, "size": s.size, "seed": s.seed, "status": "succeeded"}
+            for s in specs]
+    names = [n for n, _, _ in ablation.comparison_pairs(rows, cfg)]
+    assert names == ["noisy-random-assistant vs clean-random-assistant, n=100",
+                     "clean-random-all vs clean-random-assistant, n=30", "LIMA",
+                     "clean-random-assistant n=300 vs n=30",
+                     "clean-random-assistant n=100 vs n=30 (step)", "clean-random-assistant n=300 vs n=100 (step)"]
+    pairs = {n: (v, b) for n, v, b in ablation.comparison_pairs(rows, asdict(cfg))}   # sweep.json's dict too
+    assert {(r["size"], r["seed"]) for r in pairs["LIMA"][1]} == {(400, s) for s in (0, 1, 2)}
+    # a pair whose runs did not succeed is left out
+    assert "LIMA" not in [n for n, _, _ in ablation.comparison_pairs([r for r in rows if r["size"] != 400], cfg)]
+
+
+@pytest.mark.parametrize("comparisons, needle", [
+    ({"variants": [{"size": 0}]}, "size must be a positive integer"),
+    ({"variants": [{"seed": 3}]}, "may set ['data', 'selection', 'train_on'] and size only"),
+    ({"pairs": [{"variant": {"data": "noisy"}}]}, "must be a mapping with variant and baseline"),
+    ({"pairs": [{"variant": {"data": "noisy"}, "baseline": {}, "label": "x"}]}, "must be a mapping with variant"),
+    ({"pairs": [{"variant": {"data": "dirty"}, "baseline": {}}]}, "data must be one of"),
+    ({"pairs": [{"variant": "noisy", "baseline": {}}]}, "comparisons.pairs[0].variant must be a mapping"),
+])
+def test_bad_variants_and_pairs_are_named(tmp_path, comparisons, needle):
+    import yaml
+
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump({"sizes": [10], "comparisons": comparisons}))
+    with pytest.raises(ablation.SweepConfigError) as err:
+        ablation.load_sweep_config(path)
+    assert needle in str(err.value) and str(path) in str(err.value)
+
+
+def _step(metric, a, b, effect, resolved):
+    low, high = (effect - 0.05, effect + 0.05) if resolved else (effect - 1, effect + 1)
+    return {"comparison": f"clean-random-assistant n={b} vs n={a} (step)", "metric": metric, "effect": effect,
+            "low": low, "high": high, "resolved": "resolved" if resolved else "not resolved"}
+
+
+def test_size_curve_verdicts_say_where_gains_stop_and_compare_with_the_guidance():
+    effects = [_step("tone_rubric", 30, 100, 1.0, True), _step("tone_rubric", 100, 300, 0.5, True),
+               _step("tone_rubric", 300, 800, 0.1, False),
+               _step("terminology", 30, 100, 0.1, True), _step("terminology", 100, 300, 0.1, True),
+               _step("terminology", 300, 800, 0.2, True),
+               _step("appropriate_refusals", 30, 100, 0.0, False), _step("appropriate_refusals", 100, 300, 0.1, False),
+               _step("false_rejections", 30, 100, -0.2, True), _step("false_rejections", 100, 300, 0.2, True),
+               {"comparison": "clean-random-assistant n=800 vs n=30", "metric": "tone_rubric", "effect": 1.6,
+                "low": 1.4, "high": 1.8, "resolved": "resolved"},                       # not a step: ignored
+               {"comparison": "noisy-random-assistant vs clean-random-assistant, n=100", "metric": "tone_rubric",
+                "effect": -3.0, "low": -3.1, "high": -2.9, "resolved": "resolved"}]
+    v = {r["metric"]: r for r in ablation.size_curve_verdicts(effects)}
+    assert v["tone_rubric"]["last_gain"] == 300 and v["tone_rubric"]["largest"] == 800
+    assert "no resolved gain after 300" in v["tone_rubric"]["verdict"]
+    assert "inside the guidance range" in v["tone_rubric"]["against_guidance"]       # style: minimum 100-300
+    assert v["tone_rubric"]["steps"].startswith("30->100 +1.00 [+0.95, +1.05] resolved; 100->300")
+    assert v["terminology"]["last_gain"] == 800 and "still improving at 800" in v["terminology"]["verdict"]
+    assert "inside the guidance minimum 500-1,000" in v["terminology"]["against_guidance"]
+    assert v["appropriate_refusals"]["last_gain"] is None
+    assert v["appropriate_refusals"]["verdict"] == "no step resolved a gain between 30 and 300 examples"
+    # lower is better: a fall is the gain, a rise the resolved loss
+    assert v["false_rejections"]["last_gain"] == 100 and "a resolved loss at the step to 300" in v[
+        "false_rejections"]["verdict"]
+    table = ablation.size_curve_table(list(v.values()))
+    assert list(table["last resolved gain"]) == [300, 800, "none", 100]
+    # two sizes: the largest-vs-smallest comparison is the only step
+    two = ablation.size_curve_verdicts([{"comparison": "clean-random-assistant n=160 vs n=20", "metric": "tone_rubric",
+                                         "effect": 1.4, "low": 0.9, "high": 1.9, "resolved": "resolved"}])
+    assert two[0]["last_gain"] == 160 and two[0]["steps"].startswith("20->160 +1.40")
 
 
 def test_config_errors_list_valid_keys(tmp_path):
@@ -318,7 +402,7 @@ def test_load_results_recomputes_a_summary_written_with_t_intervals(tmp_path):
     assert summary == ablation.summarize(rows) and summary[0]["ci_method"] == ablation.CI_BOOTSTRAP
 
 
-@pytest.mark.parametrize("name", ["sweep_quick.yaml", "sweep_smoke.yaml", "sweep_full.yaml"])
+@pytest.mark.parametrize("name", ["sweep_quick.yaml", "sweep_smoke.yaml", "sweep_full.yaml", "sweep_reference.yaml"])
 def test_shipped_configs_load(name):
     cfg = ablation.load_sweep_config(REPO / "configs" / name)
     assert ablation.grid(cfg)
@@ -412,6 +496,20 @@ def test_sweep_runs_aggregates_and_resumes(tmp_path, monkeypatch):
     assert ablation.load_comparisons(sweep_dir) == effects
     (sweep_dir / "comparisons.json").unlink()                                  # a sweep from before: computed
     assert ablation.load_comparisons(sweep_dir) == effects
+    # every run's per-prompt outcomes in one table: what the intervals resample
+    import csv
+
+    per_prompt = list(csv.DictReader(open(sweep_dir / "per_prompt.csv")))
+    assert list(per_prompt[0])[:7] == list(ablation.PER_PROMPT_COLUMNS)
+    from instructlab import stats
+
+    n4 = stats.per_prompt_outcomes(Path(row["run_dir"]) / "eval", side=None)["tone_rubric"]
+    mine = {r["prompt"]: float(r["outcome"]) for r in per_prompt
+            if r["run_id"] == row["run_id"] and r["metric"] == "tone_rubric"}
+    assert mine == pytest.approx(n4) and {r["run_id"] for r in per_prompt} == {r["run_id"] for r in rows}
+    manifest = json.loads((sweep_dir / "manifest.json").read_text())
+    assert [s["ran"] for s in manifest["sessions"]][-1] == 2 and len(manifest["sessions"]) >= 2   # kept on resume
+    assert manifest["sessions"][-1]["device"] and manifest["run_time_s"] > 0
     assert set(ablation.loss_curves(sweep_dir)) == {r["run_id"] for r in rows[1:]}
 
     ids = {n: {json.loads(line)["id"] for line in open(sweep_dir / f"runs/clean-random-assistant-n{n}-s0/train_data.jsonl")}
@@ -531,3 +629,18 @@ def test_sweep_killed_three_times_resumes_to_the_same_results(tmp_path):
     b = json.loads((killed / "results.json").read_text())
     assert _stable(a) == _stable(b)
     assert json.loads((tmp_path / "clean" / "summary.json").read_text()) == json.loads((killed / "summary.json").read_text())
+
+
+def test_a_profile_edit_of_the_evaluation_changes_the_run_signature(tmp_path, monkeypatch):
+    """eval_params that mean "the profile's" (-1 prompts, 0 tokens) are resolved in the signature, so a finished
+    run is evaluated again when the profile's evaluation settings change."""
+    from instructlab import metrics
+
+    cfg = tiny_config(eval_params={})
+    data = ablation.load_sweep_data(cfg)
+    before = ablation.run_tasks(cfg, tmp_path, data)[1]["signature"]["eval"]
+    n, tokens = metrics.eval_settings("smoke")
+    assert (before["n_per_category"], before["max_new_tokens"]) == (n, tokens)
+    monkeypatch.setitem(metrics.EVAL_PROFILES, "smoke", (n - 1, tokens - 1))
+    after = ablation.run_tasks(cfg, tmp_path, data)[1]["signature"]["eval"]
+    assert (after["n_per_category"], after["max_new_tokens"]) == (n - 1, tokens - 1) and after != before

@@ -114,3 +114,42 @@ def test_an_edit_saved_by_jupyterlab_survives(tmp_path):
     added = [line for line in after if line not in before]
     assert added == ["# An edit made in JupyterLab."] and len(after) == len(before) + 2
     assert sorted(p.name for p in tmp_path.iterdir()) == [src.name]
+
+
+@pytest.mark.notebook
+def test_reference_command_runs_04_and_05_on_a_sweep_with_a_lima_pair(tmp_path, capsys):
+    """`python -m instructlab reference` (what `make reference` runs) on a tiny sweep with a LIMA-style pair:
+    notebook 04 runs the sweep into its own folder, 05 draws the pair, the paired effects and the size-curve
+    table into the report, and the published folder holds the sweep's tables and per-prompt outcomes."""
+    import json
+
+    import yaml
+
+    from instructlab.__main__ import main
+
+    config = yaml.safe_load((REPO / "configs" / "sweep_smoke.yaml").read_text())
+    config.update(name="ref-smoke", sizes=[4, 8], seeds=[0], pool_size=60, comparisons={
+        "size": 4, "variants": [{"train_on": "all"}],
+        "pairs": [{"name": "LIMA-like: 4 quality vs 8 random", "variant": {"data": "noisy", "selection": "quality"},
+                   "baseline": {"data": "noisy", "size": 8}}]})
+    path = tmp_path / "sweep_ref.yaml"
+    path.write_text(yaml.safe_dump(config))
+    out, sweep = tmp_path / "out", tmp_path / "sweep-ref"
+    assert main(["reference", "--config", str(path), "--sweep-dir", str(sweep), "--out", str(out), "--quiet"]) == 0
+    assert "reference sweep 'ref-smoke': 2 notebooks" in capsys.readouterr().out
+    rows = json.loads((sweep / "results.json").read_text())
+    assert {(r["variant"], r["size"]) for r in rows} == {
+        ("untuned", 0), ("clean-random-assistant", 4), ("clean-random-assistant", 8), ("clean-random-all", 4),
+        ("noisy-quality-assistant", 4), ("noisy-random-assistant", 8)}
+    assert "LIMA-like: 4 quality vs 8 random" in {e["comparison"] for e in json.loads(
+        (sweep / "comparisons.json").read_text())}
+    report = (out / "05_result_plots" / "report.md").read_text()
+    assert "LIMA-like: 4 quality vs 8 random" in report and "## Where each metric stops improving" in report
+    assert {"lima.png", "paired_effects.png", "metric_vs_size.png", "size_curve.csv"} <= {
+        p.name for p in (out / "05_result_plots").iterdir()}
+    assert (out / "04_lima_ablation" / "size_curve.csv").exists()
+    written = pipeline.publish_chain(out, tmp_path / "docs")
+    published = tmp_path / "docs" / "results" / "ref-smoke"
+    assert not written["lessons"] and (published / "05_result_plots" / "05_result_plots.ipynb").exists()
+    assert {"per_prompt.csv", "comparisons.md", "results.csv", "manifest.json"} <= {
+        p.name for p in (published / "04_lima_ablation" / "sweep").iterdir()}

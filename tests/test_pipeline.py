@@ -182,6 +182,36 @@ def test_publish_copies_lessons_and_small_results_of_a_whole_chain_only(tmp_path
     assert proc.returncode == 2 and "chain.json" in proc.stderr
 
 
+def test_named_chain_takes_parameters_and_publishes_beside_its_results(tmp_path):
+    """The reference sweep's chain: per-notebook parameters, a name, a sweep folder outside the run folder
+    (found through the manifest) and its executed notebooks kept beside their results, not in docs/lessons."""
+    sweep = tmp_path / "elsewhere" / "sweep-reference"
+    (sweep / "runs").mkdir(parents=True)
+    (sweep / "results.csv").write_text("r")
+    (sweep / "runs" / "r.json").write_text("{}")
+    (sweep / "manifest.json").write_text(json.dumps({"sessions": [{"duration_s": 1.0}]}))
+    nbdir = tmp_path / "nbs"
+    make_notebook(nbdir / "04_sweep.ipynb", "import pathlib; from instructlab import runs\n"
+                  "d = pathlib.Path(run_dir); d.mkdir(exist_ok=True); (d / 'table.csv').write_text(str(n_examples))\n"
+                  "runs.write_manifest(d, sweep_dir=adapter)")
+    make_notebook(nbdir / "05_plots.ipynb", "import pathlib; d = pathlib.Path(run_dir); d.mkdir(exist_ok=True)\n"
+                  "(d / 'report.md').write_text('# r')")
+    steps = pipeline.run_chain("smoke", tmp_path / "out", notebooks=sorted(nbdir.glob("*.ipynb")),
+                               parameters={"04": {"n_examples": 7, "adapter": str(sweep)}}, name="reference",
+                               progress=lambda s: None)
+    assert [s.status for s in steps] == ["succeeded", "succeeded"]
+    chain = json.loads((tmp_path / "out" / "chain.json").read_text())
+    assert chain["name"] == "reference" and chain["profile"] == "smoke"
+    assert (tmp_path / "out" / "04_sweep" / "table.csv").read_text() == "7"           # the parameter arrived
+    docs = tmp_path / "docs"
+    written = pipeline.publish_chain(tmp_path / "out", docs)
+    res = docs / "results" / "reference"
+    assert written["lessons"] == [] and not (docs / "lessons").exists()
+    assert sorted(p.name for p in (res / "04_sweep").iterdir()) == ["04_sweep.ipynb", "sweep", "table.csv"]
+    assert sorted(p.name for p in (res / "04_sweep" / "sweep").iterdir()) == ["manifest.json", "results.csv"]
+    assert (res / "05_plots" / "report.md").exists() and (res / "05_plots" / "05_plots.ipynb").exists()
+
+
 def test_parameters_papermill_cannot_parse_are_still_found(tmp_path):
     # papermill's line parser skips a line with a second "=" (here inside the comment)
     nb = make_notebook(tmp_path / "a.ipynb", "pass", params='n_examples = 0   # 0 = all\nprofile = "quick"\nrun_dir = ""\n')

@@ -75,3 +75,53 @@ def test_write_report_embeds_relative_figures(tmp_path):
                                    table=pd.DataFrame([{"a": 1}]))
     text = report.read_text()
     assert "![Curve](fig.png)" in text and "| a |" in text and "| 1 |" in text
+
+
+def test_metric_vs_size_draws_the_guidance_bands_and_reaches_the_optimal_range():
+    rows = _rows()
+    summary = ablation.summarize(rows)
+    guidance = {m: ablation.guidance_for(m) for m in ("terminology", "tone_rubric")}
+    fig = plots.plot_metric_vs_size(summary, rows, ["terminology", "tone_rubric"], "clean-random-assistant",
+                                    guidance=guidance)
+    for ax, metric in zip(fig.axes, ("terminology", "tone_rubric")):
+        spans = [p for p in ax.patches if type(p).__name__ in ("Polygon", "Rectangle")]
+        assert len(spans) == 2                                      # minimum and optimal
+        assert ax.get_xlim()[1] >= guidance[metric]["optimal"][1]   # the optimal range is on the axis
+        assert guidance[metric]["label"] in ax.get_title()
+    labels = [t.get_text() for t in fig.legends[0].get_texts()]
+    assert "guidance minimum 500-1,000" in labels and "guidance optimal 500-1,000" in labels   # both rows' spans
+    plt.close(fig)
+    fig = plots.plot_metric_vs_size(summary, rows, ["terminology"], "clean-random-assistant")
+    assert not fig.axes[0].patches and fig.axes[0].get_xlim()[1] < 1000   # no guidance: nothing drawn
+    plt.close(fig)
+
+
+def test_paired_effects_forest_marks_resolved_filled_and_not_resolved_hollow():
+    effects = [{"comparison": "a vs b", "metric": "terminology", "effect": 0.2, "low": 0.1, "high": 0.3,
+                "resolved": "resolved"},
+               {"comparison": "c vs b", "metric": "terminology", "effect": 0.05, "low": -0.1, "high": 0.2,
+                "resolved": "not resolved"},
+               {"comparison": "a vs b", "metric": "tone_rubric", "effect": 1.0, "low": 0.5, "high": 1.5,
+                "resolved": "resolved"}]
+    fig = plots.plot_paired_effects(effects, ["terminology", "tone_rubric"])
+    ax = fig.axes[0]
+    dots = [ln for ln in ax.lines if ln.get_marker() == "o"]
+    assert [d.get_xdata()[0] for d in dots] == pytest.approx([20.0, 5.0])           # percentage points
+    assert dots[0].get_markerfacecolor() != "white" and dots[1].get_markerfacecolor() == "white"
+    whisker = next(ln for ln in ax.lines if ln.get_marker() != "o" and len(ln.get_xdata()) == 2
+                   and list(ln.get_ydata()) == [0, 0])
+    assert list(whisker.get_xdata()) == pytest.approx([10.0, 30.0])
+    assert [t.get_text() for t in ax.get_yticklabels()] == ["a vs b", "c vs b"]
+    tone_dots = [ln for ln in fig.axes[1].lines if ln.get_marker() == "o"]
+    assert tone_dots[0].get_xdata()[0] == pytest.approx(1.0)                         # rubric points as they are
+    plt.close(fig)
+
+
+def test_variant_bars_at_different_sizes():
+    rows = _rows()
+    fig = plots.plot_variant_bars(ablation.summarize(rows), rows, ["terminology"], 50,
+                                  {("clean-random-assistant", 200): "random 200",
+                                   ("noisy-random-assistant", 50): "noisy 50"})
+    heights = [p.get_height() for p in fig.axes[0].patches]
+    assert heights == pytest.approx([100 * (200 / 400 + 0.02), 100 * (50 / 400 + 0.02)])
+    plt.close(fig)
