@@ -187,8 +187,10 @@ def cmd_reference(args: argparse.Namespace) -> int:
                             "again to resume")
     notebooks = [pipeline.resolve_notebook("04"), pipeline.resolve_notebook("05")]
     params = {"04": {"config": str(Path(args.config).resolve()), "sweep_dir": str(sweep_dir.resolve())}}
+    # published under docs/results/<name>/: never a profile's name, whose folder holds the demo's results
+    name = f"sweep-{config.name}" if config.name in pipeline.PROFILES else config.name
     steps = pipeline.run_chain(config.profile, out, log_output=not args.quiet, notebooks=notebooks,
-                               parameters=params, name=config.name)
+                               parameters=params, name=name)
     return _chain_done(f"reference sweep {config.name!r}", out, steps, time.perf_counter() - start, args.publish)
 
 

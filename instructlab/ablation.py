@@ -431,8 +431,10 @@ class SweepConfig:
     """What a sweep runs; loaded from YAML by :func:`load_sweep_config` (keys = these fields).
 
     The grid is the ``baseline`` variant at every size x seed, plus each variant of
-    ``comparisons["variants"]`` at ``comparisons["size"]`` x seed (a variant dict overrides some of
-    data / selection / train_on). ``train_params`` holds ``train.TrainConfig`` fields (and
+    ``comparisons["variants"]`` at ``comparisons["size"]`` (or the variant's own ``size``, one of ``sizes``)
+    x seed (a variant dict overrides some of data / selection / train_on), plus both sides of every
+    explicit pair of ``comparisons["pairs"]`` ({name, variant, baseline}, each side a variant dict with a
+    size) x seed. ``train_params`` holds ``train.TrainConfig`` fields (and
     ``n_eval_loss``) for every run's :class:`experiment.TrainParams`; ``eval_params`` the
     :class:`experiment.EvalParams` settings ``n_per_category``, ``max_new_tokens``, ``batch_size``.
     The grid sets ``seed``, ``train_on`` and ``n_examples`` itself.
@@ -623,6 +625,7 @@ def check_config(config: SweepConfig, where: str = "sweep config") -> None:
                 problems.append(f"variant {spec}: {key} must be one of {choices}")
         if spec.get("data") and spec.get("data") not in config.data:
             problems.append(f"variant {spec}: no path for data {spec.get('data')!r} under `data:`")
+    problems += _comparison_problems(config)
     problems += _engine_problems(config)
     if problems:
         raise SweepConfigError(f"{where}: " + "; ".join(problems))
@@ -655,6 +658,29 @@ def _side_dict(config: SweepConfig, side: Mapping[str, Any], where: str) -> dict
     return {**_base_dict(config), **{k: v for k, v in side.items() if k != "size"}, "size": size}
 
 
+def _comparison_problems(config: SweepConfig) -> list[str]:
+    """Comparisons that would run but never be compared: a variant at a size where the baseline does not run;
+    pair names that repeat, or that a generated comparison already uses."""
+    problems = []
+    try:
+        sides = _variant_dicts(config)[1:]
+        names = [name for name, _, _ in explicit_pairs(config)]
+    except SweepConfigError:
+        return []          # reported by check_config
+    for v in sides[:len(config.comparisons.get("variants", []))]:
+        if config.sizes and v["size"] not in config.sizes:
+            problems.append(f"comparison variant {v} runs at {v['size']} examples, where the baseline does not run "
+                            f"(sizes {config.sizes}): add {v['size']} to sizes, or compare it in comparisons.pairs")
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    if repeated:
+        problems.append(f"comparisons.pairs: the names {repeated} are used twice; give every pair its own name")
+    generated = [n for n in names if re.search(r" n=\d+ vs n=\d+( \(step\))?$|, n=\d+$", n)]
+    if generated:
+        problems.append(f"comparisons.pairs: the names {generated} look like the sweep's own comparison names "
+                        "(\"<variant> vs <baseline>, n=<size>\", \"<baseline> n=<a> vs n=<b>\"); choose another name")
+    return problems
+
+
 def _variant_dicts(config: SweepConfig) -> list[dict[str, Any]]:
     """The baseline (without a size), then every comparison variant and both sides of every explicit pair
     (each with its size)."""
@@ -666,7 +692,11 @@ def _variant_dicts(config: SweepConfig) -> list[dict[str, Any]]:
             raise SweepConfigError(f"{where} must be a mapping with variant and baseline (and an optional name), "
                                    f"e.g. {{name: LIMA, variant: {{data: noisy, selection: quality, size: 100}}, "
                                    f"baseline: {{data: noisy, size: 400}}}}; got {pair!r}")
-        out += [_side_dict(config, pair[k], f"{where}.{k}") for k in ("variant", "baseline")]
+        sides = [_side_dict(config, pair[k], f"{where}.{k}") for k in ("variant", "baseline")]
+        if sides[0] == sides[1]:
+            raise SweepConfigError(f"{where}: variant and baseline are the same runs ({sides[0]}); a pair compares "
+                                   "two different runs")
+        out += sides
     return out
 
 
@@ -819,21 +849,6 @@ def _eval_params(config: SweepConfig, eval_path: Path, trained: bool) -> dict[st
                                         before=not trained, **config.eval_params))
 
 
-def _eval_signature(eval_params: Mapping[str, Any]) -> dict[str, Any]:
-    """The evaluation part of a run's signature: its parameters without paths, with the prompt count and the
-    token budget resolved through the profile (``metrics.eval_settings``: -1 or 0 mean "the profile's"), so an
-    edit of the profile's evaluation settings evaluates the finished runs again."""
-    from . import metrics
-
-    out = _without_paths(eval_params)
-    try:
-        out["n_per_category"], out["max_new_tokens"] = metrics.eval_settings(
-            eval_params["profile"], eval_params.get("n_per_category"), eval_params.get("max_new_tokens"))
-    except (KeyError, ValueError):   # an unknown profile is reported by check_config
-        pass
-    return out
-
-
 def _without_paths(params: Mapping[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in params.items() if k not in ("data_path", "eval_path", "adapter")}
 
@@ -865,7 +880,7 @@ def run_tasks(config: SweepConfig, sweep_dir: Path, data: SweepData) -> list[dic
         eval_params = _eval_params(config, data.eval_path, trained=True)
         signature = {"spec": asdict(spec), "data_fingerprint": fp, "dev_fingerprint": runs.fingerprint(data.dev),
                      "eval_sha256": eval_digest, "select_checkpoint": config.select_checkpoint,
-                     "train": _without_paths(train_params), "eval": _eval_signature(eval_params)}
+                     "train": _without_paths(train_params), "eval": _without_paths(eval_params)}
         tasks.append({"spec": asdict(spec), "run_id": spec.run_id, "run_dir": str(run_dir), "records": records,
                       "dev_records": data.dev, "select_checkpoint": config.select_checkpoint,
                       "n_dev": len(data.dev), "noise_rate": noise_rate(records), "data_fingerprint": fp,
@@ -877,7 +892,7 @@ def _untuned_task(config: SweepConfig, sweep_dir: Path, data: SweepData, eval_di
     """The reference run: the model without an adapter, evaluated once."""
     run_dir = sweep_dir / "runs" / UNTUNED
     eval_params = _eval_params(config, data.eval_path, trained=False)
-    signature = {"untuned": True, "eval_sha256": eval_digest, "eval": _eval_signature(eval_params)}
+    signature = {"untuned": True, "eval_sha256": eval_digest, "eval": _without_paths(eval_params)}
     return {"spec": asdict(RunSpec(0, 0, "-", "-", "-")), "run_id": UNTUNED, "run_dir": str(run_dir), "records": [],
             "n_dev": 0, "noise_rate": None, "data_fingerprint": None, "untuned": True, "train_params": {},
             "eval_params": eval_params, "signature": signature}
@@ -901,7 +916,24 @@ def run_is_finished(task: Mapping[str, Any]) -> bool:
     if not (manifest.get("status") == "succeeded" and manifest.get("signature") == _jsonable(task["signature"])
             and (run_dir / "result.json").exists()):
         return False
-    return bool(task.get("untuned")) or _training_matches(task)
+    return (bool(task.get("untuned")) or _training_matches(task)) and _evaluation_matches(task)
+
+
+def _evaluation_matches(task: Mapping[str, Any]) -> bool:
+    """True when the run's finished evaluation answered the prompts and token budget its parameters resolve to
+    now (``metrics.eval_settings``: -1 prompts or 0 tokens mean the profile's, so an edit of the profile's
+    evaluation settings changes them while the parameters, and the signature, stay the same). Such a run keeps
+    its training and only evaluates again."""
+    from . import metrics
+
+    params = task["eval_params"]
+    try:
+        recorded = json.loads((Path(task["run_dir"]) / "eval" / experiment.RESULT_FILE).read_text(encoding="utf-8"))
+        n, tokens = metrics.eval_settings(params["profile"], params.get("n_per_category"), params.get("max_new_tokens"))
+        records = metrics.select_per_category(runs.read_jsonl(experiment.repo_path(params["eval_path"])), n)
+    except (OSError, ValueError, KeyError):
+        return False
+    return recorded.get("max_new_tokens") == tokens and recorded.get("eval_fingerprint") == runs.fingerprint(records)
 
 
 def _training_matches(task: Mapping[str, Any]) -> bool:
@@ -981,7 +1013,8 @@ def _run_steps(task: Mapping[str, Any], report: Callable[[str], None] | None) ->
         eval_params["adapter"] = _choose_checkpoint(task, train_dir)
     eval_dir = run_dir / "eval"
     params = experiment.EvalParams(**eval_params)
-    if trained or not experiment.params_match(eval_dir, params):   # a new adapter, even at the same path
+    # a new adapter (even at the same path), other parameters, or other prompts / token budget from the profile
+    if trained or not experiment.params_match(eval_dir, params) or not _evaluation_matches(task):
         fresh_step(eval_dir)
         experiment.eval_run(params, eval_dir, report=report)
 
@@ -1156,8 +1189,12 @@ def device_slots(workers: int) -> list[str | None]:
     return [None] * workers
 
 
-def _init_worker(slots: Any, threads: int) -> None:
-    """Process-pool initializer: pin this worker to its device, or to its share of the CPU threads."""
+_PROGRESS_QUEUE: list[Any] = []   # in a pool worker: the queue its progress lines go to (set by _init_worker)
+
+
+def _init_worker(slots: Any, threads: int, lines: Any = None) -> None:
+    """Process-pool initializer: pin this worker to its device, or to its share of the CPU threads, and keep
+    the queue its progress lines go to."""
     import os
 
     device = slots.get()
@@ -1165,9 +1202,12 @@ def _init_worker(slots: Any, threads: int) -> None:
         os.environ["CUDA_VISIBLE_DEVICES"] = device
     elif threads:
         os.environ["OMP_NUM_THREADS"] = str(threads)
+    _PROGRESS_QUEUE[:] = [lines] if lines is not None else []
 
 
 def _pool_run(task: Mapping[str, Any]) -> dict[str, Any]:
+    if _PROGRESS_QUEUE:
+        return execute_run(task, progress=_PROGRESS_QUEUE[0].put)
     return execute_run(task, progress=lambda s: print(s, flush=True))
 
 
@@ -1233,7 +1273,9 @@ def run_sweep(config: SweepConfig, sweep_dir: str | Path | None = None, workers:
     # sessions say how long the runs took and on which machine (the CPU kind decides the precision and speed).
     previous = _read_manifest(sweep_dir).get("sessions", [])
     session = {"started_utc": started_utc, "duration_s": duration, "ran": len(todo), "workers": workers,
-               "engine": config.engine, "device": _device_description(), "failed": len(failed)}
+               "engine": config.engine, "failed": len(failed),
+               "device": _device_description() if config.engine == "local" else
+               "the submitit jobs' nodes (each run's manifest.json: job host)"}
     runs.write_manifest(sweep_dir, status="failed" if failed else "succeeded", failed_runs=failed,
                         duration_s=duration, files={k: str(v) for k, v in files.items()},
                         sessions=[*previous, session], run_time_s=round(sum(
@@ -1260,7 +1302,7 @@ def _execute_all(tasks: list[dict[str, Any]], workers: int, progress: Callable[[
         return
     import multiprocessing as mp
     import os
-    from concurrent.futures import ProcessPoolExecutor, as_completed
+    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 
     slots = device_slots(workers)
     ctx = mp.get_context("spawn")
@@ -1269,10 +1311,25 @@ def _execute_all(tasks: list[dict[str, Any]], workers: int, progress: Callable[[
         queue.put(s)
     threads = max(1, (os.cpu_count() or 1) // workers)
     progress(f"{workers} workers on {'GPUs ' + ','.join(slots) if slots[0] else f'CPU ({threads} threads each)'}")
-    with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker, initargs=(queue, threads)) as pool:
-        futures = [pool.submit(_pool_run, t) for t in tasks]
-        for fut in as_completed(futures):
-            yield fut.result()
+    # The workers send their progress lines here and this process prints them: in a notebook they reach the
+    # cell's output once (a worker printing to its own stdout would also be echoed to the terminal by ipykernel).
+    # A SimpleQueue's put writes at once (no feeder thread), so a run's lines are in the pipe before its result.
+    lines = ctx.SimpleQueue()
+    with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker,
+                             initargs=(queue, threads, lines)) as pool:
+        pending = {pool.submit(_pool_run, t) for t in tasks}
+        while pending:
+            done, pending = wait(pending, timeout=0.2, return_when=FIRST_COMPLETED)
+            _relay(lines, progress)
+            for fut in done:
+                yield fut.result()
+    _relay(lines, progress)     # the workers have exited: nothing more can arrive
+
+
+def _relay(lines: Any, progress: Callable[[str], None]) -> None:
+    """Print the progress lines the workers have queued so far."""
+    while not lines.empty():
+        progress(lines.get())
 
 
 def _describe_row(row: Mapping[str, Any]) -> str:
@@ -1656,7 +1713,7 @@ def comparison_pairs(rows: Sequence[Mapping[str, Any]], config: SweepConfig | Ma
     * the baseline at its largest size against the baseline at its smallest (more data: larger minus
       smaller);
     * with three sizes or more, each step of the data-size curve (the baseline at each size against the
-      next smaller one): where a metric stops improving.
+      next smaller one): where the resolved gains of a metric stop.
 
     Args:
         rows: the per-run result rows (``results.json``).
@@ -1676,8 +1733,10 @@ def comparison_pairs(rows: Sequence[Mapping[str, Any]], config: SweepConfig | Ma
         return [r for r in ok if r["variant"] == variant and r["size"] == n]
 
     pairs = []
-    variants = (cfg.get("comparisons") or {}).get("variants")
-    if variants is None:            # rows without a config: every other variant at the comparison size
+    comparisons = cfg.get("comparisons") or {}
+    # a config without comparisons (rows only, or a sweep.json from before): every other variant at the size
+    variants = comparisons.get("variants", [] if comparisons else None)
+    if variants is None:
         wanted = [(v, size) for v in dict.fromkeys(r["variant"] for r in ok if r["size"] == size and r["variant"] != base)]
     else:
         wanted = []
@@ -1693,7 +1752,9 @@ def comparison_pairs(rows: Sequence[Mapping[str, Any]], config: SweepConfig | Ma
     for name, vs, bs in explicit_pairs(cfg):
         if runs_of(vs.variant, vs.size) and runs_of(bs.variant, bs.size):
             pairs.append((name, runs_of(vs.variant, vs.size), runs_of(bs.variant, bs.size)))
-    base_sizes = sorted({r["size"] for r in ok if r["variant"] == base})
+    # the curve is the baseline at the configured sizes (a pair's side may be a baseline run at another size)
+    base_sizes = sorted({r["size"] for r in ok if r["variant"] == base
+                         and (not cfg.get("sizes") or r["size"] in cfg["sizes"])})
     if len(base_sizes) >= 2:
         small, large = base_sizes[0], base_sizes[-1]
         pairs.append((f"{base} n={large} vs n={small}", runs_of(base, large), runs_of(base, small)))
@@ -1791,7 +1852,8 @@ def comparisons_table(effects: Sequence[Mapping[str, Any]]):
                                  "power"])
 
 
-EFFECTS_TEXT = ("Effect = variant minus baseline (for the size comparison: largest minus smallest size) on the "
+EFFECTS_TEXT = ("Effect = variant minus baseline (for the size comparisons: the larger minus the smaller size, the "
+                "largest against the smallest and, marked \"(step)\", each size against the next smaller one) on the "
                 "same eval prompts, shares in percentage points and tone in rubric points. The 95% interval is a "
                 "two-level bootstrap (seeds, then prompts shared by both arms; seeds paired when both arms ran the "
                 "same seeds), so it stays inside the metric's range. \"resolved\": the interval excludes 0; "
@@ -1819,9 +1881,12 @@ def load_comparisons(path: str | Path) -> list[dict[str, Any]]:
     sweep written before it existed. ``path``: a sweep folder or a notebook-04 run folder."""
     sweep_dir = find_sweep_dir(path)
     saved = sweep_dir / "comparisons.json"
-    if saved.exists():
-        return json.loads(saved.read_text(encoding="utf-8"))
     rows, _, config = load_results(sweep_dir)
+    if saved.exists():
+        effects = json.loads(saved.read_text(encoding="utf-8"))
+        # written by this version when it names the same comparisons (an older one had no steps or pairs)
+        if {e["comparison"] for e in effects} == {name for name, _, _ in comparison_pairs(rows, config)}:
+            return effects
     return comparison_effects(rows, config)
 
 
@@ -1869,7 +1934,7 @@ SIZE_CURVE_TEXT = ("Each step is the baseline at one size minus the next smaller
 
 def size_curve_verdicts(effects: Sequence[Mapping[str, Any]],
                         metrics: Sequence[str] = CASE_STUDY_METRICS) -> list[dict[str, Any]]:
-    """Where each metric stops improving on the data-size curve, next to the guidance table.
+    """Where resolved gains stop on the data-size curve, per metric, next to the guidance table.
 
     Reads the size steps of :func:`comparison_effects` (comparisons named ``"... n=<b> vs n=<a> (step)"``;
     a sweep with two sizes has its largest-against-smallest comparison as its only step).
@@ -1895,17 +1960,21 @@ def size_curve_verdicts(effects: Sequence[Mapping[str, Any]],
             continue
         largest = steps[-1][1]
         gains = [b for a, b, e in steps if _improves(e)]
-        losses = [b for a, b, e in steps if _improves(e) is False]
         last_gain = max(gains) if gains else None
         if last_gain is None:
             verdict = f"no step resolved a gain between {steps[0][0]} and {largest} examples"
         elif last_gain == largest:
             verdict = f"still improving at {largest} examples: the last step resolved a gain (no plateau in range)"
         else:
-            verdict = (f"no resolved gain after {last_gain} examples (the later steps are not resolved: the sweep "
-                       f"cannot tell their gain from none)")
+            later = [(a, b, e) for a, b, e in steps if b > last_gain]
+            unresolved = [f"{a}->{b}" for a, b, e in later if _improves(e) is None]
+            verdict = f"no resolved gain after {last_gain} examples"
+            if unresolved:
+                verdict += (f" ({', '.join(unresolved)} not resolved: the sweep cannot tell "
+                            f"{'its' if len(unresolved) == 1 else 'their'} gain from none)")
+        losses = [f"{a}->{b}" for a, b, e in steps if _improves(e) is False]
         if losses:
-            verdict += f"; a resolved loss at the step to {', '.join(map(str, losses))}"
+            verdict += f"; a resolved loss at {', '.join(losses)}"
         g = guidance_for(metric)
         against = ""
         if g is not None:
@@ -1919,9 +1988,10 @@ def size_curve_verdicts(effects: Sequence[Mapping[str, Any]],
                 against = (f"still rising at {largest}, {where} the guidance minimum {_range_text(g['minimum'])}"
                            + (f" and short of the optimal {_range_text(g['optimal'])}" if largest < olo else ""))
             else:
-                where = ("below" if last_gain < lo else "inside" if last_gain <= hi else
-                         "between the minimum and the optimal" if last_gain < olo else "inside or above the optimal")
-                against = (f"gains stop being resolved after {last_gain}, {where} the guidance range"
+                where = ("below the guidance minimum" if last_gain < lo else "inside the guidance minimum"
+                         if last_gain <= hi else "between the guidance minimum and optimal" if last_gain < olo
+                         else "inside or above the guidance optimal")
+                against = (f"resolved gains stop after {last_gain}, {where}"
                            f" (minimum {_range_text(g['minimum'])}, optimal {_range_text(g['optimal'])})")
         out.append({"metric": metric, "label": METRIC_LABELS.get(metric, metric),
                     "steps": "; ".join(f"{a}->{b} {_effect_text(metric, e['effect'])} "
@@ -1960,7 +2030,7 @@ def per_prompt_rows(rows: Sequence[Mapping[str, Any]], metrics: Sequence[str] = 
             continue
         try:
             outcomes = stats.per_prompt_outcomes(Path(r["run_dir"]) / "eval", side=None)
-        except FileNotFoundError:
+        except (FileNotFoundError, ValueError):   # no answers, or an answers file the intervals cannot use either
             continue
         for metric in metrics:
             for prompt, value in (outcomes.get(metric) or {}).items():

@@ -658,6 +658,9 @@ def publish_chain(chain_dir: str | Path, docs_dir: str | Path | None = None) -> 
                          " only a whole chain is published")
     docs = Path(docs_dir) if docs_dir else REPO_ROOT / "docs"
     named = bool(chain.get("name"))          # e.g. the reference sweep: its notebooks stay beside their results
+    if named and chain["name"] in PROFILES:
+        raise ValueError(f"{chain_file}: a named chain cannot be called {chain['name']!r}: docs/results/"
+                         f"{chain['name']}/ holds the {chain['name']} profile's demo; rename it")
     results_root = docs / "results" / (chain.get("name") or chain["profile"])
     written: dict[str, list[Path]] = {"lessons": [], "results": []}
     if not named:

@@ -147,7 +147,7 @@ plots.save_figure(fig, run_dir / "metric_vs_size")
 plots.show(fig)
 
 # %% [markdown]
-# ## Where does each metric stop improving?
+# ## Where do the resolved gains stop?
 #
 # The curve's steps as paired effects: the baseline at each size minus the next smaller size, on the same eval
 # prompts and seeds. A step whose interval excludes 0 is a *resolved* gain (or loss); a step that is not resolved
@@ -190,6 +190,8 @@ lesson.finish(sweep_dir=str(sweep_dir), config=asdict(cfg), n_runs=len(result.ro
 #
 # **Try next:** open `05_result_plots.py` with `ablation_dir` set to this run folder for the full set of
 # figures and a Markdown report; add sizes or seeds in `configs/sweep_quick.yaml` and run the notebook again:
-# finished runs are reused; run the full grid from a terminal with
+# finished runs are reused; the reference sweep (`configs/sweep_reference.yaml`: 30 to 800 examples, 3 seeds,
+# a LIMA test; results in `docs/results/reference/`) runs this notebook and 05 with `make reference`; run the
+# full grid from a terminal with
 # `python -m instructlab sweep configs/sweep_full.yaml --workers <number of GPUs>`, or on a Slurm cluster, one
 # job per run, with `--engine submitit --cluster slurm --partition <partition>` (`docs/sweeps.md`).

@@ -68,9 +68,11 @@ table
 # %% [markdown]
 # ## Paired effects: resolved or not resolved
 #
-# Each comparison variant minus the baseline at the same size, and the baseline's largest minus its smallest
-# size, on the same eval prompts (`comparisons.csv` of the sweep, `ablation.comparison_effects`). The interval
-# resamples seeds and prompts and stays inside the metric's range; "resolved" means it excludes 0.
+# Each comparison variant minus the baseline at the same size, each explicit pair of the config (a LIMA test:
+# a small quality-selected subset minus a larger random one), the baseline's largest minus its smallest size and,
+# with three sizes or more, each step of the size curve, all on the same eval prompts (`comparisons.csv` of the
+# sweep, `ablation.comparison_effects`). The interval resamples seeds and prompts and stays inside the metric's
+# range; "resolved" means it excludes 0.
 
 # %%
 effect_rows = ablation.load_comparisons(ablation_dir)
@@ -87,7 +89,7 @@ figures["paired_effects"] = ("Paired effects", png,
 plots.show(fig)
 
 # %% [markdown]
-# ### Where does each metric stop improving?
+# ### Where do the resolved gains stop?
 #
 # The data-size curve's steps (each size minus the next smaller one, same prompts and seeds) next to the row of
 # the case study's guidance table the metric belongs to (`ablation.SIZE_GUIDANCE`).
@@ -220,7 +222,7 @@ intro = (f"Sweep `{config.get('name', '?')}` ({profile} profile, model `{config.
 report = ablation.write_report(run_dir / "report.md", "LIMA-style ablation: results", intro,
                                list(figures.values()), table=table,
                                tables=[("Paired effects", effects, ablation.EFFECTS_TEXT),
-                                       ("Where each metric stops improving", curve, ablation.SIZE_CURVE_TEXT)])
+                                       ("Where the resolved gains stop on the size curve", curve, ablation.SIZE_CURVE_TEXT)])
 display(Markdown(report.read_text().split("## ")[0]))
 lesson.finish(sweep_dir=str(sweep_dir), eval_dir=eval_dir or None, train_dir=train_dir or None,
               figures={k: str(v[1]) for k, v in figures.items()}, report=str(report))

@@ -146,7 +146,28 @@ def test_variants_with_their_own_size_and_explicit_pairs_add_their_runs():
     assert "LIMA" not in [n for n, _, _ in ablation.comparison_pairs([r for r in rows if r["size"] != 400], cfg)]
 
 
+def test_a_config_with_pairs_only_compares_the_pairs_and_the_size_curve_only():
+    cfg = SweepConfig(sizes=[30, 100, 300], seeds=[0], comparisons={"size": 100, "pairs": [
+        {"name": "LIMA", "variant": {"data": "noisy", "selection": "quality"},
+         "baseline": {"data": "noisy", "size": 400}}, {"name": "base at 400", "variant": {"size": 400},
+                                                          "baseline": {"size": 100}}]})
+    ablation.check_config(cfg)
+    rows = [{"run_id": s.run_id, "variant": s.variant, "size": s.size, "seed": s.seed, "status": "succeeded"}
+            for s in ablation.grid(cfg)]
+    assert ("clean-random-assistant", 400) in {(r["variant"], r["size"]) for r in rows}
+    # the baseline run at 400 (a pair's side) is not a point of the size curve, which is `sizes`
+    assert [n for n, _, _ in ablation.comparison_pairs(rows, cfg)] == [
+        "LIMA", "base at 400", "clean-random-assistant n=300 vs n=30",
+        "clean-random-assistant n=100 vs n=30 (step)", "clean-random-assistant n=300 vs n=100 (step)"]
+
+
 @pytest.mark.parametrize("comparisons, needle", [
+    ({"size": 50, "variants": [{"data": "noisy"}]}, "runs at 50 examples, where the baseline does not run"),
+    ({"variants": [{"train_on": "all", "size": 20}]}, "add 20 to sizes, or compare it in comparisons.pairs"),
+    ({"pairs": [{"name": "a", "variant": {"data": "noisy"}, "baseline": {}},
+                {"name": "a", "variant": {"train_on": "all"}, "baseline": {}}]}, "the names ['a'] are used twice"),
+    ({"pairs": [{"name": "x, n=10", "variant": {"data": "noisy"}, "baseline": {}}]}, "look like the sweep's own"),
+    ({"pairs": [{"variant": {"data": "noisy"}, "baseline": {"data": "noisy"}}]}, "variant and baseline are the same"),
     ({"variants": [{"size": 0}]}, "size must be a positive integer"),
     ({"variants": [{"seed": 3}]}, "may set ['data', 'selection', 'train_on'] and size only"),
     ({"pairs": [{"variant": {"data": "noisy"}}]}, "must be a mapping with variant and baseline"),
@@ -183,16 +204,16 @@ def test_size_curve_verdicts_say_where_gains_stop_and_compare_with_the_guidance(
                 "effect": -3.0, "low": -3.1, "high": -2.9, "resolved": "resolved"}]
     v = {r["metric"]: r for r in ablation.size_curve_verdicts(effects)}
     assert v["tone_rubric"]["last_gain"] == 300 and v["tone_rubric"]["largest"] == 800
-    assert "no resolved gain after 300" in v["tone_rubric"]["verdict"]
-    assert "inside the guidance range" in v["tone_rubric"]["against_guidance"]       # style: minimum 100-300
+    assert v["tone_rubric"]["verdict"] == ("no resolved gain after 300 examples (300->800 not resolved: the sweep "
+                                           "cannot tell its gain from none)")
+    assert "inside the guidance minimum" in v["tone_rubric"]["against_guidance"]     # style: minimum 100-300
     assert v["tone_rubric"]["steps"].startswith("30->100 +1.00 [+0.95, +1.05] resolved; 100->300")
     assert v["terminology"]["last_gain"] == 800 and "still improving at 800" in v["terminology"]["verdict"]
     assert "inside the guidance minimum 500-1,000" in v["terminology"]["against_guidance"]
     assert v["appropriate_refusals"]["last_gain"] is None
     assert v["appropriate_refusals"]["verdict"] == "no step resolved a gain between 30 and 300 examples"
     # lower is better: a fall is the gain, a rise the resolved loss
-    assert v["false_rejections"]["last_gain"] == 100 and "a resolved loss at the step to 300" in v[
-        "false_rejections"]["verdict"]
+    assert v["false_rejections"]["verdict"] == "no resolved gain after 100 examples; a resolved loss at 100->300"
     table = ablation.size_curve_table(list(v.values()))
     assert list(table["last resolved gain"]) == [300, 800, "none", 100]
     # two sizes: the largest-vs-smallest comparison is the only step
@@ -567,12 +588,17 @@ def test_sweep_retrains_a_finished_run_only_when_a_profile_edit_changes_what_it_
 
 
 @pytest.mark.slow
-def test_sweep_with_two_worker_processes(tmp_path):
+def test_sweep_with_two_worker_processes(tmp_path, capfd):
     cfg, sweep_dir = tiny_config(sizes=[4], seeds=[0, 1], evaluate_untuned=False), tmp_path / "sweep"
     lines = []
     result = ablation.run_sweep(cfg, sweep_dir, workers=2, progress=lines.append)
     assert not result.failed and [r["seed"] for r in result.rows] == [0, 1]
     assert any("2 workers" in line for line in lines)
+    # the workers' progress (steps, generation) reaches the sweep's progress, not the workers' own stdout,
+    # so a notebook shows each line once (ipykernel would also echo a worker's stdout to the terminal)
+    for seed in (0, 1):
+        assert any(f"clean-random-assistant-n4-s{seed}: step" in line for line in lines)
+    assert "clean-random-assistant-n4-s0: step" not in capfd.readouterr().out
     for row in result.rows:          # each worker wrote its run's log and both results files
         run = Path(row["run_dir"])
         assert (run / "log.txt").exists() and (run / "train" / "result.json").exists() and (run / "eval" / "result.json").exists()
@@ -631,16 +657,33 @@ def test_sweep_killed_three_times_resumes_to_the_same_results(tmp_path):
     assert json.loads((tmp_path / "clean" / "summary.json").read_text()) == json.loads((killed / "summary.json").read_text())
 
 
-def test_a_profile_edit_of_the_evaluation_changes_the_run_signature(tmp_path, monkeypatch):
-    """eval_params that mean "the profile's" (-1 prompts, 0 tokens) are resolved in the signature, so a finished
-    run is evaluated again when the profile's evaluation settings change."""
+@pytest.mark.slow
+def test_a_profile_edit_of_the_evaluation_evaluates_again_without_retraining(tmp_path, monkeypatch):
+    """eval_params that mean "the profile's" (-1 prompts, 0 tokens): a finished run whose evaluation the edited
+    profile resolves differently keeps its training (and its run folder) and is only evaluated again; with the
+    profile unchanged, or with explicit eval_params, it is kept."""
     from instructlab import metrics
 
-    cfg = tiny_config(eval_params={})
-    data = ablation.load_sweep_data(cfg)
-    before = ablation.run_tasks(cfg, tmp_path, data)[1]["signature"]["eval"]
+    cfg = tiny_config(sizes=[4], seeds=[0], evaluate_untuned=False, eval_params={})
+    sweep_dir, run_id = tmp_path / "sweep", "clean-random-assistant-n4-s0"
+    calls = Calls(monkeypatch)
+    first = ablation.run_sweep(cfg, sweep_dir, progress=lambda s: None)
+    assert not first.failed and calls.train == calls.eval == [run_id]
     n, tokens = metrics.eval_settings("smoke")
-    assert (before["n_per_category"], before["max_new_tokens"]) == (n, tokens)
+    calls = Calls(monkeypatch)
+    assert ablation.run_sweep(cfg, sweep_dir, progress=lambda s: None).rows[0]["skipped"] and calls.eval == []
     monkeypatch.setitem(metrics.EVAL_PROFILES, "smoke", (n - 1, tokens - 1))
-    after = ablation.run_tasks(cfg, tmp_path, data)[1]["signature"]["eval"]
-    assert (after["n_per_category"], after["max_new_tokens"]) == (n - 1, tokens - 1) and after != before
+    calls = Calls(monkeypatch)
+    again = ablation.run_sweep(cfg, sweep_dir, progress=lambda s: None)
+    assert not again.failed and not again.rows[0]["skipped"]
+    assert calls.train == [] and calls.eval == [run_id]                              # evaluated again only
+    result = experiment.read_result(Path(again.rows[0]["run_dir"]) / "eval")
+    assert result["max_new_tokens"] == tokens - 1 and not list(sweep_dir.glob("runs/*.stale-*"))
+    explicit = tiny_config(sizes=[4], seeds=[0], evaluate_untuned=False,
+                           eval_params={"n_per_category": n - 1, "max_new_tokens": tokens - 1})
+    calls = Calls(monkeypatch)
+    kept = ablation.run_sweep(explicit, tmp_path / "sweep2", progress=lambda s: None)
+    monkeypatch.setitem(metrics.EVAL_PROFILES, "smoke", (n, tokens))                 # explicit values: no change
+    calls = Calls(monkeypatch)
+    assert ablation.run_sweep(explicit, tmp_path / "sweep2", progress=lambda s: None).rows[0]["skipped"]
+    assert calls.train == calls.eval == [] and not kept.failed

@@ -125,6 +125,7 @@ def test_reference_command_runs_04_and_05_on_a_sweep_with_a_lima_pair(tmp_path, 
 
     import yaml
 
+    from instructlab import ablation
     from instructlab.__main__ import main
 
     config = yaml.safe_load((REPO / "configs" / "sweep_smoke.yaml").read_text())
@@ -144,10 +145,14 @@ def test_reference_command_runs_04_and_05_on_a_sweep_with_a_lima_pair(tmp_path, 
     assert "LIMA-like: 4 quality vs 8 random" in {e["comparison"] for e in json.loads(
         (sweep / "comparisons.json").read_text())}
     report = (out / "05_result_plots" / "report.md").read_text()
-    assert "LIMA-like: 4 quality vs 8 random" in report and "## Where each metric stops improving" in report
+    assert "LIMA-like: 4 quality vs 8 random" in report and "## Where the resolved gains stop on the size curve" in report
     assert {"lima.png", "paired_effects.png", "metric_vs_size.png", "size_curve.csv"} <= {
         p.name for p in (out / "05_result_plots").iterdir()}
-    assert (out / "04_lima_ablation" / "size_curve.csv").exists()
+    import csv
+
+    curve = list(csv.DictReader(open(out / "04_lima_ablation" / "size_curve.csv")))
+    assert curve and curve[0]["steps (larger minus smaller, 95% interval)"].startswith("4->8 ")
+    assert {r["guidance row"] for r in curve} <= {g["label"] for g in ablation.SIZE_GUIDANCE.values()}
     written = pipeline.publish_chain(out, tmp_path / "docs")
     published = tmp_path / "docs" / "results" / "ref-smoke"
     assert not written["lessons"] and (published / "05_result_plots" / "05_result_plots.ipynb").exists()

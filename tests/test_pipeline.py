@@ -210,6 +210,10 @@ def test_named_chain_takes_parameters_and_publishes_beside_its_results(tmp_path)
     assert sorted(p.name for p in (res / "04_sweep").iterdir()) == ["04_sweep.ipynb", "sweep", "table.csv"]
     assert sorted(p.name for p in (res / "04_sweep" / "sweep").iterdir()) == ["manifest.json", "results.csv"]
     assert (res / "05_plots" / "report.md").exists() and (res / "05_plots" / "05_plots.ipynb").exists()
+    chain["name"] = "quick"                  # a profile's name would replace the demo's published results
+    (tmp_path / "out" / "chain.json").write_text(json.dumps(chain))
+    with pytest.raises(ValueError, match="cannot be called 'quick'"):
+        pipeline.publish_chain(tmp_path / "out", docs)
 
 
 def test_parameters_papermill_cannot_parse_are_still_found(tmp_path):
