@@ -1271,7 +1271,11 @@ def run_sweep(config: SweepConfig, sweep_dir: str | Path | None = None, workers:
     failed = [r["run_id"] for r in ordered if r.get("status") != "succeeded"]
     # Every call of the sweep, kept across resumes: a resumed sweep's duration_s is that call's alone, the
     # sessions say how long the runs took and on which machine (the CPU kind decides the precision and speed).
-    previous = _read_manifest(sweep_dir).get("sessions", [])
+    before = _read_manifest(sweep_dir)
+    previous = before.get("sessions") or ([{   # a sweep from before sessions were kept: its last call
+        "started_utc": before.get("created_utc"), "duration_s": before["duration_s"], "ran": None,
+        "device": None, "note": "recorded before the sweep kept its sessions: the duration of its last call"}]
+        if before.get("duration_s") is not None else [])
     session = {"started_utc": started_utc, "duration_s": duration, "ran": len(todo), "workers": workers,
                "engine": config.engine, "failed": len(failed),
                "device": _device_description() if config.engine == "local" else
