@@ -1047,8 +1047,9 @@ def execute_run(task: Mapping[str, Any], progress: Callable[[str], None] = print
         A failing run never raises: the row carries ``error``, the run folder its log.
     """
     run_dir = Path(task["run_dir"])
-    if run_is_finished(task):
-        return {**json.loads((run_dir / "result.json").read_text(encoding="utf-8")), "skipped": True}
+    if run_is_finished(task):   # the folder where it is now (a sweep folder may have been moved or copied)
+        return {**json.loads((run_dir / "result.json").read_text(encoding="utf-8")), "run_dir": str(run_dir),
+                "skipped": True}
     _prepare_run_dir(task)
     if on_start is not None:
         on_start(run_dir)
@@ -1239,7 +1240,8 @@ def run_sweep(config: SweepConfig, sweep_dir: str | Path | None = None, workers:
     """
     start = time.perf_counter()
     started_utc = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-    sweep_dir = Path(sweep_dir) if sweep_dir else default_sweep_dir(config)
+    # absolute: the rows name their run folders, which later readers (a notebook elsewhere) must find
+    sweep_dir = (Path(sweep_dir) if sweep_dir else default_sweep_dir(config)).absolute()
     sweep_dir.mkdir(parents=True, exist_ok=True)
     data = data or load_sweep_data(config)
     tasks = run_tasks(config, sweep_dir, data)
@@ -1925,6 +1927,18 @@ def _improves(effect: Mapping[str, Any]) -> bool | None:
     return better
 
 
+def _where_in_guidance(n: int, g: Mapping[str, Any]) -> str:
+    """Where ``n`` examples lie against a :data:`SIZE_GUIDANCE` row's ranges."""
+    (lo, hi), (olo, ohi) = g["minimum"], g["optimal"]
+    if n < lo:
+        return "below the guidance minimum"
+    if n <= hi:
+        return "inside the guidance minimum"
+    if n < olo:
+        return "between the guidance minimum and optimal"
+    return "inside the guidance optimal" if n <= ohi else "above the guidance optimal"
+
+
 def _range_text(pair: Sequence[int]) -> str:
     return f"{pair[0]:,}-{pair[1]:,}"
 
@@ -1982,21 +1996,13 @@ def size_curve_verdicts(effects: Sequence[Mapping[str, Any]],
         g = guidance_for(metric)
         against = ""
         if g is not None:
-            lo, hi = g["minimum"]
-            olo, ohi = g["optimal"]
+            ranges = f"minimum {_range_text(g['minimum'])}, optimal {_range_text(g['optimal'])}"
             if last_gain is None:
-                against = (f"guidance ({g['label']}): minimum {_range_text(g['minimum'])}, optimal "
-                           f"{_range_text(g['optimal'])}; this sweep resolved no gain to compare")
+                against = f"guidance ({g['label']}): {ranges}; this sweep resolved no gain to compare"
             elif last_gain == largest:
-                where = "below" if largest < lo else ("inside" if largest <= hi else "above")
-                against = (f"still rising at {largest}, {where} the guidance minimum {_range_text(g['minimum'])}"
-                           + (f" and short of the optimal {_range_text(g['optimal'])}" if largest < olo else ""))
+                against = f"still rising at {largest}, {_where_in_guidance(largest, g)} ({ranges})"
             else:
-                where = ("below the guidance minimum" if last_gain < lo else "inside the guidance minimum"
-                         if last_gain <= hi else "between the guidance minimum and optimal" if last_gain < olo
-                         else "inside or above the guidance optimal")
-                against = (f"resolved gains stop after {last_gain}, {where}"
-                           f" (minimum {_range_text(g['minimum'])}, optimal {_range_text(g['optimal'])})")
+                against = f"resolved gains stop after {last_gain}, {_where_in_guidance(last_gain, g)} ({ranges})"
         out.append({"metric": metric, "label": METRIC_LABELS.get(metric, metric),
                     "steps": "; ".join(f"{a}->{b} {_effect_text(metric, e['effect'])} "
                                        f"[{_effect_text(metric, e['low'])}, {_effect_text(metric, e['high'])}] "

@@ -668,6 +668,7 @@ def publish_chain(chain_dir: str | Path, docs_dir: str | Path | None = None) -> 
     results_root.mkdir(parents=True, exist_ok=True)
     shutil.copy2(chain_file, results_root / "chain.json")
     written["results"].append(results_root / "chain.json")
+    published: set[Path] = set()
     for step in chain["steps"]:
         stem, run_dir = Path(step["notebook"]).stem, Path(step["run_dir"])
         executed = run_dir / f"{stem}.ipynb"
@@ -682,9 +683,11 @@ def publish_chain(chain_dir: str | Path, docs_dir: str | Path | None = None) -> 
             written["results"].append(Path(shutil.copy2(f, target / f.name)))
         manifest = _manifest(run_dir)
         for sub in PUBLISH_SUBDIRS:
-            # the sweep inside the run folder, or the one its manifest names (a sweep folder of its own)
+            # the sweep inside the run folder, or the one its manifest names (a sweep folder of its own), once:
+            # notebook 05 names the sweep that 04 ran
             source = run_dir / sub if (run_dir / sub).is_dir() else Path(manifest.get(f"{sub}_dir") or run_dir / sub)
-            if source.is_dir():
+            if source.is_dir() and source.resolve() not in published:
+                published.add(source.resolve())
                 (target / sub).mkdir()
                 for f in small_results(source):
                     written["results"].append(Path(shutil.copy2(f, target / sub / f.name)))
