@@ -38,7 +38,7 @@ smoke: setup
 demo: setup
 	$(PY) -m instructlab demo --profile quick
 
-# The reference sweep (configs/sweep_reference.yaml, 76 min measured on a 2-core CPU; resumes its finished runs) with
+# The reference sweep (configs/sweep_reference.yaml, 107 min measured on a 2-core CPU; resumes its finished runs) with
 # notebooks 04 and 05, published into docs/results/reference/.
 reference: setup
 	$(PY) -m instructlab reference --publish
