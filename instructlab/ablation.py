@@ -39,7 +39,7 @@ import math
 import random
 import re
 import time
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
@@ -327,7 +327,8 @@ def _t_summary(values: Sequence[Any], metric: str, confidence: float) -> dict[st
 
 
 def summarize(rows: Sequence[Mapping[str, Any]], metrics: Sequence[str] | None = None,
-              confidence: float = 0.95, n_boot: int = 2000, seed: int = 0) -> list[dict[str, Any]]:
+              confidence: float = 0.95, n_boot: int = 2000, seed: int = 0,
+              cache: dict[str, dict] | None = None) -> list[dict[str, Any]]:
     """Aggregate per-run results over seeds (failed runs are left out).
 
     A metric with per-prompt outcomes (``stats.METRIC_BOUNDS``: the case-study metrics, avoid-term use,
@@ -343,6 +344,8 @@ def summarize(rows: Sequence[Mapping[str, Any]], metrics: Sequence[str] | None =
         metrics: the columns to aggregate (default :func:`metric_columns`).
         confidence: the interval's level.
         n_boot, seed: the bootstrap's resamples and random seed (the result is deterministic).
+        cache: the runs' per-prompt outcomes already read ({eval folder: outcomes}; filled here), shared with
+            :func:`comparison_effects` and :func:`per_prompt_rows` so each answers file is read once.
     Returns:
         One row per (variant, size, metric): the group keys, metric, n (seeds), mean, std (over the seeds'
         values), ci_low, ci_high, half_width (only for a symmetric interval, else None), ci_method,
@@ -355,7 +358,7 @@ def summarize(rows: Sequence[Mapping[str, Any]], metrics: Sequence[str] | None =
     groups: dict[tuple, list[Mapping[str, Any]]] = {}
     for r in ok:
         groups.setdefault(tuple(r.get(k) for k in GROUP_KEYS), []).append(r)
-    cache: dict[str, dict] = {}
+    cache = {} if cache is None else cache
     out = []
     for key in sorted(groups, key=lambda k: tuple(str(x) if not isinstance(x, int) else f"{x:09d}" for x in k)):
         members = groups[key]
@@ -663,11 +666,11 @@ def _comparison_problems(config: SweepConfig) -> list[str]:
     pair names that repeat, or that a generated comparison already uses."""
     problems = []
     try:
-        sides = _variant_dicts(config)[1:]
-        names = [name for name, _, _ in explicit_pairs(config)]
+        variants = [_side_dict(config, v, f"comparison variant {v!r}") for v in config.comparisons.get("variants", [])]
+        names = [name for name, _, _ in _pair_dicts(config)]
     except SweepConfigError:
         return []          # reported by check_config
-    for v in sides[:len(config.comparisons.get("variants", []))]:
+    for v in variants:
         if config.sizes and v["size"] not in config.sizes:
             problems.append(f"comparison variant {v} runs at {v['size']} examples, where the baseline does not run "
                             f"(sizes {config.sizes}): add {v['size']} to sizes, or compare it in comparisons.pairs")
@@ -686,32 +689,46 @@ def _variant_dicts(config: SweepConfig) -> list[dict[str, Any]]:
     (each with its size)."""
     out = [_base_dict(config)]
     out += [_side_dict(config, v, f"comparison variant {v!r}") for v in config.comparisons.get("variants", [])]
+    for _, variant, baseline in _pair_dicts(config):
+        out += [variant, baseline]
+    return out
+
+
+def _pair_dicts(config: SweepConfig) -> list[tuple[str, dict[str, Any], dict[str, Any]]]:
+    """The checked ``comparisons.pairs``: (name, variant side, baseline side), each side as :func:`_side_dict`."""
+    out = []
     for i, pair in enumerate(config.comparisons.get("pairs", []) or []):
         where = f"comparisons.pairs[{i}]"
         if not isinstance(pair, Mapping) or set(pair) - set(PAIR_KEYS) or not {"variant", "baseline"} <= set(pair):
             raise SweepConfigError(f"{where} must be a mapping with variant and baseline (and an optional name), "
                                    f"e.g. {{name: LIMA, variant: {{data: noisy, selection: quality, size: 100}}, "
                                    f"baseline: {{data: noisy, size: 400}}}}; got {pair!r}")
-        sides = [_side_dict(config, pair[k], f"{where}.{k}") for k in ("variant", "baseline")]
-        if sides[0] == sides[1]:
-            raise SweepConfigError(f"{where}: variant and baseline are the same runs ({sides[0]}); a pair compares "
+        v, b = (_side_dict(config, pair[k], f"{where}.{k}") for k in ("variant", "baseline"))
+        if v == b:
+            raise SweepConfigError(f"{where}: variant and baseline are the same runs ({v}); a pair compares "
                                    "two different runs")
-        out += sides
+        name = pair.get("name") or (f"{_side_spec(v).variant} n={v['size']} vs {_side_spec(b).variant} "
+                                    f"n={b['size']}")
+        out.append((str(name), v, b))
     return out
+
+
+def _side_spec(side: Mapping[str, Any]) -> RunSpec:
+    """The RunSpec (seed 0) of a :func:`_side_dict`."""
+    return RunSpec(side["size"], 0, **{k: side[k] for k in VARIANT_KEYS})
+
+
+def _as_config(config: SweepConfig | Mapping[str, Any]) -> SweepConfig:
+    """A SweepConfig from itself or from its dict (``sweep.json``'s ``config``; unknown keys ignored)."""
+    if isinstance(config, SweepConfig):
+        return config
+    return SweepConfig(**{k: v for k, v in dict(config).items() if k in {f.name for f in fields(SweepConfig)}})
 
 
 def explicit_pairs(config: SweepConfig | Mapping[str, Any]) -> list[tuple[str, RunSpec, RunSpec]]:
     """The ``comparisons.pairs`` of a config as (name, variant spec, baseline spec), seed 0 (the specs
     name the variant and size; every seed of both runs is compared)."""
-    cfg = config if isinstance(config, SweepConfig) else SweepConfig(**{k: v for k, v in dict(config).items()
-                                                                        if k in {f.name for f in fields(SweepConfig)}})
-    out = []
-    for i, pair in enumerate(cfg.comparisons.get("pairs", []) or []):
-        v, b = (_side_dict(cfg, pair[k], f"comparisons.pairs[{i}].{k}") for k in ("variant", "baseline"))
-        vs, bs = (RunSpec(d.pop("size"), 0, **d) for d in (v, b))
-        name = pair.get("name") or f"{vs.variant} n={vs.size} vs {bs.variant} n={bs.size}"
-        out.append((str(name), vs, bs))
-    return out
+    return [(name, _side_spec(v), _side_spec(b)) for name, v, b in _pair_dicts(_as_config(config))]
 
 
 def grid(config: SweepConfig) -> list[RunSpec]:
@@ -726,10 +743,7 @@ def grid(config: SweepConfig) -> list[RunSpec]:
     """
     base, *variants = _variant_dicts(config)
     specs = [RunSpec(n, s, **base) for s in config.seeds for n in sorted(config.sizes)]
-    for v in variants:
-        d = dict(v)
-        n = d.pop("size")
-        specs += [RunSpec(n, s, **d) for s in config.seeds]
+    specs += [replace(_side_spec(v), seed=s) for v in variants for s in config.seeds]
     seen, out = set(), []
     for spec in specs:
         if spec not in seen:
@@ -898,21 +912,13 @@ def _untuned_task(config: SweepConfig, sweep_dir: Path, data: SweepData, eval_di
             "eval_params": eval_params, "signature": signature}
 
 
-def _read_manifest(run_dir: Path) -> dict[str, Any]:
-    path = Path(run_dir) / "manifest.json"
-    try:
-        return json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
-    except ValueError:
-        return {}
-
-
 def run_is_finished(task: Mapping[str, Any]) -> bool:
     """True when the run's manifest says it succeeded with the same signature, its result exists and its
     training still matches (``experiment.training_matches``: the same model, data and resolved
     ``TrainConfig``; the signature holds the run's parameters, which resolve differently once the
     profile is edited)."""
     run_dir = Path(task["run_dir"])
-    manifest = _read_manifest(run_dir)
+    manifest = runs.read_manifest(run_dir)
     if not (manifest.get("status") == "succeeded" and manifest.get("signature") == _jsonable(task["signature"])
             and (run_dir / "result.json").exists()):
         return False
@@ -960,7 +966,7 @@ def _prepare_run_dir(task: Mapping[str, Any]) -> Path:
     """Create the run folder; a folder left by a run with another signature is moved aside
     (``<run id>.stale-<n>``) so that stale checkpoints are never resumed."""
     run_dir = Path(task["run_dir"])
-    manifest = _read_manifest(run_dir)
+    manifest = runs.read_manifest(run_dir)
     if manifest and manifest.get("signature") != _jsonable(task["signature"]):
         n = 1
         while run_dir.with_name(f"{run_dir.name}.stale-{n}").exists():
@@ -1260,20 +1266,22 @@ def run_sweep(config: SweepConfig, sweep_dir: str | Path | None = None, workers:
         rows[row["run_id"]] = row
         progress(f"[{i}/{len(todo)}] {_describe_row(row)}")
     ordered = [rows[t["run_id"]] for t in tasks]
-    summary = summarize(ordered)
+    outcomes: dict[str, dict] = {}      # every run's per-prompt outcomes, read once for the three tables
+    summary = summarize(ordered, cache=outcomes)
     files = dict(zip(("results_csv", "results_json"), write_table(ordered, sweep_dir / "results")))
     files.update(zip(("summary_csv", "summary_json"), write_table(summary, sweep_dir / "summary")))
-    effects = comparison_effects(ordered, config)
+    effects = comparison_effects(ordered, config, cache=outcomes)
     files.update(zip(("comparisons_csv", "comparisons_json"),
                      write_table(effects, sweep_dir / "comparisons", columns=EFFECT_COLUMNS)))
     files["comparisons_md"] = write_comparisons_markdown(effects, sweep_dir / "comparisons.md",
                                                          title=f"Sweep {config.name!r}: paired effects")
-    files["per_prompt_csv"] = write_csv(per_prompt_rows(ordered), sweep_dir / "per_prompt.csv", PER_PROMPT_COLUMNS)
+    files["per_prompt_csv"] = write_csv(per_prompt_rows(ordered, cache=outcomes), sweep_dir / "per_prompt.csv",
+                                         PER_PROMPT_COLUMNS)
     duration = round(time.perf_counter() - start, 1)
     failed = [r["run_id"] for r in ordered if r.get("status") != "succeeded"]
     # Every call of the sweep, kept across resumes: a resumed sweep's duration_s is that call's alone, the
     # sessions say how long the runs took and on which machine (the CPU kind decides the precision and speed).
-    before = _read_manifest(sweep_dir)
+    before = runs.read_manifest(sweep_dir)
     previous = before.get("sessions") or ([{   # a sweep from before sessions were kept: its last call
         "started_utc": before.get("created_utc"), "duration_s": before["duration_s"], "ran": None,
         "device": None, "note": "recorded before the sweep kept its sessions: the duration of its last call"}]
@@ -1547,7 +1555,7 @@ def _execute_submitit(tasks: list[dict[str, Any]], config: SweepConfig, sweep_di
                          f"logs {job.paths.stdout.parent}")
             for job_id, (job, task, slot) in list(running.items()):
                 finished = job.done()
-                info = _read_manifest(Path(task["run_dir"])).get("job") or {}
+                info = runs.read_manifest(Path(task["run_dir"])).get("job") or {}
                 if task["run_id"] not in started and info.get("token") == tokens[task["run_id"]]:
                     started.add(task["run_id"])
                     progress(f"  started {task['run_id']}: job {job_id} on {info.get('host')}")
@@ -1591,7 +1599,7 @@ def find_sweep_dir(path: str | Path) -> Path:
         FileNotFoundError: saying what to run first.
     """
     path = Path(path)
-    named = _read_manifest(path).get("sweep_dir")
+    named = runs.read_manifest(path).get("sweep_dir")
     for candidate in (path, path / "sweep", *([Path(named)] if named else [])):
         if (candidate / "results.json").exists():
             return candidate
@@ -1728,9 +1736,7 @@ def comparison_pairs(rows: Sequence[Mapping[str, Any]], config: SweepConfig | Ma
         The pairs, in that order; a comparison whose runs are missing (or have no succeeded run) is left out.
     """
     cfg = _config_dict(config)
-    base_spec = RunSpec(0, 0, **{"data": "clean", "selection": "random", "train_on": "assistant",
-                                 **cfg.get("baseline", {})})
-    base = base_spec.variant
+    base = RunSpec(0, 0, **_base_dict(_as_config(cfg))).variant
     ok = [r for r in rows if r.get("status", "succeeded") == "succeeded" and r.get("variant") != UNTUNED]
     size = _comparison_size(cfg) if (cfg.get("sizes") or cfg.get("comparisons")) else (
         min((r["size"] for r in ok), default=0))
@@ -1747,9 +1753,7 @@ def comparison_pairs(rows: Sequence[Mapping[str, Any]], config: SweepConfig | Ma
     else:
         wanted = []
         for v in variants:
-            kinds = {"data": base_spec.data, "selection": base_spec.selection, "train_on": base_spec.train_on,
-                     **{k: x for k, x in v.items() if k != "size"}}
-            spec = RunSpec(int(v.get("size", size)), 0, **kinds)
+            spec = _side_spec(_side_dict(_as_config(cfg), v, f"comparison variant {v!r}"))
             if spec.variant != base and (spec.variant, spec.size) not in wanted:
                 wanted.append((spec.variant, spec.size))
     for variant, n in wanted:
@@ -1770,26 +1774,28 @@ def comparison_pairs(rows: Sequence[Mapping[str, Any]], config: SweepConfig | Ma
     return pairs
 
 
-def _seed_outcomes(runs_: Sequence[Mapping[str, Any]], metric: str, cache: dict[str, dict]) -> dict[Any, dict]:
-    """{seed: {prompt: outcome}} of ``metric`` for the runs whose evaluation answers are on disk."""
+def _run_outcomes(run: Mapping[str, Any], cache: dict[str, dict]) -> dict[str, dict]:
+    """{metric: {prompt: outcome}} of one run (``stats.per_prompt_outcomes`` of ``<run_dir>/eval``, read once
+    into ``cache``); {} when its answers are not on disk."""
     from . import stats
 
-    out = {}
-    for r in runs_:
-        eval_dir = str(Path(r["run_dir"]) / "eval")
-        if eval_dir not in cache:
-            try:
-                cache[eval_dir] = stats.per_prompt_outcomes(eval_dir, side=None)
-            except FileNotFoundError:
-                cache[eval_dir] = {}
-        if cache[eval_dir].get(metric):
-            out[r["seed"]] = cache[eval_dir][metric]
-    return out
+    eval_dir = str(Path(run["run_dir"]) / "eval")
+    if eval_dir not in cache:
+        try:
+            cache[eval_dir] = stats.per_prompt_outcomes(eval_dir, side=None)
+        except FileNotFoundError:
+            cache[eval_dir] = {}
+    return cache[eval_dir]
+
+
+def _seed_outcomes(runs_: Sequence[Mapping[str, Any]], metric: str, cache: dict[str, dict]) -> dict[Any, dict]:
+    """{seed: {prompt: outcome}} of ``metric`` for the runs whose evaluation answers are on disk."""
+    return {r["seed"]: outcomes[metric] for r in runs_ if (outcomes := _run_outcomes(r, cache)).get(metric)}
 
 
 def comparison_effects(rows: Sequence[Mapping[str, Any]], config: SweepConfig | Mapping[str, Any],
                        metrics: Sequence[str] = CASE_STUDY_METRICS, n_boot: int = 2000,
-                       seed: int = 0) -> list[dict[str, Any]]:
+                       seed: int = 0, cache: dict[str, dict] | None = None) -> list[dict[str, Any]]:
     """The paired effect of every comparison of :func:`comparison_pairs`, per metric.
 
     Each run's per-prompt outcomes come from its evaluation answers (``stats.per_prompt_outcomes`` of
@@ -1800,6 +1806,7 @@ def comparison_effects(rows: Sequence[Mapping[str, Any]], config: SweepConfig | 
     Args:
         rows: the per-run result rows. config: the sweep's config (or its dict).
         metrics: the metrics (default the case study's four). n_boot, seed: the bootstrap's.
+        cache: the runs' per-prompt outcomes already read (as in :func:`summarize`).
     Returns:
         One row per (comparison, metric): :data:`EFFECT_COLUMNS` (``resolved`` is "resolved" when the 95%
         interval excludes 0, else "not resolved"; effects in the metric's unit: shares 0-1, tone points),
@@ -1808,7 +1815,7 @@ def comparison_effects(rows: Sequence[Mapping[str, Any]], config: SweepConfig | 
     """
     from . import stats
 
-    cache: dict[str, dict] = {}
+    cache = {} if cache is None else cache
     out = []
     for name, variant_runs, baseline_runs in comparison_pairs(rows, config):
         for metric in metrics:
@@ -1965,15 +1972,13 @@ def size_curve_verdicts(effects: Sequence[Mapping[str, Any]],
         curve's largest size), ``verdict`` (a sentence), ``guidance`` (the :data:`SIZE_GUIDANCE` label),
         ``guidance_minimum``, ``guidance_optimal`` (ranges as text) and ``against_guidance`` (a sentence).
     """
-    pattern = re.compile(r"n=(\d+) vs n=(\d+) \(step\)$")
+    pattern = re.compile(r" n=(\d+) vs n=(\d+)( \(step\))?$")
     out = []
     for metric in metrics:
-        rows = [e for e in effects if e["metric"] == metric and pattern.search(e["comparison"])]
-        if not rows:   # two sizes: the largest-vs-smallest comparison is the curve's one step
-            rows = [dict(e, comparison=e["comparison"] + " (step)") for e in effects if e["metric"] == metric
-                    and re.search(r" n=(\d+) vs n=(\d+)$", e["comparison"])]
-        steps = sorted(((int(m.group(2)), int(m.group(1)), e) for e in rows
-                        if (m := pattern.search(e["comparison"]))), key=lambda t: t[0])
+        sized = [(m, e) for e in effects if e["metric"] == metric and (m := pattern.search(e["comparison"]))]
+        # the steps; with two sizes, the largest-vs-smallest comparison is the curve's one step
+        chosen = [(m, e) for m, e in sized if m.group(3)] or sized
+        steps = sorted(((int(m.group(2)), int(m.group(1)), e) for m, e in chosen), key=lambda t: t[0])
         if not steps:
             continue
         largest = steps[-1][1]
@@ -2027,20 +2032,19 @@ def size_curve_table(verdicts: Sequence[Mapping[str, Any]]):
 PER_PROMPT_COLUMNS = ("run_id", "variant", "size", "seed", "metric", "prompt", "outcome")
 
 
-def per_prompt_rows(rows: Sequence[Mapping[str, Any]], metrics: Sequence[str] = CASE_STUDY_METRICS
-                    ) -> list[dict[str, Any]]:
+def per_prompt_rows(rows: Sequence[Mapping[str, Any]], metrics: Sequence[str] = CASE_STUDY_METRICS,
+                    cache: dict[str, dict] | None = None) -> list[dict[str, Any]]:
     """Every run's per-prompt outcome of every metric (``stats.per_prompt_outcomes`` of ``<run>/eval``), one
     row each: what the bootstrap intervals and paired effects resample, in one table anyone can re-analyse.
-    Runs without an answers file are left out."""
-    from . import stats
-
+    Runs without an answers file are left out. ``cache``: as in :func:`summarize`."""
+    cache = {} if cache is None else cache
     out = []
     for r in rows:
         if r.get("status", "succeeded") != "succeeded" or not r.get("run_dir"):
             continue
         try:
-            outcomes = stats.per_prompt_outcomes(Path(r["run_dir"]) / "eval", side=None)
-        except (FileNotFoundError, ValueError):   # no answers, or an answers file the intervals cannot use either
+            outcomes = _run_outcomes(r, cache)
+        except ValueError:   # an answers file the intervals cannot use either (two answers with the same id)
             continue
         for metric in metrics:
             for prompt, value in (outcomes.get(metric) or {}).items():

@@ -483,15 +483,7 @@ def run_succeeded(run_dir: str | Path) -> bool:
     Returns:
         True when its manifest says ``status: succeeded``.
     """
-    import json
-
-    path = Path(run_dir) / "manifest.json"
-    if not path.exists():
-        return False
-    try:
-        return json.loads(path.read_text(encoding="utf-8")).get("status") == "succeeded"
-    except ValueError:
-        return False
+    return runs.read_manifest(run_dir).get("status") == "succeeded"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -614,13 +606,6 @@ def small_results(folder: Path) -> list[Path]:
             and f.name != "manifest.json" and f.stat().st_size <= PUBLISH_MAX_BYTES]
 
 
-def _manifest(run_dir: Path) -> dict[str, Any]:
-    try:
-        return json.loads((run_dir / "manifest.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
-
-
 def publish_chain(chain_dir: str | Path, docs_dir: str | Path | None = None) -> dict[str, list[Path]]:
     """Copy a finished chain (``make demo``) into the repository's docs: the executed lessons and their results.
 
@@ -681,7 +666,7 @@ def publish_chain(chain_dir: str | Path, docs_dir: str | Path | None = None) -> 
             written["results" if named else "lessons"].append(Path(shutil.copy2(executed, where / executed.name)))
         for f in small_results(run_dir):
             written["results"].append(Path(shutil.copy2(f, target / f.name)))
-        manifest = _manifest(run_dir)
+        manifest = runs.read_manifest(run_dir)
         for sub in PUBLISH_SUBDIRS:
             # the sweep inside the run folder, or the one its manifest names (a sweep folder of its own), once:
             # notebook 05 names the sweep that 04 ran

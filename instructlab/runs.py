@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 __all__ = ["runs_root", "new_run_dir", "ensure_run_dir", "package_versions", "fingerprint", "write_json", "write_jsonl",
-           "read_jsonl", "write_manifest", "RunDirInUseError", "describe_run", "check_run_dir", "record_resume"]
+           "read_jsonl", "write_manifest", "read_manifest", "RunDirInUseError", "describe_run", "check_run_dir", "record_resume"]
 
 RUNS_ROOT_ENV = "INSTRUCTLAB_RUNS"
 TRACKED_PACKAGES = (
@@ -128,6 +128,15 @@ def read_jsonl(path: str | Path) -> list[Any]:
     """Read a JSONL file written by :func:`write_jsonl`."""
     with Path(path).open(encoding="utf-8") as f:
         return [json.loads(line) for line in f if line.strip()]
+
+
+def read_manifest(run_dir: str | Path) -> dict[str, Any]:
+    """The ``manifest.json`` of ``run_dir`` as a dict; {} when there is none or it is not valid JSON."""
+    path = Path(run_dir) / "manifest.json"
+    try:
+        return json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
+    except ValueError:
+        return {}
 
 
 def write_manifest(run_dir: str | Path, **fields: Any) -> Path:
