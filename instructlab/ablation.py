@@ -928,8 +928,9 @@ def run_is_finished(task: Mapping[str, Any]) -> bool:
 def _evaluation_matches(task: Mapping[str, Any]) -> bool:
     """True when the run's finished evaluation answered the prompts and token budget its parameters resolve to
     now (``metrics.eval_settings``: -1 prompts or 0 tokens mean the profile's, so an edit of the profile's
-    evaluation settings changes them while the parameters, and the signature, stay the same). Such a run keeps
-    its training and only evaluates again."""
+    evaluation settings changes them while the parameters, and the signature, stay the same), in the precision
+    generation runs in now (``experiment.generation_dtype``). Such a run keeps its training and only evaluates
+    again."""
     from . import metrics
 
     params = task["eval_params"]
@@ -939,7 +940,9 @@ def _evaluation_matches(task: Mapping[str, Any]) -> bool:
         records = metrics.select_per_category(runs.read_jsonl(experiment.repo_path(params["eval_path"])), n)
     except (OSError, ValueError, KeyError):
         return False
-    return recorded.get("max_new_tokens") == tokens and recorded.get("eval_fingerprint") == runs.fingerprint(records)
+    # answers from before the generation dtype was recorded were all generated in fp32
+    return (recorded.get("max_new_tokens") == tokens and recorded.get("eval_fingerprint") == runs.fingerprint(records)
+            and recorded.get("generation_dtype", "float32") == experiment.generation_dtype())
 
 
 def _training_matches(task: Mapping[str, Any]) -> bool:

@@ -25,7 +25,8 @@ from typing import Any, Iterator
 
 import torch
 
-__all__ = ["keep_mask", "FastDropout", "use_fast_dropout", "LeanLogProb", "lean_lm_head_on_cpu"]
+__all__ = ["keep_mask", "FastDropout", "use_fast_dropout", "LeanLogProb", "lean_lm_head_on_cpu",
+           "batch_invariant", "invariant_attention_forward", "needs_batch_invariance"]
 
 _WORD_LANES = 4  # 16-bit random lanes in one int64 draw
 
@@ -272,3 +273,136 @@ def use_short_attention(model: torch.nn.Module) -> None:
     AttentionInterface.register(SHORT_ATTENTION, short_attention_forward)
     ALL_MASK_ATTENTION_FUNCTIONS.register(SHORT_ATTENTION, sdpa_mask)
     model.set_attn_implementation(SHORT_ATTENTION)
+
+
+# ----------------------------------------------------------------------------- batch-invariant generation
+
+INVARIANT_ATTENTION = "kit_cpu_invariant"  # the attention implementation's name, registered with transformers
+_MASK_RANGES: list[Any] = [None, None]  # (the last attention mask seen, its rows' (q0, lo, hi) ranges)
+
+
+def _row_ranges(mask: torch.Tensor | None, q: int, k: int, b: int) -> list[tuple[int, int, int, bool]]:
+    """Per batch row: (first real query, first and one-past-last key the last query sees, contiguous).
+
+    Left padding puts a row's pad tokens first: its real queries are those that see any key, and the last
+    query sees every real key so far. Computed once per mask (every layer of one forward pass gets the same
+    tensor), in a few vectorised operations."""
+    if mask is None:  # no padding, prefill from position 0 (transformers skips the mask): top-left causal
+        return [(0, 0, q if q > 1 else k, True)] * b
+    if _MASK_RANGES[0] is mask:
+        return _MASK_RANGES[1]
+    allowed = mask[:, 0]                                 # [b, q, k]
+    q0 = allowed.any(-1).to(torch.int8).argmax(-1)
+    last = allowed[:, -1].to(torch.int8)                 # [b, k]: the keys the last query sees
+    lo = last.argmax(-1)
+    hi = k - last.flip(-1).argmax(-1)
+    dense = last.sum(-1) == hi - lo
+    ranges = list(zip(q0.tolist(), lo.tolist(), hi.tolist(), dense.tolist()))
+    _MASK_RANGES[0], _MASK_RANGES[1] = mask, ranges  # holding the mask: a new one is a new object
+    return ranges
+
+
+def invariant_attention_forward(module: torch.nn.Module, query: torch.Tensor, key: torch.Tensor,
+                                value: torch.Tensor, attention_mask: torch.Tensor | None, dropout: float = 0.0,
+                                scaling: float | None = None, is_causal: bool | None = None,
+                                **kwargs: Any) -> tuple[torch.Tensor, None]:
+    """Attention whose result for a sequence does not depend on the other sequences of its batch.
+
+    Batched generation pads prompts on the left and keeps every sequence's keys in one static cache, so the
+    same sequence meets SDPA at another offset and length than when it is generated alone. The kernel then
+    sums the same terms in another order: 1e-7 apart in fp32, but rounded to bf16 (8-bit mantissa) that
+    flips the last bit of some activations, which changes near-tied greedy choices (13 of 32 SmolLM2
+    answers identical, 64 new tokens). Here each sequence is attended alone, on exactly its real queries and
+    keys (padding and empty cache slots sliced away), with the same SDPA calls it gets when generated alone:
+    the same bits, hence the same answers, at any batch size. Decoding steps pack the query heads that share
+    a key/value head into one call, as transformers does. Anything else (dropout, soft-capping, a position
+    bias, a paged cache, a float mask) goes to transformers' SDPA function unchanged.
+
+    The signature is transformers' attention-function interface; :func:`batch_invariant` installs it.
+    """
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+    if not (dropout == 0 and kwargs.get("softcap") is None and kwargs.get("position_bias") is None
+            and kwargs.get("cache") is None and (attention_mask is None or attention_mask.dtype == torch.bool)):
+        return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling,
+                                      is_causal=is_causal, **kwargs)
+    b, heads, q, d = query.shape
+    kv_heads = key.shape[1]
+    groups = heads // kv_heads
+    scale = scaling if scaling is not None else d ** -0.5
+    sdpa = torch.nn.functional.scaled_dot_product_attention
+    ranges = _row_ranges(attention_mask, q, key.shape[2], b)
+    if q == 1:  # a decoding step: one query per sequence; the heads of one key/value head as its rows
+        outs = []
+        for i, (_, lo, hi, dense) in enumerate(ranges):
+            mask = None if dense else attention_mask[i:i + 1, :, :, lo:hi]
+            outs.append(sdpa(query[i:i + 1].reshape(1, kv_heads, groups, d), key[i:i + 1, :, lo:hi],
+                             value[i:i + 1, :, lo:hi], attn_mask=mask, scale=scale))
+        return torch.cat(outs).view(b, heads, 1, d).transpose(1, 2), None
+    out = query.new_zeros(b, q, heads, d)  # pad queries: zeros (nothing attends to them)
+    for i, (q0, lo, hi, _) in enumerate(ranges):
+        if attention_mask is None:
+            mask = torch.ones(q, hi, dtype=torch.bool, device=query.device).tril()[None, None]
+        else:
+            mask = attention_mask[i:i + 1, :, q0:, lo:hi]
+        o = sdpa(query[i:i + 1, :, q0:], key[i:i + 1, :, lo:hi], value[i:i + 1, :, lo:hi], attn_mask=mask,
+                 scale=scale, enable_gqa=groups > 1)
+        out[i, q0:] = o[0].transpose(0, 1)
+    return out, None
+
+
+def _two_row_forward(linear: torch.nn.Linear) -> Any:
+    def forward(x: torch.Tensor) -> torch.Tensor:
+        if x.dim() >= 2 and x.numel() == x.shape[-1]:  # one row: compute it as the first of two
+            return torch.nn.functional.linear(x.expand(*x.shape[:-2], 2, x.shape[-1]), linear.weight,
+                                              linear.bias)[..., :1, :]
+        return torch.nn.functional.linear(x, linear.weight, linear.bias)
+    return forward
+
+
+@contextlib.contextmanager
+def batch_invariant(model: torch.nn.Module) -> Iterator[None]:
+    """Inside: ``model``'s greedy answers are the same bits at any batch size (CPU, bf16 or fp16 weights).
+
+    Two sources of batch dependence are removed, each measured on SmolLM2-135M in bf16 (2-core AVX512-BF16):
+
+    * attention, by :func:`invariant_attention_forward` (padding and cache slots sliced away per sequence);
+    * the one-row matmul: oneDNN computes ``linear`` on a single row (a decoding step of one sequence) with
+      another kernel than on several, which rounds some outputs differently (33 of 299 rows of the
+      1536 -> 576 down projection). Each ``nn.Linear`` computes a single row as the first of two equal rows,
+      as it does inside a batch.
+
+    Layer norms, activations, rotary embeddings and linear layers on several rows give each row the same bits
+    whatever the batch (checked). fp32 generation needs none of this: its rounding differences stay ~1e-7
+    and did not change a greedy answer (32 of 32 identical), so the fp32 path is left as it is.
+
+    Args:
+        model: a transformers causal LM, or a PeftModel around one.
+    """
+    from transformers import AttentionInterface
+    from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, sdpa_mask
+
+    AttentionInterface.register(INVARIANT_ATTENTION, invariant_attention_forward)
+    ALL_MASK_ATTENTION_FUNCTIONS.register(INVARIANT_ATTENTION, sdpa_mask)
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    previous = base.config._attn_implementation
+    linears = {m: m.__dict__.get("forward") for m in model.modules() if isinstance(m, torch.nn.Linear)}
+    base.set_attn_implementation(INVARIANT_ATTENTION)
+    for linear in linears:
+        linear.forward = _two_row_forward(linear)
+    try:
+        yield
+    finally:
+        for linear, own in linears.items():
+            if own is None:
+                del linear.forward
+            else:
+                linear.forward = own
+        base.set_attn_implementation(previous)
+        _MASK_RANGES[0] = _MASK_RANGES[1] = None
+
+
+def needs_batch_invariance(model: torch.nn.Module) -> bool:
+    """True for a model on CPU with bf16 or fp16 weights: the case :func:`batch_invariant` is for."""
+    p = next(model.parameters())
+    return p.device.type == "cpu" and p.dtype in (torch.bfloat16, torch.float16)

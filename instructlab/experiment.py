@@ -279,6 +279,13 @@ class EvalRun:
     result: dict[str, Any]
 
 
+def generation_dtype() -> str:
+    """The precision eval answers are generated in here (``models.device_settings().dtype``), e.g. ``"bfloat16"``."""
+    from . import models
+
+    return str(models.device_settings().dtype).replace("torch.", "")
+
+
 def _answer(model_name: str, adapter: str | None, records: list[dict], max_new_tokens: int, batch_size: int,
             side: str, report: Callable[[str], None] | None) -> list[str]:
     from . import generate, models
@@ -371,7 +378,7 @@ def eval_run(params: EvalParams | Mapping[str, Any], run_dir: str | Path, *, ton
     main_side = "after" if "after" in reports else "before"
     result = {"kind": "evaluation", "params": asdict(params), "model": model_name, "adapter": params.adapter or None,
               "eval_path": str(eval_file), "eval_fingerprint": runs.fingerprint(records), "n_prompts": len(records),
-              "max_new_tokens": max_new_tokens, "side": main_side,
+              "max_new_tokens": max_new_tokens, "generation_dtype": generation_dtype(), "side": main_side,
               "metrics": {k: m.value for k, m in reports[main_side].metrics.items()},
               "n": {k: m.n for k, m in reports[main_side].metrics.items()},
               "sides": {side: {k: m.value for k, m in rep.metrics.items()} for side, rep in reports.items()},

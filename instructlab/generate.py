@@ -10,9 +10,12 @@ CPU idle (a 135M model is dominated by per-step overhead), so :func:`generate_an
 * padding goes on the **left**, so every prompt ends right where generation starts and the KV cache
   continues each sequence from its last real token (transformers derives the position ids from the
   attention mask);
-* decoding is greedy (``do_sample=False``), so the answers are deterministic and, up to floating
-  point rounding, identical to one-by-one generation (:func:`generate_one_by_one`, kept as the
-  reference and for ``benchmarks/generation_speed.py``).
+* decoding is greedy (``do_sample=False``), so the answers are deterministic and identical to
+  one-by-one generation (:func:`generate_one_by_one`, kept as the reference and for
+  ``benchmarks/generation_speed.py``). In fp32 that holds up to rounding that has not changed an answer
+  (tested); with bf16 or fp16 weights on CPU, where such rounding does change answers, generation runs
+  inside :func:`instructlab.cpu_kernels.batch_invariant`, which makes every answer the same bits at any
+  batch size.
 
 Works for base models (with the chat template :func:`instructlab.models.load_tokenizer` gives them),
 instruct models and ``peft.PeftModel`` (base + LoRA adapter).
@@ -25,6 +28,7 @@ from typing import Any, Iterator, Sequence
 
 import torch
 
+from . import cpu_kernels
 from .masking import rendered_ids
 
 __all__ = ["prompt_messages", "render_prompts", "stop_token_ids", "generate_answers", "generate_one_by_one"]
@@ -116,8 +120,10 @@ def _generate_batch(model: Any, tokenizer: Any, texts: list[str], config: Any) -
     with _left_padding(tokenizer):
         enc = tokenizer.pad({"input_ids": ids}, padding=True, return_attention_mask=True, return_tensors="pt")
     enc = {k: v.to(_model_device(model)) for k, v in enc.items()}
-    out = model.generate(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"],
-                         generation_config=config)
+    invariant = cpu_kernels.needs_batch_invariance(model)  # bf16 on CPU: same bits at any batch size
+    with cpu_kernels.batch_invariant(model) if invariant else contextlib.nullcontext():
+        out = model.generate(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"],
+                             generation_config=config)
     new = out[:, enc["input_ids"].shape[1]:]
     return [tokenizer.decode(row, skip_special_tokens=True).strip() for row in new]
 

@@ -346,8 +346,8 @@ class LocalChat:
         adapter: optional PEFT adapter folder (or a run folder containing ``adapter/``).
         max_new_tokens: generation budget per answer.
         dtype: weights' dtype, e.g. ``"float32"``; None = :func:`instructlab.models.device_settings`'s
-            (bf16 on a CPU with native bf16, else fp32). Given explicitly, it is part of ``settings()``
-            and so of the response cache key.
+            (bf16 on a CPU with native bf16, else fp32). Given explicitly, or resolved to anything but fp32,
+            it is part of ``settings()`` and so of the response cache key.
 
     The model is loaded on the first call. Calls are serialised (one generation at a time),
     so :func:`complete_many` runs a local model with concurrency 1.
@@ -371,7 +371,16 @@ class LocalChat:
     def settings(self) -> dict:
         settings = {"backend": "local", "model": self.model_name_or_path, "adapter": self.adapter,
                     "max_new_tokens": self.max_new_tokens, "do_sample": False}
-        return {**settings, "dtype": self.dtype} if self.dtype else settings  # old cache keys stay valid
+        # The precision decides the answers: named in the key unless it is fp32, so that keys from before
+        # bf16 generation (all fp32 on CPU) stay valid and a bf16 answer never stands in for an fp32 one.
+        dtype = self.dtype or self._resolved_dtype()
+        return {**settings, "dtype": dtype} if self.dtype or dtype != "float32" else settings
+
+    @staticmethod
+    def _resolved_dtype() -> str:
+        from instructlab.models import device_settings
+
+        return str(device_settings().dtype).replace("torch.", "")
 
     def _load(self):
         if self._model is None:

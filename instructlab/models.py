@@ -76,6 +76,9 @@ class DefaultChatTemplateWarning(UserWarning):
 # ----------------------------------------------------------------------------- device & precision
 
 DTYPE_ENV = "INSTRUCTLAB_DTYPE"
+#: Forces the precision of generation alone (eval answers, local judge and teacher): ``float32`` reproduces
+#: answers generated before bf16 generation became the default on CPUs with native bf16.
+GENERATION_DTYPE_ENV = "INSTRUCTLAB_GENERATION_DTYPE"
 #: Names ``INSTRUCTLAB_DTYPE`` / ``device_settings(dtype=...)`` accept for forcing a CPU precision.
 DTYPE_NAMES: dict[str, torch.dtype] = {"bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
                                        "float32": torch.float32, "fp32": torch.float32}
@@ -243,22 +246,36 @@ def _forced_dtype(dtype: torch.dtype | str | None) -> tuple[torch.dtype | None, 
     return DTYPE_NAMES[name], source
 
 
+def _generation_dtype() -> torch.dtype | None:
+    """``$INSTRUCTLAB_GENERATION_DTYPE`` as a dtype (None: unset): generation's precision alone."""
+    value = os.environ.get(GENERATION_DTYPE_ENV) or None
+    if value is None:
+        return None
+    name = value.strip().lower()
+    if name not in DTYPE_NAMES:
+        raise ValueError(f"{GENERATION_DTYPE_ENV}={value!r} is not a precision the kit knows: use one of "
+                         f"{sorted(DTYPE_NAMES)} (or unset it: generation then follows the training precision).")
+    return DTYPE_NAMES[name]
+
+
 def _cpu_settings(dtype: torch.dtype | str | None) -> DeviceSettings:
-    """CPU settings: bf16 training where the CPU computes it natively, else fp32; see device_settings."""
+    """CPU settings: bf16 where the CPU computes it natively, else fp32; see device_settings."""
     forced, source = _forced_dtype(dtype)
     probe = cpu_precision()
     chosen = forced if forced is not None else (torch.bfloat16 if probe.native_bf16 else torch.float32)
     bf16 = chosen == torch.bfloat16
     cores = f"CPU ({os.cpu_count()} cores)"
     if forced is None:
-        # Generation stays fp32 unless forced: in bf16, batched greedy answers differ from one-by-one ones
-        # (13 of 32 identical, SmolLM2, 64 tokens), although they came 2.15x faster than fp32 (idle machine).
-        what = (f"bf16: {probe.summary}; training in bf16, generation in fp32" if bf16
+        what = (f"bf16: {probe.summary}; training and generation in bf16" if bf16
                 else f"fp32, bf16: {probe.summary}")
-        return DeviceSettings("cpu", torch.float32, bf16, False, True, False, f"{cores}, {what}", source, chosen)
-    how = f"{DTYPE_ENV}={os.environ.get(DTYPE_ENV)}" if source == DTYPE_ENV else f"dtype={dtype}"
-    what = f"{'bf16' if bf16 else 'fp32'} forced by {how}; bf16 on this CPU: {probe.summary}"
-    return DeviceSettings("cpu", chosen, bf16, False, True, False, f"{cores}, {what}", source, chosen)
+    else:
+        how = f"{DTYPE_ENV}={os.environ.get(DTYPE_ENV)}" if source == DTYPE_ENV else f"dtype={dtype}"
+        what = f"{'bf16' if bf16 else 'fp32'} forced by {how}; bf16 on this CPU: {probe.summary}"
+    generation = _generation_dtype()
+    if generation is not None and generation != chosen:
+        name = str(generation).replace("torch.", "")
+        what += f"; generation in {'bf16' if generation == torch.bfloat16 else 'fp32'} ({GENERATION_DTYPE_ENV}={name})"
+    return DeviceSettings("cpu", generation or chosen, bf16, False, True, False, f"{cores}, {what}", source, chosen)
 
 
 def device_settings(device: str | None = None, dtype: torch.dtype | str | None = None) -> DeviceSettings:
@@ -273,11 +290,11 @@ def device_settings(device: str | None = None, dtype: torch.dtype | str | None =
         DeviceSettings. CUDA: bf16 where ``torch.cuda.is_bf16_supported()``, else fp16 mixed precision.
         MPS: fp32 (fp16 autocast on MPS is still fragile for training). CPU with native bf16 (flag and
         probe): bf16 autocast for training (``bf16=True``, frozen base in bf16: ``training_dtype``; LoRA
-        parameters and optimizer state stay fp32) and fp32 weights for generation (``dtype``), because
-        batched bf16 generation is not batch-invariant; forcing ``bfloat16`` makes generation bf16 too.
-        CPU with emulated bf16: fp32, ``bf16=False``, ``fp16=False``. ``description`` names the choice and
-        its reason, e.g. ``CPU (2 cores), bf16: native (avx512_bf16), 975 vs 223 GFLOP/s; training in
-        bf16, generation in fp32``.
+        parameters and optimizer state stay fp32) and bf16 weights for generation (``dtype``: eval answers,
+        local judge and teacher; batch-invariant, see :func:`instructlab.cpu_kernels.batch_invariant`).
+        ``$INSTRUCTLAB_GENERATION_DTYPE`` sets generation's precision alone. CPU with emulated bf16: fp32,
+        ``bf16=False``, ``fp16=False``. ``description`` names the choice and its reason, e.g. ``CPU (2
+        cores), bf16: native (avx512_bf16), 975 vs 223 GFLOP/s; training and generation in bf16``.
     Raises:
         ValueError: an unknown device, one that is not available on this machine, or an unknown
             ``dtype`` / ``$INSTRUCTLAB_DTYPE`` value (the message lists the valid ones).

@@ -712,3 +712,31 @@ def test_a_sweep_run_in_a_relative_folder_and_then_moved_still_finds_its_answers
     assert _stable(again.comparisons) == _stable(first.comparisons)
     rows = list(csv.DictReader(open(tmp_path / "elsewhere" / "moved" / "per_prompt.csv")))
     assert {r["run_id"] for r in rows} == {r["run_id"] for r in first.rows}
+
+
+@pytest.mark.slow
+def test_another_generation_dtype_evaluates_again_without_retraining(tmp_path, monkeypatch):
+    """Answers generated in one precision are not kept for a sweep that now generates in another
+    (``INSTRUCTLAB_GENERATION_DTYPE``): the run keeps its training and is evaluated again; an evaluation
+    from before the dtype was recorded counts as fp32, as every one was."""
+    cfg = tiny_config(sizes=[4], seeds=[0], evaluate_untuned=False)
+    sweep_dir, run_id = tmp_path / "sweep", "clean-random-assistant-n4-s0"
+    monkeypatch.setenv("INSTRUCTLAB_GENERATION_DTYPE", "float32")
+    calls = Calls(monkeypatch)
+    first = ablation.run_sweep(cfg, sweep_dir, progress=lambda s: None)
+    assert not first.failed and calls.train == calls.eval == [run_id]
+    result_file = Path(first.rows[0]["run_dir"]) / "eval" / experiment.RESULT_FILE
+    assert json.loads(result_file.read_text())["generation_dtype"] == "float32"
+    monkeypatch.setenv("INSTRUCTLAB_GENERATION_DTYPE", "bfloat16")
+    calls = Calls(monkeypatch)
+    again = ablation.run_sweep(cfg, sweep_dir, progress=lambda s: None)
+    assert not again.failed and calls.train == [] and calls.eval == [run_id]       # evaluated again only
+    assert json.loads(result_file.read_text())["generation_dtype"] == "bfloat16"
+    calls = Calls(monkeypatch)
+    assert ablation.run_sweep(cfg, sweep_dir, progress=lambda s: None).rows[0]["skipped"] and calls.eval == []
+    recorded = json.loads(result_file.read_text())
+    del recorded["generation_dtype"]                                                   # an older run folder
+    result_file.write_text(json.dumps(recorded))
+    monkeypatch.setenv("INSTRUCTLAB_GENERATION_DTYPE", "float32")
+    calls = Calls(monkeypatch)
+    assert ablation.run_sweep(cfg, sweep_dir, progress=lambda s: None).rows[0]["skipped"] and calls.eval == []
