@@ -39,9 +39,10 @@ demo: setup
 	$(PY) -m instructlab demo --profile quick
 
 # The reference sweep (configs/sweep_reference.yaml, 107 min measured on a 2-core CPU; resumes its finished runs) with
-# notebooks 04 and 05, published into docs/results/reference/.
+# notebooks 04 and 05, published into docs/results/reference/. Its published answers were generated in fp32, so it
+# keeps fp32 generation unless INSTRUCTLAB_GENERATION_DTYPE says otherwise (bf16 then evaluates every run again).
 reference: setup
-	$(PY) -m instructlab reference --publish
+	INSTRUCTLAB_GENERATION_DTYPE=$${INSTRUCTLAB_GENERATION_DTYPE:-float32} $(PY) -m instructlab reference --publish
 
 # The lessons are jupytext text notebooks (notebooks/NN_name.py): a double click opens one as a notebook
 # (configs/jupyterlab/overrides.json, installed into the venv), and saving writes the .py back, cell by cell.

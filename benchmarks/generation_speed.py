@@ -3,17 +3,18 @@ and against the fp32 path.
 
     python benchmarks/generation_speed.py                       # smollm2-135m-instruct, 32 eval prompts
     python benchmarks/generation_speed.py --model tiny-random --n 8 --max-new-tokens 16
-    INSTRUCTLAB_DTYPE=bfloat16 python benchmarks/generation_speed.py  # bf16 generation, against fp32 batched
-                                        # (the kit generates in fp32 unless bf16 is forced: see docs/training.md)
+    INSTRUCTLAB_GENERATION_DTYPE=float32 python benchmarks/generation_speed.py  # the fp32 path alone
+                                        # (a CPU with native bf16 generates in bf16: see docs/training.md)
 
 Every run answers the same eval prompts with the same greedy settings, interleaved chunk by chunk (the order
 rotating) so that the load of a shared machine affects all alike; throughput counts the new tokens of the
 answers (not padding). Runs, in the precision ``models.device_settings()`` chose ("the path"):
 
 * batched and one-by-one: their ratio (the kit's target is >= 4x on CPU) and how many answers are identical;
-* where the path is bf16, also batched generation in fp32 (the kit's path before bf16, and the path of a
-  CPU without native bf16): the bf16 / fp32 ratio (target >= 2x). ``--fp32-one-by-one`` adds fp32
-  one-by-one generation, for the fp32 batched / one-by-one ratio.
+* where the path is bf16 (batch-invariant kernels, ``cpu_kernels.batch_invariant``), also batched generation
+  in fp32 (the kit's path before bf16 generation, and the path of a CPU without native bf16): the bf16 / fp32
+  ratio (target >= 2x). ``--fp32-one-by-one`` adds fp32 one-by-one generation, for the fp32 batched /
+  one-by-one ratio.
 
 Also printed: the bf16 and fp32 matmul rates of this CPU, measured in the same run. ``--out`` writes the
 numbers as JSON.

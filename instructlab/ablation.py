@@ -940,9 +940,8 @@ def _evaluation_matches(task: Mapping[str, Any]) -> bool:
         records = metrics.select_per_category(runs.read_jsonl(experiment.repo_path(params["eval_path"])), n)
     except (OSError, ValueError, KeyError):
         return False
-    # answers from before the generation dtype was recorded were all generated in fp32
     return (recorded.get("max_new_tokens") == tokens and recorded.get("eval_fingerprint") == runs.fingerprint(records)
-            and recorded.get("generation_dtype", "float32") == experiment.generation_dtype())
+            and experiment.generation_dtype_matches(Path(task["run_dir"]) / "eval"))
 
 
 def _training_matches(task: Mapping[str, Any]) -> bool:

@@ -1,7 +1,8 @@
-"""Two CPU replacements for the parts of a LoRA step that are not matmul, each measured to pay off.
+"""CPU replacements for the parts of a LoRA step that are not matmul, each measured to pay off, and the kernels
+that make bf16 generation independent of the batch.
 
 Profiling one training step of SmolLM2-135M (LoRA r=16 on every linear layer, batch 4, bf16 autocast,
-2-core AVX512-BF16 CPU) with ``torch.profiler`` showed two costs that do almost no arithmetic:
+2-core AVX512-BF16 CPU) with ``torch.profiler`` showed costs that do almost no arithmetic:
 
 * **LoRA dropout** (``lora_dropout=0.05``): PyTorch's ``nn.Dropout`` draws one Bernoulli sample per element
   (``aten::bernoulli_``), about 18% of the step on its own. :class:`FastDropout` draws 64 random bits per call
@@ -12,21 +13,30 @@ Profiling one training step of SmolLM2-135M (LoRA r=16 on every linear layer, ba
   rate on a bf16 CPU). :class:`LeanLogProb` computes the same per-token log-probability, entropy and top-1 flag
   with ``logsumexp`` and one softmax pass, and its backward multiplies in the autocast dtype, as every other
   linear layer under autocast does.
+* **Attention on short sequences** (:func:`short_attention_forward`): two batched matmuls and a softmax
+  instead of PyTorch's CPU flash-attention kernel.
+* **The LoRA branch** (:func:`lean_lora_forward`): PEFT's casts of the bf16 input to fp32 and back, and its
+  scaling of the full-width output, removed.
 
-Both keep the math of the modules they replace (tested against them) and run only on CPU; GPUs keep TRL's and
-PyTorch's kernels. ``benchmarks/train_throughput.py`` measures each one on its own (set-ups ``d`` and ``l``).
+Each keeps the math of what it replaces (tested against it) and runs only on CPU; GPUs keep TRL's, PEFT's and
+PyTorch's kernels. ``benchmarks/train_throughput.py`` measures each one on its own (set-ups ``d``, ``l``,
+``s`` and ``r``). For generation, :func:`batch_invariant` gives bf16 greedy answers that are the same bits at
+any batch size.
 """
 
 from __future__ import annotations
 
 import contextlib
 import math
+import threading
+import warnings
 from typing import Any, Iterator
 
 import torch
 
 __all__ = ["keep_mask", "FastDropout", "use_fast_dropout", "LeanLogProb", "lean_lm_head_on_cpu",
-           "batch_invariant", "invariant_attention_forward", "needs_batch_invariance"]
+           "lean_lora_forward", "use_lean_lora", "batch_invariant", "invariant_attention_forward",
+           "needs_batch_invariance"]
 
 _WORD_LANES = 4  # 16-bit random lanes in one int64 draw
 
@@ -275,30 +285,85 @@ def use_short_attention(model: torch.nn.Module) -> None:
     model.set_attn_implementation(SHORT_ATTENTION)
 
 
+# ----------------------------------------------------------------------------- the LoRA branch
+
+def lean_lora_forward(layer: torch.nn.Module, x: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
+    """A PEFT ``lora.Linear`` forward, ``base(x) + B(A(dropout(x)) * scaling)``, without PEFT's casts.
+
+    PEFT computes ``base(x) + B(A(dropout(x.float()))) * scaling``: it casts the bf16 input up to the fp32
+    LoRA weights, so the dropout runs on an fp32 copy that autocast then casts back to bf16 for ``A``, and it
+    scales the ``tokens x out_features`` output instead of the ``tokens x r`` intermediate (r = 16). Under
+    CPU autocast the matmuls see the same bf16 operands either way; this skips the two casts, runs the
+    dropout in the input's dtype, and scales the small tensor (the same product; rounding aside, the same
+    gradients, tested). Anything else (adapters off or merged, several adapters, a LoRA variant such as
+    DoRA, extra arguments, no autocast with weights of another dtype, a GPU) runs PEFT's forward.
+    :func:`use_lean_lora` installs it.
+    """
+    active = layer.active_adapters
+    name = active[0] if len(active) == 1 else None
+    plain = (not args and not kwargs and name is not None and not layer.disable_adapters and not layer.merged
+             and x.device.type == "cpu" and name in layer.lora_A and name not in layer.lora_variant)
+    if plain:
+        lora_a = layer.lora_A[name]
+        plain = x.dtype == lora_a.weight.dtype or torch.is_autocast_enabled("cpu")
+    if not plain:
+        return type(layer).forward(layer, x, *args, **kwargs)
+    result = layer.base_layer(x)
+    update = layer.lora_B[name](lora_a(layer.lora_dropout[name](x)) * layer.scaling[name])
+    return result + update.to(result.dtype)
+
+
+def use_lean_lora(model: torch.nn.Module, enabled: bool = True) -> int:
+    """Give every PEFT ``lora.Linear`` of ``model`` :func:`lean_lora_forward` (``enabled=False``: PEFT's again).
+
+    Returns:
+        How many LoRA layers were changed.
+    """
+    import types
+
+    from peft.tuners.lora import Linear as LoraLinear
+
+    layers = [m for m in model.modules() if type(m) is LoraLinear]
+    for layer in layers:
+        if enabled:
+            layer.forward = types.MethodType(lean_lora_forward, layer)  # a bound method: deepcopy rebinds it
+        else:
+            layer.__dict__.pop("forward", None)
+    return len(layers)
+
+
 # ----------------------------------------------------------------------------- batch-invariant generation
 
 INVARIANT_ATTENTION = "kit_cpu_invariant"  # the attention implementation's name, registered with transformers
-_MASK_RANGES: list[Any] = [None, None]  # (the last attention mask seen, its rows' (q0, lo, hi) ranges)
+# Attention implementations batch_invariant replaces: SDPA, and the kit's training attention (which sends
+# anything with a cache to SDPA). Others (eager for soft-capping, flash...) are left as they are.
+_REPLACEABLE = ("sdpa", SHORT_ATTENTION)
+_MEMO = threading.local()  # per thread: (the last attention masks seen, their rows' ranges)
+_warned: set[str] = set()
 
 
 def _row_ranges(mask: torch.Tensor | None, q: int, k: int, b: int) -> list[tuple[int, int, int, bool]]:
-    """Per batch row: (first real query, first and one-past-last key the last query sees, contiguous).
+    """Per batch row: (first real query, first and one-past-last key any of its queries sees, contiguous).
 
-    Left padding puts a row's pad tokens first: its real queries are those that see any key, and the last
-    query sees every real key so far. Computed once per mask (every layer of one forward pass gets the same
-    tensor), in a few vectorised operations."""
+    Left padding puts a row's pad tokens first: its real queries are those that see any key. The key range
+    covers what every query sees (a sliding window lets early queries see keys the last one does not);
+    ``contiguous`` says whether every key in the range is seen, which a decoding step (one query) needs to
+    run without a mask. Computed once per mask (every layer of one type gets the same tensor in a forward
+    pass; Gemma-3 alternates two), in a few vectorised operations."""
     if mask is None:  # no padding, prefill from position 0 (transformers skips the mask): top-left causal
         return [(0, 0, q if q > 1 else k, True)] * b
-    if _MASK_RANGES[0] is mask:
-        return _MASK_RANGES[1]
+    memo = _MEMO.__dict__.setdefault("ranges", [])
+    for seen_mask, ranges in memo:
+        if seen_mask is mask:  # holding the mask keeps its identity unique: a new mask is a new object
+            return ranges
     allowed = mask[:, 0]                                 # [b, q, k]
     q0 = allowed.any(-1).to(torch.int8).argmax(-1)
-    last = allowed[:, -1].to(torch.int8)                 # [b, k]: the keys the last query sees
-    lo = last.argmax(-1)
-    hi = k - last.flip(-1).argmax(-1)
-    dense = last.sum(-1) == hi - lo
-    ranges = list(zip(q0.tolist(), lo.tolist(), hi.tolist(), dense.tolist()))
-    _MASK_RANGES[0], _MASK_RANGES[1] = mask, ranges  # holding the mask: a new one is a new object
+    seen = allowed.any(1).to(torch.int8)                 # [b, k]: the keys any query sees
+    lo = seen.argmax(-1)
+    hi = k - seen.flip(-1).argmax(-1)
+    contiguous = seen.sum(-1) == hi - lo
+    ranges = list(zip(q0.tolist(), lo.tolist(), hi.tolist(), contiguous.tolist()))
+    memo[:] = memo[-1:] + [(mask, ranges)]  # the last two masks
     return ranges
 
 
@@ -315,15 +380,23 @@ def invariant_attention_forward(module: torch.nn.Module, query: torch.Tensor, ke
     answers identical, 64 new tokens). Here each sequence is attended alone, on exactly its real queries and
     keys (padding and empty cache slots sliced away), with the same SDPA calls it gets when generated alone:
     the same bits, hence the same answers, at any batch size. Decoding steps pack the query heads that share
-    a key/value head into one call, as transformers does. Anything else (dropout, soft-capping, a position
-    bias, a paged cache, a float mask) goes to transformers' SDPA function unchanged.
+    a key/value head into the rows of one call (transformers' ``pack_gqa``). Anything else (dropout,
+    soft-capping, a position bias or attention sinks, a paged cache, a float or per-head mask, non-causal
+    attention) goes to transformers' SDPA function unchanged.
 
     The signature is transformers' attention-function interface; :func:`batch_invariant` installs it.
     """
     from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
-    if not (dropout == 0 and kwargs.get("softcap") is None and kwargs.get("position_bias") is None
-            and kwargs.get("cache") is None and (attention_mask is None or attention_mask.dtype == torch.bool)):
+    causal = is_causal if is_causal is not None else getattr(module, "is_causal", True)
+    extras = ("softcap", "position_bias", "cache", "s_aux", "sinks")
+    if not (causal and dropout == 0 and all(kwargs.get(name) is None for name in extras)
+            and (attention_mask is None or (attention_mask.dtype == torch.bool and attention_mask.shape[1] == 1
+                                            and attention_mask.shape[-1] == key.shape[2]))):
+        if "fallback" not in _warned:
+            _warned.add("fallback")
+            warnings.warn("batch_invariant: an attention call it does not cover (see invariant_attention_forward) "
+                          "runs transformers' SDPA; answers may then depend on the batch", stacklevel=2)
         return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling,
                                       is_causal=is_causal, **kwargs)
     b, heads, q, d = query.shape
@@ -334,8 +407,8 @@ def invariant_attention_forward(module: torch.nn.Module, query: torch.Tensor, ke
     ranges = _row_ranges(attention_mask, q, key.shape[2], b)
     if q == 1:  # a decoding step: one query per sequence; the heads of one key/value head as its rows
         outs = []
-        for i, (_, lo, hi, dense) in enumerate(ranges):
-            mask = None if dense else attention_mask[i:i + 1, :, :, lo:hi]
+        for i, (_, lo, hi, contiguous) in enumerate(ranges):
+            mask = None if contiguous else attention_mask[i:i + 1, :, :, lo:hi]
             outs.append(sdpa(query[i:i + 1].reshape(1, kv_heads, groups, d), key[i:i + 1, :, lo:hi],
                              value[i:i + 1, :, lo:hi], attn_mask=mask, scale=scale))
         return torch.cat(outs).view(b, heads, 1, d).transpose(1, 2), None
@@ -351,13 +424,15 @@ def invariant_attention_forward(module: torch.nn.Module, query: torch.Tensor, ke
     return out, None
 
 
-def _two_row_forward(linear: torch.nn.Linear) -> Any:
-    def forward(x: torch.Tensor) -> torch.Tensor:
-        if x.dim() >= 2 and x.numel() == x.shape[-1]:  # one row: compute it as the first of two
-            return torch.nn.functional.linear(x.expand(*x.shape[:-2], 2, x.shape[-1]), linear.weight,
-                                              linear.bias)[..., :1, :]
-        return torch.nn.functional.linear(x, linear.weight, linear.bias)
-    return forward
+def _two_row_linear(linear: torch.nn.Linear, x: torch.Tensor) -> torch.Tensor:
+    """``nn.Linear.forward``, a single row computed as the first of two equal rows (see batch_invariant)."""
+    if x.dim() >= 2 and x.numel() == x.shape[-1]:
+        return torch.nn.functional.linear(x.expand(*x.shape[:-2], 2, x.shape[-1]), linear.weight,
+                                          linear.bias)[..., :1, :]
+    return torch.nn.functional.linear(x, linear.weight, linear.bias)
+
+
+_LOCK = threading.RLock()  # re-entrant: a nested context (same thread) finds the model already switched
 
 
 @contextlib.contextmanager
@@ -369,37 +444,47 @@ def batch_invariant(model: torch.nn.Module) -> Iterator[None]:
     * attention, by :func:`invariant_attention_forward` (padding and cache slots sliced away per sequence);
     * the one-row matmul: oneDNN computes ``linear`` on a single row (a decoding step of one sequence) with
       another kernel than on several, which rounds some outputs differently (33 of 299 rows of the
-      1536 -> 576 down projection). Each ``nn.Linear`` computes a single row as the first of two equal rows,
-      as it does inside a batch.
+      1536 -> 576 down projection). Each plain ``nn.Linear`` (not a subclass, nor one whose forward was
+      already replaced) computes a single row as the first of two equal rows, as it does inside a batch.
 
-    Layer norms, activations, rotary embeddings and linear layers on several rows give each row the same bits
-    whatever the batch (checked). fp32 generation needs none of this: its rounding differences stay ~1e-7
-    and did not change a greedy answer (32 of 32 identical), so the fp32 path is left as it is.
+    Layer norms, activations, rotary embeddings and linear layers on 2 to 700 rows gave each row the same
+    bits whatever the batch (probed op by op). fp32 generation needs none of this: its rounding differences
+    stay ~1e-7 and did not change a greedy answer (32 of 32 identical), so the fp32 path is left as it is.
+    A model whose attention is neither SDPA nor the kit's keeps its attention (a warning says so). One model
+    is in one such context at a time (a lock; the kit generates with one model at a time anyway).
 
     Args:
         model: a transformers causal LM, or a PeftModel around one.
     """
+    import types
+
     from transformers import AttentionInterface
     from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, sdpa_mask
 
     AttentionInterface.register(INVARIANT_ATTENTION, invariant_attention_forward)
     ALL_MASK_ATTENTION_FUNCTIONS.register(INVARIANT_ATTENTION, sdpa_mask)
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    previous = base.config._attn_implementation
-    linears = {m: m.__dict__.get("forward") for m in model.modules() if isinstance(m, torch.nn.Linear)}
-    base.set_attn_implementation(INVARIANT_ATTENTION)
-    for linear in linears:
-        linear.forward = _two_row_forward(linear)
-    try:
-        yield
-    finally:
-        for linear, own in linears.items():
-            if own is None:
+    with _LOCK:
+        previous = base.config._attn_implementation
+        swap = previous in _REPLACEABLE
+        if swap:
+            base.set_attn_implementation(INVARIANT_ATTENTION)
+            swap = base.config._attn_implementation == INVARIANT_ATTENTION
+        if not swap and previous != INVARIANT_ATTENTION and previous not in _warned:
+            _warned.add(previous)
+            warnings.warn(f"batch_invariant: the model's attention ({previous!r}) is kept; its bf16 answers may "
+                          "depend on the batch", stacklevel=3)
+        linears = [m for m in model.modules() if type(m) is torch.nn.Linear and "forward" not in m.__dict__]
+        for linear in linears:
+            linear.forward = types.MethodType(_two_row_linear, linear)
+        try:
+            yield
+        finally:
+            for linear in linears:
                 del linear.forward
-            else:
-                linear.forward = own
-        base.set_attn_implementation(previous)
-        _MASK_RANGES[0] = _MASK_RANGES[1] = None
+            if swap:
+                base.set_attn_implementation(previous)
+            _MEMO.__dict__.pop("ranges", None)
 
 
 def needs_batch_invariance(model: torch.nn.Module) -> bool:

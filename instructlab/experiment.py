@@ -286,6 +286,21 @@ def generation_dtype() -> str:
     return str(models.device_settings().dtype).replace("torch.", "")
 
 
+def generation_dtype_matches(eval_dir: str | Path) -> bool:
+    """Whether the finished evaluation in ``eval_dir`` generated its answers in the precision generation runs in
+    now. A result from before the field was recorded counts as fp32 on CPU (the kit generated in fp32 there)
+    and as the device's precision elsewhere (unchanged since)."""
+    from . import models
+
+    try:
+        recorded = json.loads((Path(eval_dir) / RESULT_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    now = generation_dtype()
+    old_default = "float32" if models.device_settings().device == "cpu" else now
+    return recorded.get("generation_dtype", old_default) == now
+
+
 def _answer(model_name: str, adapter: str | None, records: list[dict], max_new_tokens: int, batch_size: int,
             side: str, report: Callable[[str], None] | None) -> list[str]:
     from . import generate, models
@@ -459,8 +474,11 @@ def select_checkpoint(model_name: str, train_dir: str | Path, dev_records: Seque
 
     tokenizer = models.load_tokenizer(model_name)
     losses = {}
+    # fp32 on CPU whatever generation runs in: the dev losses that pick the checkpoint stay those of before bf16
+    # generation, and INSTRUCTLAB_GENERATION_DTYPE does not change which checkpoint is chosen
+    dtype = "float32" if models.device_settings().device == "cpu" else None
     for path in checkpoint_candidates(train_dir):
-        model = models.load_model(model_name, adapter=path)
+        model = models.load_model(model_name, adapter=path, dtype=dtype)
         losses[str(path)] = dev_loss(model, tokenizer, dev_records)
         del model
     chosen = min(reversed(list(losses)), key=losses.get)

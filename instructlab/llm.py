@@ -373,14 +373,18 @@ class LocalChat:
                     "max_new_tokens": self.max_new_tokens, "do_sample": False}
         # The precision decides the answers: named in the key unless it is fp32, so that keys from before
         # bf16 generation (all fp32 on CPU) stay valid and a bf16 answer never stands in for an fp32 one.
+        # Only a CPU's automatic choice changed (GPUs keep the keys they had).
         dtype = self.dtype or self._resolved_dtype()
-        return {**settings, "dtype": dtype} if self.dtype or dtype != "float32" else settings
+        return {**settings, "dtype": dtype} if self.dtype or dtype not in (None, "float32") else settings
 
-    @staticmethod
-    def _resolved_dtype() -> str:
-        from instructlab.models import device_settings
+    def _resolved_dtype(self) -> str | None:
+        """The dtype the model loads in on a CPU (decided once per instance); None elsewhere."""
+        if "_auto_dtype" not in self.__dict__:
+            from instructlab.models import device_settings
 
-        return str(device_settings().dtype).replace("torch.", "")
+            hw = device_settings()
+            self._auto_dtype = str(hw.dtype).replace("torch.", "") if hw.device == "cpu" else None
+        return self._auto_dtype
 
     def _load(self):
         if self._model is None:

@@ -265,16 +265,17 @@ def _cpu_settings(dtype: torch.dtype | str | None) -> DeviceSettings:
     chosen = forced if forced is not None else (torch.bfloat16 if probe.native_bf16 else torch.float32)
     bf16 = chosen == torch.bfloat16
     cores = f"CPU ({os.cpu_count()} cores)"
+    generation = _generation_dtype()
+    other = generation is not None and generation != chosen
+    split = (f"training in {'bf16' if bf16 else 'fp32'}, generation in {'fp32' if bf16 else 'bf16'} "
+             f"({GENERATION_DTYPE_ENV}={os.environ.get(GENERATION_DTYPE_ENV)})") if other else ""
     if forced is None:
-        what = (f"bf16: {probe.summary}; training and generation in bf16" if bf16
-                else f"fp32, bf16: {probe.summary}")
+        what = (f"bf16: {probe.summary}; {split or 'training and generation in bf16'}" if bf16
+                else f"fp32, bf16: {probe.summary}" + (f"; {split}" if split else ""))
     else:
         how = f"{DTYPE_ENV}={os.environ.get(DTYPE_ENV)}" if source == DTYPE_ENV else f"dtype={dtype}"
         what = f"{'bf16' if bf16 else 'fp32'} forced by {how}; bf16 on this CPU: {probe.summary}"
-    generation = _generation_dtype()
-    if generation is not None and generation != chosen:
-        name = str(generation).replace("torch.", "")
-        what += f"; generation in {'bf16' if generation == torch.bfloat16 else 'fp32'} ({GENERATION_DTYPE_ENV}={name})"
+        what += f"; {split}" if split else ""
     return DeviceSettings("cpu", generation or chosen, bf16, False, True, False, f"{cores}, {what}", source, chosen)
 
 
@@ -292,7 +293,8 @@ def device_settings(device: str | None = None, dtype: torch.dtype | str | None =
         probe): bf16 autocast for training (``bf16=True``, frozen base in bf16: ``training_dtype``; LoRA
         parameters and optimizer state stay fp32) and bf16 weights for generation (``dtype``: eval answers,
         local judge and teacher; batch-invariant, see :func:`instructlab.cpu_kernels.batch_invariant`).
-        ``$INSTRUCTLAB_GENERATION_DTYPE`` sets generation's precision alone. CPU with emulated bf16: fp32,
+        ``$INSTRUCTLAB_GENERATION_DTYPE`` sets generation's precision alone (CPU only; an explicit ``dtype``
+        of ``load_model`` or ``LocalChat`` still wins). CPU with emulated bf16: fp32,
         ``bf16=False``, ``fp16=False``. ``description`` names the choice and its reason, e.g. ``CPU (2
         cores), bf16: native (avx512_bf16), 975 vs 223 GFLOP/s; training and generation in bf16``.
     Raises:

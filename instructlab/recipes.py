@@ -128,7 +128,7 @@ def run_search(config: SearchConfig, only: Sequence[str] = (), report: Any = pri
     if missing:
         raise ValueError(f"{config.path}: --only {sorted(missing)}: no such recipe; recipes: {sorted(names)}")
     untuned = config.run_root / "untuned"
-    if not experiment.params_match(untuned, _eval_params(config, None)):
+    if not (experiment.params_match(untuned, _eval_params(config, None)) and experiment.generation_dtype_matches(untuned)):
         report("untuned model on the dev split")
         ablation.fresh_step(untuned)
         experiment.eval_run(_eval_params(config, None), untuned)
@@ -143,7 +143,8 @@ def run_search(config: SearchConfig, only: Sequence[str] = (), report: Any = pri
             report(f"recipe {recipe.name}: training ({fields or 'the profile as it is'})")
             ablation.fresh_step(train_dir)
             experiment.train_run(params, train_dir, bar=False)
-        if not trained or not experiment.params_match(eval_dir, _eval_params(config, train_dir)):
+        if not (trained and experiment.params_match(eval_dir, _eval_params(config, train_dir))
+                and experiment.generation_dtype_matches(eval_dir)):
             report(f"recipe {recipe.name}: evaluating on {config.dev_path}")
             ablation.fresh_step(eval_dir)
             experiment.eval_run(_eval_params(config, train_dir), eval_dir)

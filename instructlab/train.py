@@ -693,17 +693,17 @@ def build_trainer(model_name: str, train_ds: Any, eval_ds: Any, config: TrainCon
 
 
 def use_cpu_kernels(trainer: Any, enabled: bool = True, compact_head: bool = True, lean_head: bool = True,
-                    fast_dropout: bool = True, short_attention: bool = True) -> None:
+                    fast_dropout: bool = True, short_attention: bool = True, lean_lora: bool = True) -> None:
     """Turn on the kit's CPU training kernels on a trainer from ``_trainer_class()`` (each one measured and
     tested to give the same loss; see :func:`compact_lm_head_on_cpu` and :mod:`instructlab.cpu_kernels`).
 
     Args:
         trainer: the trainer, with its PEFT model built.
         enabled: False leaves TRL's and PyTorch's kernels (GPU runs).
-        compact_head / lean_head / fast_dropout / short_attention: each kernel on its own (the benchmark turns
-            one off at a time).
+        compact_head / lean_head / fast_dropout / short_attention / lean_lora: each kernel on its own (the
+            benchmark turns one off at a time).
     """
-    from .cpu_kernels import use_fast_dropout, use_short_attention
+    from .cpu_kernels import use_fast_dropout, use_lean_lora, use_short_attention
 
     trainer.kit_compact_head = enabled and compact_head
     trainer.kit_lean_head = enabled and lean_head
@@ -712,6 +712,7 @@ def use_cpu_kernels(trainer: Any, enabled: bool = True, compact_head: bool = Tru
     if enabled and short_attention:
         model = trainer.model
         use_short_attention(model.get_base_model() if hasattr(model, "get_base_model") else model)
+    use_lean_lora(trainer.model, enabled and lean_lora)
 
 
 # ----------------------------------------------------------------------------- the training run

@@ -168,6 +168,58 @@ def test_trainer_with_the_cpu_kernels_gives_the_loss_and_lora_gradients_of_trl_a
     assert out[True][3] == pytest.approx(out[False][3], rel=1e-2)
 
 
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_lean_lora_forward_gives_peft_loss_and_lora_gradients(dtype):
+    """The trainer's loss and LoRA gradients with the kit's LoRA forward equal PEFT's (bf16: within bf16
+    rounding), dropout included (the same random masks: same seed, same shapes)."""
+    from instructlab.train import TrainConfig, use_cpu_kernels
+
+    from test_precision import _batch_and_lora, _loss_and_lora_grads, _tiny_trainer
+
+    cfg = TrainConfig(epochs=1, max_steps=2, batch_size=4, max_length=256, save_steps=100, seed=3,
+                      lora_dropout=0.1, dtype=dtype)
+    trainer = _tiny_trainer(cfg, dtype)
+    layers = [m for m in trainer.model.modules() if hasattr(m, "lora_A") and hasattr(m, "base_layer")]
+    assert layers and all("forward" in m.__dict__ for m in layers)  # on by default on CPU
+    batch, lora = _batch_and_lora(trainer)
+    out = {}
+    for lean in (False, True):
+        use_cpu_kernels(trainer, lean_lora=lean)
+        assert all(("forward" in m.__dict__) == lean for m in layers)
+        torch.manual_seed(11)
+        out[lean] = _loss_and_lora_grads(trainer, batch, lora)
+    tol = dict(rtol=1e-5, atol=1e-6) if dtype == "float32" else dict(rtol=2e-2, atol=1e-4)
+    torch.testing.assert_close(out[True][0], out[False][0], **tol)
+    for g_lean, g_peft in zip(out[True][1], out[False][1]):
+        assert g_peft.abs().max() > 0
+        torch.testing.assert_close(g_lean, g_peft, **tol)
+
+
+def test_lean_lora_forward_leaves_what_it_does_not_cover_to_peft():
+    """Adapters disabled or merged, and extra arguments, go to PEFT's own forward (same outputs)."""
+    from peft import LoraConfig, get_peft_model
+
+    from instructlab.cpu_kernels import use_lean_lora
+    from instructlab.models import load_model
+
+    model = get_peft_model(load_model("tiny-random", dtype="float32"),
+                           LoraConfig(r=4, target_modules=["q_proj"], init_lora_weights=False))
+    model.eval()
+    layer = next(m for m in model.modules() if hasattr(m, "lora_A") and hasattr(m, "base_layer"))
+    x = torch.randn(2, 5, layer.in_features)
+    peft_out = layer(x)
+    assert use_lean_lora(model) == len([m for m in model.modules() if hasattr(m, "lora_A")
+                                         and hasattr(m, "base_layer")])
+    torch.testing.assert_close(layer(x), peft_out, rtol=1e-5, atol=1e-6)
+    with model.disable_adapter():
+        torch.testing.assert_close(layer(x), layer.base_layer(x))
+    layer.merge()
+    torch.testing.assert_close(layer(x), peft_out, rtol=1e-5, atol=1e-5)  # merged: the base layer alone
+    layer.unmerge()
+    use_lean_lora(model, enabled=False)
+    assert not any("forward" in m.__dict__ for m in model.modules())
+
+
 def test_build_trainer_uses_fast_lora_dropout_on_cpu():
     from instructlab.train import TrainConfig
 

@@ -49,8 +49,7 @@ def test_generation_dtype_variable_sets_generation_alone(fake_cpu, monkeypatch):
     monkeypatch.setenv("INSTRUCTLAB_GENERATION_DTYPE", "float32")  # answers as generated before bf16 generation
     s = models.device_settings("cpu")
     assert (s.dtype, s.training_dtype, s.bf16) == (torch.float32, torch.bfloat16, True)
-    assert s.description.endswith("training and generation in bf16; generation in fp32 "
-                                  "(INSTRUCTLAB_GENERATION_DTYPE=float32)")
+    assert s.description.endswith("; training in bf16, generation in fp32 (INSTRUCTLAB_GENERATION_DTYPE=float32)")
     assert s.manifest()["dtype"] == "float32" and s.manifest()["train_dtype"] == "bfloat16"
     fake_cpu.update(flags={"avx2"}, rates={"bf16": 13.0, "fp32": 223.0})  # fp32 already: nothing to say
     monkeypatch.setattr(models, "_PROBE_MEMO", {})
@@ -347,6 +346,43 @@ def test_invariant_kernels_compute_the_same_attention_as_sdpa():
     # restored: transformers' attention again, and no linear layer keeps the one-row patch
     assert m.config._attn_implementation == "sdpa"
     assert not any("forward" in mod.__dict__ for mod in m.modules())
+
+
+def test_invariant_kernels_follow_a_sliding_window_longer_prompts_than_it():
+    """A Gemma-3-style model (sliding-window and full layers, window 4) on left-padded prompts longer than the
+    window, in fp32: inside ``batch_invariant`` the logits on real tokens and the greedy continuations with a
+    static cache are SDPA's (a key range taken from the last query alone would drop early queries' keys)."""
+    from transformers import GenerationConfig
+    from transformers.models.gemma3 import Gemma3ForCausalLM, Gemma3TextConfig
+
+    from instructlab import cpu_kernels
+
+    torch.manual_seed(0)
+    cfg = Gemma3TextConfig(vocab_size=97, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                           num_attention_heads=4, num_key_value_heads=2, head_dim=8, sliding_window=4,
+                           layer_types=["sliding_attention", "full_attention"], attn_implementation="sdpa",
+                           pad_token_id=0, eos_token_id=96, bos_token_id=1)
+    model = Gemma3ForCausalLM(cfg).eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.normal_(0, 0.5)
+    lengths = [11, 6, 9]
+    ids = torch.zeros(3, max(lengths), dtype=torch.long)
+    mask = torch.zeros_like(ids)
+    for i, n in enumerate(lengths):
+        ids[i, -n:] = torch.randint(2, 96, (n,))
+        mask[i, -n:] = 1
+    gen = GenerationConfig(max_new_tokens=8, do_sample=False, cache_implementation="static", pad_token_id=0,
+                           eos_token_id=None)
+    with torch.no_grad():
+        ref = model(input_ids=ids, attention_mask=mask).logits
+        ref_ids = model.generate(input_ids=ids, attention_mask=mask, generation_config=gen)
+        with cpu_kernels.batch_invariant(model):
+            got = model(input_ids=ids, attention_mask=mask).logits
+            got_ids = model.generate(input_ids=ids, attention_mask=mask, generation_config=gen)
+    real = mask.bool()
+    torch.testing.assert_close(got[real], ref[real], rtol=1e-5, atol=1e-5)
+    assert torch.equal(got_ids, ref_ids)
 
 
 @pytest.mark.parametrize("adapter", [False, True])

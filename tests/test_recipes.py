@@ -67,6 +67,19 @@ recipes:
     said = []
     recipes.run_search(config, report=said.append)
     assert said == [] and stamps == {p: p.stat().st_mtime_ns for p in config.run_root.glob("*/*/result.json")}
+    # answers generated in another precision are not kept: every evaluation runs again, no training does
+    generated = json.loads((config.run_root / "untuned" / "result.json").read_text())["generation_dtype"]
+    import os
+    os.environ["INSTRUCTLAB_GENERATION_DTYPE"] = "bfloat16" if generated == "float32" else "float32"
+    try:
+        said = []
+        recipes.run_search(config, only=["base"], report=said.append)
+    finally:
+        del os.environ["INSTRUCTLAB_GENERATION_DTYPE"]
+    assert said == ["untuned model on the dev split", "recipe base: evaluating on data/kestrel/dev.jsonl"]
+    said = []
+    recipes.run_search(config, only=["base"], report=said.append)  # and back in this machine's precision
+    assert said == ["untuned model on the dev split", "recipe base: evaluating on data/kestrel/dev.jsonl"]
     # publishing copies the table and each run's answers, never the adapters
     published = recipes.publish(config, tmp_path / "docs")
     names = {p.relative_to(tmp_path / "docs").as_posix() for p in published}
