@@ -195,8 +195,7 @@ def run(setup: str, model_name: str, examples, batch_size: int, steps: int, out:
             "weights": weights, "compact_head": trainer.kit_compact_head, "lean_head": trainer.kit_lean_head,
             "fast_dropout": any(type(m).__name__ == "FastDropout" for m in trainer.model.modules()),
             "attention": trainer.model.get_base_model().config._attn_implementation,
-            "lean_lora": any("forward" in m.__dict__ for m in trainer.model.modules() if type(m).__name__ == "Linear"
-                             and hasattr(m, "lora_A")),
+            "lean_lora": any(type(m).__name__ == "LeanLoraLinear" for m in trainer.model.modules()),
             "s_per_step_all": timer.times}
 
 

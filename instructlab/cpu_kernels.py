@@ -296,39 +296,61 @@ def lean_lora_forward(layer: torch.nn.Module, x: torch.Tensor, *args: Any, **kwa
     CPU autocast the matmuls see the same bf16 operands either way; this skips the two casts, runs the
     dropout in the input's dtype, and scales the small tensor (the same product; rounding aside, the same
     gradients, tested). Anything else (adapters off or merged, several adapters, a LoRA variant such as
-    DoRA, extra arguments, no autocast with weights of another dtype, a GPU) runs PEFT's forward.
-    :func:`use_lean_lora` installs it.
+    DoRA, a bias on ``B``, extra arguments, no autocast with weights of another dtype, a GPU) runs PEFT's
+    forward. :func:`use_lean_lora` installs it.
     """
+    peft_forward = super(type(layer), layer).forward
     active = layer.active_adapters
     name = active[0] if len(active) == 1 else None
     plain = (not args and not kwargs and name is not None and not layer.disable_adapters and not layer.merged
              and x.device.type == "cpu" and name in layer.lora_A and name not in layer.lora_variant)
     if plain:
         lora_a = layer.lora_A[name]
-        plain = x.dtype == lora_a.weight.dtype or torch.is_autocast_enabled("cpu")
+        plain = ((x.dtype == lora_a.weight.dtype or torch.is_autocast_enabled("cpu"))
+                 and layer.lora_B[name].bias is None)  # with a bias (lora_bias=True), B(a*s) != B(a)*s
     if not plain:
-        return type(layer).forward(layer, x, *args, **kwargs)
+        return peft_forward(x, *args, **kwargs)
     result = layer.base_layer(x)
     update = layer.lora_B[name](lora_a(layer.lora_dropout[name](x)) * layer.scaling[name])
     return result + update.to(result.dtype)
 
 
+_LEAN_CLASS: list[type] = []
+
+
+def _lean_lora_class() -> type:
+    """``LeanLoraLinear``: PEFT's ``lora.Linear`` with :func:`lean_lora_forward` (built on first use: peft is
+    imported only then). A subclass rather than a patched instance, so a model pickles and copies as usual."""
+    if not _LEAN_CLASS:
+        from peft.tuners.lora import Linear as LoraLinear
+
+        _LEAN_CLASS.append(type("LeanLoraLinear", (LoraLinear,), {
+            "forward": lean_lora_forward, "__module__": __name__, "__qualname__": "LeanLoraLinear",
+            "__doc__": "PEFT's lora.Linear with cpu_kernels.lean_lora_forward (see use_lean_lora)."}))
+    return _LEAN_CLASS[0]
+
+
+def __getattr__(name: str) -> Any:  # ``cpu_kernels.LeanLoraLinear``, for pickle and for users
+    if name == "LeanLoraLinear":
+        return _lean_lora_class()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 def use_lean_lora(model: torch.nn.Module, enabled: bool = True) -> int:
     """Give every PEFT ``lora.Linear`` of ``model`` :func:`lean_lora_forward` (``enabled=False``: PEFT's again).
 
-    Returns:
-        How many LoRA layers were changed.
-    """
-    import types
+    Only layers of exactly PEFT's class are changed (quantized subclasses keep theirs): their class becomes
+    ``LeanLoraLinear``, a subclass whose only change is the forward.
 
+    Returns:
+        How many LoRA layers now have the requested forward.
+    """
     from peft.tuners.lora import Linear as LoraLinear
 
-    layers = [m for m in model.modules() if type(m) is LoraLinear]
+    lean = _lean_lora_class()
+    layers = [m for m in model.modules() if type(m) in (LoraLinear, lean)]
     for layer in layers:
-        if enabled:
-            layer.forward = types.MethodType(lean_lora_forward, layer)  # a bound method: deepcopy rebinds it
-        else:
-            layer.__dict__.pop("forward", None)
+        layer.__class__ = lean if enabled else LoraLinear
     return len(layers)
 
 
@@ -381,8 +403,8 @@ def invariant_attention_forward(module: torch.nn.Module, query: torch.Tensor, ke
     keys (padding and empty cache slots sliced away), with the same SDPA calls it gets when generated alone:
     the same bits, hence the same answers, at any batch size. Decoding steps pack the query heads that share
     a key/value head into the rows of one call (transformers' ``pack_gqa``). Anything else (dropout,
-    soft-capping, a position bias or attention sinks, a paged cache, a float or per-head mask, non-causal
-    attention) goes to transformers' SDPA function unchanged.
+    soft-capping, a position bias or attention sinks, a paged cache, a float, per-head or broadcast mask,
+    non-causal attention, value heads of another size) goes to transformers' SDPA function unchanged.
 
     The signature is transformers' attention-function interface; :func:`batch_invariant` installs it.
     """
@@ -391,7 +413,10 @@ def invariant_attention_forward(module: torch.nn.Module, query: torch.Tensor, ke
     causal = is_causal if is_causal is not None else getattr(module, "is_causal", True)
     extras = ("softcap", "position_bias", "cache", "s_aux", "sinks")
     if not (causal and dropout == 0 and all(kwargs.get(name) is None for name in extras)
+            and value.shape[-1] == query.shape[-1]
             and (attention_mask is None or (attention_mask.dtype == torch.bool and attention_mask.shape[1] == 1
+                                            and attention_mask.shape[0] == query.shape[0]
+                                            and attention_mask.shape[2] == query.shape[2]
                                             and attention_mask.shape[-1] == key.shape[2]))):
         if "fallback" not in _warned:
             _warned.add("fallback")

@@ -474,8 +474,8 @@ def select_checkpoint(model_name: str, train_dir: str | Path, dev_records: Seque
 
     tokenizer = models.load_tokenizer(model_name)
     losses = {}
-    # fp32 on CPU whatever generation runs in: the dev losses that pick the checkpoint stay those of before bf16
-    # generation, and INSTRUCTLAB_GENERATION_DTYPE does not change which checkpoint is chosen
+    # fp32 on CPU whatever generation runs in: the kit's automatic choice before bf16 generation, so the same
+    # checkpoint is chosen as then, and INSTRUCTLAB_GENERATION_DTYPE does not change the choice
     dtype = "float32" if models.device_settings().device == "cpu" else None
     for path in checkpoint_candidates(train_dir):
         model = models.load_model(model_name, adapter=path, dtype=dtype)

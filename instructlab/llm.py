@@ -391,7 +391,9 @@ class LocalChat:
             from instructlab.models import load_model, load_tokenizer
 
             self._tokenizer = load_tokenizer(self.model_name_or_path)
-            self._model = load_model(self.model_name_or_path, adapter=self.adapter, dtype=self.dtype)
+            # the dtype the cache key names (settings), not one decided again
+            self._model = load_model(self.model_name_or_path, adapter=self.adapter,
+                                     dtype=self.dtype or self._resolved_dtype())
         return self._model, self._tokenizer
 
     @property

@@ -170,8 +170,8 @@ def test_trainer_with_the_cpu_kernels_gives_the_loss_and_lora_gradients_of_trl_a
 
 @pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
 def test_lean_lora_forward_gives_peft_loss_and_lora_gradients(dtype):
-    """The trainer's loss and LoRA gradients with the kit's LoRA forward equal PEFT's (bf16: within bf16
-    rounding), dropout included (the same random masks: same seed, same shapes)."""
+    """The trainer's loss and the gradients of both LoRA matrices with the kit's LoRA forward equal PEFT's
+    (bf16: within bf16 rounding), dropout included (the same random masks: same seed, same shapes)."""
     from instructlab.train import TrainConfig, use_cpu_kernels
 
     from test_precision import _batch_and_lora, _loss_and_lora_grads, _tiny_trainer
@@ -180,12 +180,14 @@ def test_lean_lora_forward_gives_peft_loss_and_lora_gradients(dtype):
                       lora_dropout=0.1, dtype=dtype)
     trainer = _tiny_trainer(cfg, dtype)
     layers = [m for m in trainer.model.modules() if hasattr(m, "lora_A") and hasattr(m, "base_layer")]
-    assert layers and all("forward" in m.__dict__ for m in layers)  # on by default on CPU
-    batch, lora = _batch_and_lora(trainer)
+    assert layers and all(type(m).__name__ == "LeanLoraLinear" for m in layers)  # on by default on CPU
+    batch, _ = _batch_and_lora(trainer)  # B given weights, so that A's gradients are not zero
+    lora = [p for n, p in trainer.model.named_parameters() if "lora_" in n]
+    assert any("lora_A" in n for n, _ in trainer.model.named_parameters())
     out = {}
     for lean in (False, True):
         use_cpu_kernels(trainer, lean_lora=lean)
-        assert all(("forward" in m.__dict__) == lean for m in layers)
+        assert all((type(m).__name__ == "LeanLoraLinear") == lean for m in layers)
         torch.manual_seed(11)
         out[lean] = _loss_and_lora_grads(trainer, batch, lora)
     tol = dict(rtol=1e-5, atol=1e-6) if dtype == "float32" else dict(rtol=2e-2, atol=1e-4)
@@ -195,29 +197,44 @@ def test_lean_lora_forward_gives_peft_loss_and_lora_gradients(dtype):
         torch.testing.assert_close(g_lean, g_peft, **tol)
 
 
-def test_lean_lora_forward_leaves_what_it_does_not_cover_to_peft():
-    """Adapters disabled or merged, and extra arguments, go to PEFT's own forward (same outputs)."""
+@pytest.mark.parametrize("options", [{}, {"lora_bias": True}, {"use_rslora": True}])
+def test_lean_lora_forward_leaves_what_it_does_not_cover_to_peft(options):
+    """Same outputs as PEFT's forward, including with rsLoRA's scaling; a bias on B (``lora_bias``), adapters
+    disabled or merged, and extra arguments go to PEFT's own forward. The model still pickles and copies."""
+    import copy
+    import pickle
+
     from peft import LoraConfig, get_peft_model
 
     from instructlab.cpu_kernels import use_lean_lora
     from instructlab.models import load_model
 
     model = get_peft_model(load_model("tiny-random", dtype="float32"),
-                           LoraConfig(r=4, target_modules=["q_proj"], init_lora_weights=False))
+                           LoraConfig(r=4, target_modules=["q_proj"], init_lora_weights=False, **options))
     model.eval()
     layer = next(m for m in model.modules() if hasattr(m, "lora_A") and hasattr(m, "base_layer"))
+    if options.get("lora_bias"):
+        with torch.no_grad():
+            layer.lora_B["default"].bias.normal_()
     x = torch.randn(2, 5, layer.in_features)
     peft_out = layer(x)
-    assert use_lean_lora(model) == len([m for m in model.modules() if hasattr(m, "lora_A")
-                                         and hasattr(m, "base_layer")])
+    n = len([m for m in model.modules() if hasattr(m, "lora_A") and hasattr(m, "base_layer")])
+    assert use_lean_lora(model) == n and type(layer).__name__ == "LeanLoraLinear"
     torch.testing.assert_close(layer(x), peft_out, rtol=1e-5, atol=1e-6)
     with model.disable_adapter():
         torch.testing.assert_close(layer(x), layer.base_layer(x))
-    layer.merge()
-    torch.testing.assert_close(layer(x), peft_out, rtol=1e-5, atol=1e-5)  # merged: the base layer alone
-    layer.unmerge()
-    use_lean_lora(model, enabled=False)
-    assert not any("forward" in m.__dict__ for m in model.modules())
+    copied = pickle.loads(pickle.dumps(model))
+    deep = copy.deepcopy(model)
+    for other in (copied, deep):
+        twin = next(m for m in other.modules() if hasattr(m, "lora_A") and hasattr(m, "base_layer"))
+        assert type(twin).__name__ == "LeanLoraLinear"
+        torch.testing.assert_close(twin(x), peft_out, rtol=1e-5, atol=1e-6)
+    if not options.get("lora_bias"):  # PEFT cannot merge a B bias into a base layer without one
+        layer.merge()
+        torch.testing.assert_close(layer(x), peft_out, rtol=1e-5, atol=1e-5)  # merged: the base layer alone
+        layer.unmerge()
+    assert use_lean_lora(model, enabled=False) == n and type(layer).__name__ == "Linear"
+    torch.testing.assert_close(layer(x), peft_out, rtol=1e-5, atol=1e-6)
 
 
 def test_build_trainer_uses_fast_lora_dropout_on_cpu():

@@ -38,7 +38,7 @@ def test_cli_reports_a_bad_config_and_an_unknown_recipe(tmp_path, capsys):
     assert "no such recipe" in capsys.readouterr().err
 
 
-def test_smoke_search_trains_evaluates_on_dev_and_resumes(tmp_path):
+def test_smoke_search_trains_evaluates_on_dev_and_resumes(tmp_path, monkeypatch):
     path = _write(tmp_path, f"""
 profile: smoke
 run_root: {tmp_path / 'runs'}
@@ -69,13 +69,10 @@ recipes:
     assert said == [] and stamps == {p: p.stat().st_mtime_ns for p in config.run_root.glob("*/*/result.json")}
     # answers generated in another precision are not kept: every evaluation runs again, no training does
     generated = json.loads((config.run_root / "untuned" / "result.json").read_text())["generation_dtype"]
-    import os
-    os.environ["INSTRUCTLAB_GENERATION_DTYPE"] = "bfloat16" if generated == "float32" else "float32"
-    try:
+    with monkeypatch.context() as env:
+        env.setenv("INSTRUCTLAB_GENERATION_DTYPE", "bfloat16" if generated == "float32" else "float32")
         said = []
         recipes.run_search(config, only=["base"], report=said.append)
-    finally:
-        del os.environ["INSTRUCTLAB_GENERATION_DTYPE"]
     assert said == ["untuned model on the dev split", "recipe base: evaluating on data/kestrel/dev.jsonl"]
     said = []
     recipes.run_search(config, only=["base"], report=said.append)  # and back in this machine's precision
