@@ -941,7 +941,7 @@ def _evaluation_matches(task: Mapping[str, Any]) -> bool:
     except (OSError, ValueError, KeyError):
         return False
     return (recorded.get("max_new_tokens") == tokens and recorded.get("eval_fingerprint") == runs.fingerprint(records)
-            and experiment.generation_dtype_matches(Path(task["run_dir"]) / "eval"))
+            and experiment.generation_dtype_matches(recorded))
 
 
 def _training_matches(task: Mapping[str, Any]) -> bool:

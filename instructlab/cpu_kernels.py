@@ -27,6 +27,7 @@ any batch size.
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 import threading
 import warnings
@@ -224,6 +225,13 @@ def lean_lm_head_on_cpu(enabled: bool = True) -> Iterator[None]:
 
 # ----------------------------------------------------------------------------- attention on short sequences
 
+def _head_layout(query: torch.Tensor, key: torch.Tensor, scaling: float | None) -> tuple[int, int, float]:
+    """(key/value heads, query heads per key/value head, softmax scale) of an attention call: query heads
+    j*groups .. j*groups+groups-1 share key/value head j (transformers' repeat_kv order)."""
+    kv_heads = key.shape[1]
+    return kv_heads, query.shape[1] // kv_heads, scaling if scaling is not None else query.shape[-1] ** -0.5
+
+
 SHORT_ATTENTION = "kit_cpu_short"  # the attention implementation's name, registered with transformers
 SHORT_LENGTH = 256  # longest sequence the batched-matmul attention takes; longer ones go to SDPA (measured)
 
@@ -254,9 +262,7 @@ def short_attention_forward(module: torch.nn.Module, query: torch.Tensor, key: t
         return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling,
                                       is_causal=is_causal, **kwargs)
     b, heads, _, d = query.shape
-    kv_heads = key.shape[1]
-    groups = heads // kv_heads
-    scale = scaling if scaling is not None else d ** -0.5
+    kv_heads, groups, scale = _head_layout(query, key, scaling)
     # query heads j*groups .. j*groups+groups-1 share key/value head j (transformers' repeat_kv order)
     scores = (query.reshape(b, kv_heads, groups * length, d) @ key.transpose(-1, -2)).view(
         b, kv_heads, groups, length, length)
@@ -299,7 +305,6 @@ def lean_lora_forward(layer: torch.nn.Module, x: torch.Tensor, *args: Any, **kwa
     DoRA, a bias on ``B``, extra arguments, no autocast with weights of another dtype, a GPU) runs PEFT's
     forward. :func:`use_lean_lora` installs it.
     """
-    peft_forward = super(type(layer), layer).forward
     active = layer.active_adapters
     name = active[0] if len(active) == 1 else None
     plain = (not args and not kwargs and name is not None and not layer.disable_adapters and not layer.merged
@@ -309,25 +314,21 @@ def lean_lora_forward(layer: torch.nn.Module, x: torch.Tensor, *args: Any, **kwa
         plain = ((x.dtype == lora_a.weight.dtype or torch.is_autocast_enabled("cpu"))
                  and layer.lora_B[name].bias is None)  # with a bias (lora_bias=True), B(a*s) != B(a)*s
     if not plain:
-        return peft_forward(x, *args, **kwargs)
+        return super(type(layer), layer).forward(x, *args, **kwargs)  # PEFT's
     result = layer.base_layer(x)
     update = layer.lora_B[name](lora_a(layer.lora_dropout[name](x)) * layer.scaling[name])
     return result + update.to(result.dtype)
 
 
-_LEAN_CLASS: list[type] = []
-
-
+@functools.cache
 def _lean_lora_class() -> type:
     """``LeanLoraLinear``: PEFT's ``lora.Linear`` with :func:`lean_lora_forward` (built on first use: peft is
     imported only then). A subclass rather than a patched instance, so a model pickles and copies as usual."""
-    if not _LEAN_CLASS:
-        from peft.tuners.lora import Linear as LoraLinear
+    from peft.tuners.lora import Linear as LoraLinear
 
-        _LEAN_CLASS.append(type("LeanLoraLinear", (LoraLinear,), {
-            "forward": lean_lora_forward, "__module__": __name__, "__qualname__": "LeanLoraLinear",
-            "__doc__": "PEFT's lora.Linear with cpu_kernels.lean_lora_forward (see use_lean_lora)."}))
-    return _LEAN_CLASS[0]
+    return type("LeanLoraLinear", (LoraLinear,), {
+        "forward": lean_lora_forward, "__module__": __name__, "__qualname__": "LeanLoraLinear",
+        "__doc__": "PEFT's lora.Linear with cpu_kernels.lean_lora_forward (see use_lean_lora)."})
 
 
 def __getattr__(name: str) -> Any:  # ``cpu_kernels.LeanLoraLinear``, for pickle and for users
@@ -425,9 +426,7 @@ def invariant_attention_forward(module: torch.nn.Module, query: torch.Tensor, ke
         return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling,
                                       is_causal=is_causal, **kwargs)
     b, heads, q, d = query.shape
-    kv_heads = key.shape[1]
-    groups = heads // kv_heads
-    scale = scaling if scaling is not None else d ** -0.5
+    kv_heads, groups, scale = _head_layout(query, key, scaling)
     sdpa = torch.nn.functional.scaled_dot_product_attention
     ranges = _row_ranges(attention_mask, q, key.shape[2], b)
     if q == 1:  # a decoding step: one query per sequence; the heads of one key/value head as its rows

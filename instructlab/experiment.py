@@ -286,19 +286,22 @@ def generation_dtype() -> str:
     return str(models.device_settings().dtype).replace("torch.", "")
 
 
-def generation_dtype_matches(eval_dir: str | Path) -> bool:
-    """Whether the finished evaluation in ``eval_dir`` generated its answers in the precision generation runs in
-    now. A result from before the field was recorded counts as fp32 on CPU (the kit generated in fp32 there)
-    and as the device's precision elsewhere (unchanged since)."""
+def generation_dtype_matches(evaluation: str | Path | Mapping[str, Any]) -> bool:
+    """Whether a finished evaluation (its folder, or its ``result.json`` already read) generated its answers in
+    the precision generation runs in now. A result from before the field was recorded counts as fp32 on CPU
+    (the kit generated in fp32 there) and as the device's precision elsewhere (unchanged since)."""
     from . import models
 
-    try:
-        recorded = json.loads((Path(eval_dir) / RESULT_FILE).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return False
-    now = generation_dtype()
-    old_default = "float32" if models.device_settings().device == "cpu" else now
-    return recorded.get("generation_dtype", old_default) == now
+    if isinstance(evaluation, Mapping):
+        recorded = evaluation
+    else:
+        try:
+            recorded = json.loads((Path(evaluation) / RESULT_FILE).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return False
+    hw = models.device_settings()
+    now = str(hw.dtype).replace("torch.", "")
+    return recorded.get("generation_dtype", "float32" if hw.device == "cpu" else now) == now
 
 
 def _answer(model_name: str, adapter: str | None, records: list[dict], max_new_tokens: int, batch_size: int,

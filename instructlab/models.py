@@ -267,7 +267,8 @@ def _cpu_settings(dtype: torch.dtype | str | None) -> DeviceSettings:
     cores = f"CPU ({os.cpu_count()} cores)"
     generation = _generation_dtype()
     other = generation is not None and generation != chosen
-    split = (f"training in {'bf16' if bf16 else 'fp32'}, generation in {'fp32' if bf16 else 'bf16'} "
+    split = (f"training in {'bf16' if bf16 else 'fp32'}, generation in "
+             f"{'bf16' if generation == torch.bfloat16 else 'fp32'} "
              f"({GENERATION_DTYPE_ENV}={os.environ.get(GENERATION_DTYPE_ENV)})") if other else ""
     if forced is None:
         what = (f"bf16: {probe.summary}; {split or 'training and generation in bf16'}" if bf16

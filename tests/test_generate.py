@@ -12,18 +12,22 @@ def tok():
     return load_tokenizer("tiny-random")
 
 
-@pytest.fixture(scope="module")
-def model():
-    # fp32: the batching logic is what is tested here; bf16 (near-ties of a random model's flat logits
-    # flip under bf16 rounding) is tested on a real model in tests/test_precision.py.
+def varied_tiny(dtype: str = "float32"):
+    """tiny-random with larger weights. The stored tiny model emits end-of-turn at once; larger random weights
+    make it produce varied text, so equality of batched and one-by-one outputs is a real check."""
     m = load_model("tiny-random", dtype="float32")
-    # The stored tiny model emits end-of-turn at once; larger random weights make it produce varied
-    # text, so equality of batched and one-by-one outputs is a real check.
     torch.manual_seed(0)
     with torch.no_grad():
         for p in m.parameters():
             p.normal_(0, 0.3)
-    return m
+    return m.to(getattr(torch, dtype))
+
+
+@pytest.fixture(scope="module")
+def model():
+    # fp32: the batching logic is what is tested here; bf16 (the batch-invariant kernels) in
+    # tests/test_precision.py.
+    return varied_tiny("float32")
 
 
 # Lengths deliberately unsorted so that the length sort reorders them.

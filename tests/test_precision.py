@@ -308,18 +308,8 @@ def test_batched_equals_one_by_one_within_each_dtype_on_smollm2(dtype):
     assert all(single)
 
 
-# Lengths deliberately unsorted, so that batches mix lengths and need left padding.
-CONVS = [[{"role": "user", "content": "word " * n + str(n)}] for n in (3, 17, 1, 9, 25, 5, 12)]
-
-
-def _varied_tiny(dtype: str):
-    """tiny-random with larger weights, so that it writes varied text (tests/test_generate.py)."""
-    m = models.load_model(TINY, dtype="float32")
-    torch.manual_seed(0)
-    with torch.no_grad():
-        for p in m.parameters():
-            p.normal_(0, 0.3)
-    return m.to(PATHS[dtype])
+# unsorted prompt lengths (batches mix lengths and need left padding), and tiny-random writing varied text
+from test_generate import CONVS, varied_tiny  # noqa: E402
 
 
 def test_invariant_kernels_compute_the_same_attention_as_sdpa():
@@ -328,7 +318,7 @@ def test_invariant_kernels_compute_the_same_attention_as_sdpa():
     from instructlab import cpu_kernels
     from instructlab.generate import generate_answers, render_prompts
 
-    tok, m = models.load_tokenizer(TINY), _varied_tiny("float32")
+    tok, m = models.load_tokenizer(TINY), varied_tiny("float32")
     tok.padding_side = "left"
     enc = tok(render_prompts(tok, CONVS), return_tensors="pt", padding=True, add_special_tokens=False)
     assert (enc["attention_mask"] == 0).any()  # padding present
@@ -396,7 +386,7 @@ def test_bf16_answers_are_the_same_at_every_batch_size(adapter):
     from instructlab import cpu_kernels
     from instructlab.generate import generate_answers, generate_one_by_one
 
-    tok, m = models.load_tokenizer(TINY), _varied_tiny("bfloat16")
+    tok, m = models.load_tokenizer(TINY), varied_tiny("bfloat16")
     if adapter:
         m = get_peft_model(m, LoraConfig(r=4, target_modules=["q_proj", "v_proj", "down_proj"],
                                          task_type="CAUSAL_LM", init_lora_weights=False))
