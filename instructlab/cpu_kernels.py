@@ -35,7 +35,7 @@ from typing import Any, Iterator
 
 import torch
 
-__all__ = ["keep_mask", "FastDropout", "use_fast_dropout", "LeanLogProb", "lean_lm_head_on_cpu",
+__all__ = ["keep_mask", "FastDropout", "use_fast_dropout", "LeanLogProb", "lean_lm_head_on_cpu", "reused_tiles",
            "lean_lora_forward", "use_lean_lora", "batch_invariant", "invariant_attention_forward",
            "needs_batch_invariance"]
 
@@ -112,6 +112,7 @@ def use_fast_dropout(model: torch.nn.Module) -> int:
 # ----------------------------------------------------------------------------- the vocabulary head
 
 _CHUNK_ELEMENTS = 1 << 24  # logits per chunk (64 MB in fp32): tokens are scored in chunks of this size
+_KEEP_ELEMENTS = 1 << 27  # up to this many logits per call (256 MB in bf16), the forward keeps d log p / d logits
 LEAN_OUTPUTS = frozenset({"log_probs", "entropy", "is_top1"})
 
 
@@ -119,13 +120,64 @@ def _rows(vocab: int) -> int:
     return max(1, _CHUNK_ELEMENTS // vocab)
 
 
+class _Tiles(threading.local):
+    """The vocabulary head's large work tensors, kept between calls while :func:`reused_tiles` is active.
+
+    A ``tokens x vocabulary`` tile is tens of MB: above glibc's largest mmap threshold (32 MB), so each new one
+    is fresh pages from the kernel, and faulting them in costs more than the arithmetic done on them (measured
+    on 341 x 49,152 fp32: ``exp`` into a new tensor 30 ms, into an existing one 5.5 ms). One per thread, since
+    the autograd engine runs a CPU backward in the thread that called it.
+    """
+
+    def __init__(self):
+        self.depth = 0
+        self.free: dict[str, torch.Tensor] = {}
+
+    def take(self, name: str, numel: int, dtype: torch.dtype) -> torch.Tensor:
+        """A flat tensor of at least ``numel`` elements: the kept one, if it is big enough, or a new one."""
+        kept = self.free.pop(name, None)
+        if kept is not None and kept.dtype == dtype and kept.numel() >= numel:
+            return kept
+        return torch.empty(numel, dtype=dtype)
+
+    def give_back(self, name: str, flat: torch.Tensor) -> None:
+        if self.depth and flat.numel() >= self.free.get(name, flat[:0]).numel():
+            self.free[name] = flat
+
+
+_TILES = _Tiles()
+
+
+@contextlib.contextmanager
+def reused_tiles(enabled: bool = True) -> Iterator[None]:
+    """While active (in this thread), :class:`LeanLogProb` reuses its large work tensors between calls instead
+    of allocating them each time; they are freed when the outermost context exits. The kit's trainer enters it
+    around ``train()``. Up to ``2 * _CHUNK_ELEMENTS`` fp32 plus ``_KEEP_ELEMENTS`` autocast-dtype elements
+    (384 MB at most in bf16; about 170 MB for SmolLM2's 49,152-entry vocabulary at batch 4) stay allocated
+    meanwhile."""
+    if not enabled:
+        yield
+        return
+    _TILES.depth += 1
+    try:
+        yield
+    finally:
+        _TILES.depth -= 1
+        if not _TILES.depth:
+            _TILES.free.clear()
+
+
 class LeanLogProb(torch.autograd.Function):
     """Per-token ``log_softmax(hidden @ weight.T)[target]`` (and entropy, top-1 flag), in token chunks.
 
     The interface is TRL's ``ChunkedLogProbFunction`` minus what it does not support here (bias, temperature,
     soft-capping, logit scale, the other outputs): :func:`lean_lm_head_on_cpu` sends those cases to TRL's.
-    The logits are computed in the autocast dtype (as TRL does) and reduced in fp32; the backward recomputes each
-    chunk's logits instead of keeping them, so memory stays one chunk, whatever the vocabulary.
+    The logits are computed in the autocast dtype (as TRL does) and reduced in fp32, in place in one reused
+    fp32 tile per chunk (see :class:`_Tiles`), in as few passes as the outputs allow: one maximum (which also
+    gives the top-1 index), one exponential, one sum, one product for the entropy. While a call's logits fit
+    in :data:`_KEEP_ELEMENTS`, the forward also keeps ``d log p_target / d logits = onehot - softmax`` in the
+    autocast dtype, so the backward is one matmul; beyond that (a large vocabulary on long batches), or when
+    the entropy receives a gradient, the backward recomputes each chunk's logits, so memory stays one chunk.
     """
 
     @staticmethod
@@ -133,24 +185,38 @@ class LeanLogProb(torch.autograd.Function):
                 outputs: tuple[str, ...] = ("log_probs",)):
         ctx.set_materialize_grads(False)
         dtype = torch.get_autocast_dtype("cpu") if torch.is_autocast_enabled("cpu") else hidden.dtype
-        n, rows = hidden.shape[0], _rows(weight.shape[0])
+        n, vocab = hidden.shape[0], weight.shape[0]
+        rows = min(n, _rows(vocab))
         w = weight.to(dtype)
         log_z = torch.empty(n, dtype=torch.float32)
         log_probs = torch.empty(n, dtype=torch.float32)
         entropy = torch.empty(n, dtype=torch.float32) if "entropy" in outputs else None
         is_top1 = torch.empty(n, dtype=torch.bool) if "is_top1" in outputs else None
+        keep = any(ctx.needs_input_grad[:2]) and n * vocab <= _KEEP_ELEMENTS
+        kept = _TILES.take("d_logits", n * vocab, dtype) if keep else None
+        d_logits = kept[: n * vocab].view(n, vocab) if keep else None
+        work = _TILES.take("work", 2 * rows * vocab, torch.float32)
         for s in range(0, n, rows):
             e = min(s + rows, n)
-            z = (hidden[s:e].to(dtype) @ w.t()).float()
-            lz = torch.logsumexp(z, dim=-1)
-            log_z[s:e] = lz
-            log_probs[s:e] = z.gather(1, targets[s:e, None]).squeeze(1) - lz
-            if entropy is not None:  # H = log Z - E_p[z]
-                entropy[s:e] = lz - (z.sub(lz[:, None]).exp_().mul_(z)).sum(-1)
-            if is_top1 is not None:  # the target is the first maximum, like TRL's flag
-                is_top1[s:e] = z.argmax(dim=-1) == targets[s:e]
+            z = hidden[s:e].to(dtype) @ w.t()
+            top, first = z.max(dim=-1)  # exact in any dtype; the index is the first maximum, like TRL's flag
+            shifted = work[: (e - s) * vocab].view(e - s, vocab).copy_(z).sub_(top.float()[:, None])
+            del z
+            ex = torch.exp(shifted, out=work[rows * vocab: (rows + e - s) * vocab].view(e - s, vocab))
+            total = ex.sum(-1)
+            log_total = total.log()
+            log_z[s:e] = top.float() + log_total
+            log_probs[s:e] = shifted.gather(1, targets[s:e, None]).squeeze(1) - log_total
+            if entropy is not None:  # H = log Z - E_p[z], with z shifted by its maximum (shifted is spent)
+                entropy[s:e] = log_total - shifted.mul_(ex).sum(-1) / total
+            if is_top1 is not None:
+                is_top1[s:e] = first == targets[s:e]
+            if keep:  # onehot(target) - p, rounded once to the autocast dtype
+                ex.mul_((-1 / total)[:, None]).scatter_add_(1, targets[s:e, None], torch.ones(e - s, 1))
+                d_logits[s:e] = ex
+        _TILES.give_back("work", work)
         ctx.save_for_backward(hidden, weight, targets, log_z, log_z if entropy is None else entropy)
-        ctx.dtype = dtype
+        ctx.dtype, ctx.kept = dtype, kept
         if is_top1 is not None:
             ctx.mark_non_differentiable(is_top1)
         return log_probs, entropy, is_top1
@@ -158,28 +224,54 @@ class LeanLogProb(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_log_probs, grad_entropy, _grad_top1):  # type: ignore[override]
         hidden, weight, targets, log_z, entropy = ctx.saved_tensors
-        dtype, n, rows = ctx.dtype, hidden.shape[0], _rows(weight.shape[0])
+        dtype, (n, vocab) = ctx.dtype, (hidden.shape[0], weight.shape[0])
+        kept, ctx.kept = ctx.kept, None
         want_hidden, want_weight = ctx.needs_input_grad[:2]
+        if grad_log_probs is None and grad_entropy is None:
+            if kept is not None:
+                _TILES.give_back("d_logits", kept)
+            return None, None, None, None
         w = weight.to(dtype)
+        if kept is not None and grad_entropy is None:  # the kept d log p / d logits: one matmul
+            d_logits = kept[: n * vocab].view(n, vocab)
+            scale = grad_log_probs.float()[:, None]
+            if bool((scale == scale[0]).all()):  # one weight per token (the usual mean): scaled in the GEMM
+                c = float(scale[0])
+                grad_hidden = torch.addmm(torch.zeros((), dtype=dtype), d_logits, w, beta=0, alpha=c) \
+                    if want_hidden else None
+                grad_weight = torch.addmm(torch.zeros((), dtype=dtype), d_logits.t(), hidden.to(dtype), beta=0,
+                                          alpha=c) if want_weight else None
+            else:
+                grad_hidden = ((d_logits @ w) * scale) if want_hidden else None
+                grad_weight = (d_logits.mul_(scale.to(dtype)).t() @ hidden.to(dtype)) if want_weight else None
+            grad_hidden = grad_hidden.to(hidden.dtype) if grad_hidden is not None else None
+            grad_weight = grad_weight.to(weight.dtype) if grad_weight is not None else None
+            _TILES.give_back("d_logits", kept)
+            return grad_hidden, grad_weight, None, None
+        if kept is not None:
+            _TILES.give_back("d_logits", kept)
+        rows = min(n, _rows(vocab))
         grad_hidden = torch.empty(hidden.shape, dtype=hidden.dtype) if want_hidden else None
         grad_weight = torch.zeros(weight.shape, dtype=torch.float32) if want_weight else None
+        work = _TILES.take("work", 2 * rows * vocab, torch.float32)
         for s in range(0, n, rows):
             e = min(s + rows, n)
             h = hidden[s:e].to(dtype)
-            z = (h @ w.t()).float()
-            p = z.sub(log_z[s:e, None]).exp_()
-            g = torch.zeros_like(z)
+            z = h @ w.t()
+            p = work[: (e - s) * vocab].view(e - s, vocab).copy_(z).sub_(log_z[s:e, None]).exp_()
+            g = work[rows * vocab: (rows + e - s) * vocab].view(e - s, vocab).zero_()
             if grad_log_probs is not None:  # d log p_t / dz = onehot(t) - p
                 gl = grad_log_probs[s:e, None].float()
                 g.addcmul_(p, gl, value=-1).scatter_add_(1, targets[s:e, None], gl)
             if grad_entropy is not None:  # dH / dz = p * (E_p[z] - z), E_p[z] = log Z - H
                 mean_z = (log_z[s:e] - entropy[s:e])[:, None]
-                g.add_(p * (mean_z - z) * grad_entropy[s:e, None].float())
+                g.add_(p * (mean_z - z.float()) * grad_entropy[s:e, None].float())
             g = g.to(dtype)
             if grad_hidden is not None:
                 grad_hidden[s:e] = (g @ w).to(hidden.dtype)
             if grad_weight is not None:
                 grad_weight.add_((g.t() @ h).float())
+        _TILES.give_back("work", work)
         return grad_hidden, (grad_weight.to(weight.dtype) if grad_weight is not None else None), None, None
 
 

@@ -576,6 +576,12 @@ def _trainer_class():
             with compact_lm_head_on_cpu(self.kit_compact_head), lean_lm_head_on_cpu(self.kit_lean_head):
                 return super().compute_loss(model, inputs, *args, **kwargs)
 
+        def train(self, *args, **kwargs):
+            from .cpu_kernels import reused_tiles
+
+            with reused_tiles(self.kit_lean_head):
+                return super().train(*args, **kwargs)
+
         def training_step(self, model, inputs, *args, **kwargs):
             counts = self.__dict__.setdefault("kit_tokens", Counter())
             counts["positions"] += int(inputs["input_ids"].numel())
