@@ -41,7 +41,6 @@ import argparse
 import os
 import statistics
 import sys
-import threading
 import time
 from collections import Counter
 from pathlib import Path
@@ -76,25 +75,37 @@ def useful_flops(model, real_tokens: float, trained_tokens: float, seq_len: floa
 
 
 class Turns:
-    """Runs the set-ups' training loops one optimizer step at a time, in turn (each in its own thread, only
-    one thread running at any moment), so that a change in a shared machine's load hits every set-up alike
-    instead of whichever ran during it."""
+    """Runs the set-ups' training loops one optimizer step at a time, in turn (each in its own process, only
+    one running at any moment), so that a change in a shared machine's load hits every set-up alike instead
+    of whichever ran during it. Processes, not threads: on this 2-core CPU, PyTorch's element-wise operations
+    called from a second Python thread ran about 2x slower than from the main thread (measured: a 600 x 576
+    bf16 ``mul`` 27 vs 59 us, a 1536-wide matmul 10% slower), which slowed every set-up by 10-25%."""
 
-    def __init__(self, order: str):
-        self.order, self.turn = list(order), order[0]
-        self.cond = threading.Condition()
+    def __init__(self, order: str, ctx):
+        self.order = order
+        self.cond = ctx.Condition()
+        self.turn = ctx.Value("i", 0, lock=False)  # an index into order; guarded by cond
+        self.done = ctx.Array("b", len(order), lock=False)
+
+    def remaining(self) -> int:
+        with self.cond:
+            return len(self.order) - sum(self.done)
 
     def wait(self, me: str) -> None:
+        i = self.order.index(me)
         with self.cond:
-            self.cond.wait_for(lambda: self.turn == me)
+            self.cond.wait_for(lambda: self.turn.value == i)
 
     def pass_on(self, me: str, done: bool = False) -> None:
         with self.cond:
             i = self.order.index(me)
             if done:
-                self.order.remove(me)
-            if self.order:
-                self.turn = self.order[(i + (0 if done else 1)) % len(self.order)]
+                self.done[i] = 1
+            for k in range(1, len(self.order) + 1):  # the next set-up not done, in order
+                j = (i + k) % len(self.order)
+                if not self.done[j]:
+                    self.turn.value = j
+                    break
             self.cond.notify_all()
 
 
@@ -199,23 +210,41 @@ def run(setup: str, model_name: str, examples, batch_size: int, steps: int, out:
             "s_per_step_all": timer.times}
 
 
-def run_in_turns(setups: str, run_one) -> dict:
-    """``run_one(setup, turns)`` for every set-up, their steps interleaved (see :class:`Turns`)."""
-    turns, results, errors = Turns(setups), {}, []
+def _run_child(setup: str, args: tuple, turns: Turns, results) -> None:
+    """A set-up's process: :func:`run`, its result (or its error, as text) sent back on ``results``."""
+    try:
+        *positional, targets = args
+        results.put((setup, run(setup, *positional, turns=turns, targets=targets)))
+    except BaseException:  # noqa: BLE001 - reported by the parent
+        import traceback
 
-    def work(s):
-        try:
-            results[s] = run_one(s, turns)
-        except BaseException as err:  # noqa: BLE001 - re-raised in the main thread
-            errors.append(err)
+        results.put((setup, traceback.format_exc()))
+        turns.pass_on(setup, done=True)
 
-    threads = [threading.Thread(target=work, args=(s,)) for s in setups]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    if errors:
-        raise errors[0]
+
+def run_in_turns(setups: str, args_of, between) -> dict:
+    """:func:`run` for every set-up, each in a process of its own, their steps interleaved (see :class:`Turns`),
+    with ``between()`` called in this process once per round. ``args_of(setup)``: run's arguments after the
+    set-up, ending with ``targets``."""
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("spawn")  # a fresh interpreter: no forked OpenMP state
+    turns, queue = Turns("m" + setups, ctx), ctx.Queue()
+    procs = [ctx.Process(target=_run_child, args=(s, args_of(s), turns, queue), daemon=True) for s in setups]
+    for proc in procs:
+        proc.start()
+    turns.wait("m")
+    while turns.remaining() > 1:
+        between()
+        turns.pass_on("m")
+        turns.wait("m")
+    turns.pass_on("m", done=True)
+    results = dict(queue.get() for _ in setups)
+    for proc in procs:
+        proc.join()
+    failed = {s: r for s, r in results.items() if isinstance(r, str)}
+    if failed:
+        raise RuntimeError("set-up(s) failed:\n" + "\n".join(f"({s}) {r}" for s, r in failed.items()))
     return {s: results[s] for s in setups}
 
 
@@ -260,18 +289,9 @@ def main(argv=None) -> float:
           "the machine's load hits all alike", flush=True)
     samples = [peak]
 
-    def matmul_turns(turns):  # "m": a matmul measurement in every round, while set-ups remain
-        turns.wait("m")
-        while len(turns.order) > 1:
-            samples.append(matmul_peaks())
-            turns.pass_on("m")
-            turns.wait("m")
-        turns.pass_on("m", done=True)
-
     with tempfile.TemporaryDirectory() as tmp:
-        results = run_in_turns("m" + setups, lambda s, turns: matmul_turns(turns) if s == "m" else run(
-            s, a.model, examples, a.batch_size, a.steps_a if s == "a" else a.steps, Path(tmp), turns, targets))
-        results.pop("m")
+        results = run_in_turns(setups, lambda s: (a.model, examples, a.batch_size, a.steps_a if s == "a" else a.steps,
+                                                  Path(tmp), targets), lambda: samples.append(matmul_peaks()))
         for s, r in results.items():
             prec = "bf16" if r["bf16"] else "fp32"
             print(f"({s}) bf16={r['bf16']!s:5} weights={r['weights']:8} compact_head={r['compact_head']!s:5} "

@@ -234,6 +234,7 @@ def test_lean_lora_forward_gives_peft_loss_and_lora_gradients(dtype):
     trainer = _tiny_trainer(cfg, dtype)
     layers = [m for m in trainer.model.modules() if hasattr(m, "lora_A") and hasattr(m, "base_layer")]
     assert layers and all(type(m).__name__ == "LeanLoraLinear" for m in layers)  # on by default on CPU
+    assert any(isinstance(m, FastDropout) for m in trainer.model.modules())  # its 1/(1-p) folded into the scaling
     batch, _ = _batch_and_lora(trainer)  # B given weights, so that A's gradients are not zero
     lora = [p for n, p in trainer.model.named_parameters() if "lora_" in n]
     assert any("lora_A" in n for n, _ in trainer.model.named_parameters())
