@@ -11,8 +11,9 @@ Profiling one training step of SmolLM2-135M (LoRA r=16 on every linear layer, ba
 * **The vocabulary head's log-probabilities**: TRL's ``ChunkedLogProbFunction`` folds each logits tile with a
   dozen element-wise passes written for Triton, and accumulates the backward's gradient GEMM in fp32 (the slow
   rate on a bf16 CPU). :class:`LeanLogProb` computes the same per-token log-probability, entropy and top-1 flag
-  with ``logsumexp`` and one softmax pass, and its backward multiplies in the autocast dtype, as every other
-  linear layer under autocast does.
+  with one maximum, one exponential and two row sums, in place in a reused fp32 tile (a fresh 64 MB tile per
+  operation cost more in page faults than its arithmetic), keeps ``d log p / d logits`` from the forward, and its backward is one GEMM in the autocast
+  dtype, as every other linear layer under autocast does.
 * **Attention on short sequences** (:func:`short_attention_forward`): two batched matmuls and a softmax
   instead of PyTorch's CPU flash-attention kernel.
 * **The LoRA branch** (:func:`lean_lora_forward`): PEFT's casts of the bf16 input to fp32 and back, and its

@@ -1,0 +1,125 @@
+"""Where one LoRA training step of the kit goes on this CPU: step times, and a ``torch.profiler`` table by kind.
+
+Builds ``benchmarks/train_throughput.py``'s set-up (default (c), the kit's defaults: same model, data, batch and
+LoRA), trains ``--steps`` optimizer steps in this process's main thread with nothing in between, and prints
+each step's wall time and tokens. With ``--profile``, steps 4 to ``steps - 1`` are profiled and their self CPU
+time is grouped by kind, per step: the frozen base's matmuls by shape, the vocabulary head's matmuls, LoRA's
+rank-r matmuls, the attention's batched matmuls, element-wise work on attention scores and on the head's
+``tokens x vocabulary`` tiles, and every other operator by name.
+
+    .venv/bin/python benchmarks/step_profile.py [--setup c] [--steps 10] [--all-linear] [--profile]
+
+Uninterrupted steps are faster than the throughput benchmark's, whose set-ups take turns (each step follows
+another set-up's step or a matmul measurement); compare two commits with the same command, one after the other.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import train_throughput as tt  # noqa: E402  (sets the offline environment and the repository path)
+import torch  # noqa: E402
+
+
+def kind(event, vocab: int) -> str:
+    """A profiler event's row in the table (see the module docstring)."""
+    shapes = event.input_shapes
+    first = shapes[0] if shapes else []
+    if event.key in ("aten::mm", "aten::addmm") and len(shapes) >= 2:
+        a, b = (shapes[0], shapes[1]) if event.key == "aten::mm" else (shapes[1], shapes[2])
+        if len(a) == 2 and len(b) == 2:
+            (m, k), (_, n) = a, b
+            if vocab in (k, n):
+                return "matmul: vocabulary head"
+            if min(m, k, n) <= 64:  # a rank-r operand (tokens are hundreds per batch)
+                return "matmul: LoRA (rank r)"
+            return f"matmul: base {k} -> {n}"
+    if event.key == "aten::bmm":
+        return "matmul: attention (bmm)"
+    if len(first) == 2 and vocab in first:
+        return f"{event.key} on head tiles"
+    if len(first) == 5:
+        return f"{event.key} on attention scores"
+    return event.key
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--setup", default="c", help="a train_throughput.py set-up letter (default c, the kit)")
+    p.add_argument("--steps", type=int, default=10)
+    p.add_argument("--batch-size", type=int, default=4)
+    p.add_argument("--pool", type=int, default=256)
+    p.add_argument("--all-linear", action="store_true", help="LoRA on every linear layer instead of q/v")
+    p.add_argument("--profile", action="store_true", help="profile steps 4 to steps-1 and print the table")
+    p.add_argument("--rows", type=int, default=30, help="table rows")
+    a = p.parse_args(argv)
+    if a.profile and a.steps < 5:
+        p.error("--profile needs --steps 5 or more (steps 1 to 3 warm up)")
+
+    from transformers import TrainerCallback
+    from transformers.utils import logging as hf_logging
+
+    from instructlab import formats, masking, models
+    from instructlab.train import TrainConfig, select_examples
+
+    hf_logging.set_verbosity_error()
+    model = "smollm2-135m-instruct"
+    tok = models.load_tokenizer(model)
+    records = select_examples(formats.load_records(str(tt.REPO / "data/kestrel/train.jsonl")), a.pool, seed=0)
+    examples = masking.mask_dataset(tok, [r["messages"] for r in records], max_length=TrainConfig().max_length,
+                                    progress=False).examples
+    targets = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj") if a.all_linear \
+        else ("q_proj", "v_proj")
+    prof = torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU], record_shapes=True)
+    profiled = range(4, a.steps) if a.profile else range(0)
+    times: list[float] = []
+
+    class Timer(TrainerCallback):
+        def on_step_begin(self, args, state, control, **kw):
+            if len(times) + 1 == profiled.start:
+                prof.__enter__()
+            self.t = time.perf_counter()
+
+        def on_step_end(self, args, state, control, **kw):
+            times.append(time.perf_counter() - self.t)
+            if len(times) == profiled.stop - 1:
+                prof.__exit__(None, None, None)
+
+    with tempfile.TemporaryDirectory() as tmp:
+        trainer, _ = tt.build(a.setup, model, examples, a.batch_size, a.steps, Path(tmp), targets)
+        trainer.add_callback(Timer())
+        trainer.train()
+    tokens = trainer.kit_tokens
+    print(f"set-up ({a.setup}), LoRA on {'/'.join(t.split('_')[0] for t in targets)}, batch {a.batch_size}, "
+          f"{models.device_settings().description}")
+    print("step times, s: " + ", ".join(f"{t:.3f}" for t in times))
+    timed = times[1:]
+    print(f"steps 2-{len(times)}: {sum(timed):.2f} s, mean {sum(timed) / len(timed):.3f} s/step; "
+          f"{tokens['real']} real tokens in all {len(times)} steps")
+    if not a.profile:
+        return
+    steps = len(profiled)
+    vocab = trainer.model.get_base_model().get_output_embeddings().weight.shape[0]
+    per_kind: dict[str, float] = collections.defaultdict(float)
+    calls: dict[str, float] = collections.defaultdict(float)
+    for event in prof.key_averages(group_by_input_shape=True):
+        per_kind[kind(event, vocab)] += event.self_cpu_time_total / 1000 / steps
+        calls[kind(event, vocab)] += event.count / steps
+    total = sum(per_kind.values())
+    print(f"profiled steps {profiled.start}-{profiled.stop - 1}: self CPU time per step {total:.1f} ms")
+    print(f"{'kind':44s} {'ms/step':>8s} {'share':>6s} {'calls':>7s}")
+    for name, ms in sorted(per_kind.items(), key=lambda kv: -kv[1])[:a.rows]:
+        print(f"{name:44s} {ms:8.1f} {ms / total:6.1%} {calls[name]:7.0f}")
+    matmul = sum(ms for name, ms in per_kind.items() if name.startswith("matmul"))
+    print(f"{'all matmuls':44s} {matmul:8.1f} {matmul / total:6.1%}")
+
+
+if __name__ == "__main__":
+    main()
