@@ -91,14 +91,21 @@ class Turns:
         with self.cond:
             return len(self.order) - sum(self.done)
 
-    def wait(self, me: str) -> None:
+    def wait(self, me: str, timeout: float | None = None) -> bool:
+        """Block until it is ``me``'s turn (True), or ``timeout`` seconds pass (False)."""
         i = self.order.index(me)
         with self.cond:
-            self.cond.wait_for(lambda: self.turn.value == i)
+            return self.cond.wait_for(lambda: self.turn.value == i, timeout)
+
+    def is_done(self, me: str) -> bool:
+        with self.cond:
+            return bool(self.done[self.order.index(me)])
 
     def pass_on(self, me: str, done: bool = False) -> None:
         with self.cond:
             i = self.order.index(me)
+            if done and self.done[i]:  # already out (finished, or marked dead): the turn is not its to pass
+                return
             if done:
                 self.done[i] = 1
             for k in range(1, len(self.order) + 1):  # the next set-up not done, in order
@@ -219,7 +226,7 @@ def _run_child(setup: str, args: tuple, turns: Turns, results) -> None:
         import traceback
 
         results.put((setup, traceback.format_exc()))
-        turns.pass_on(setup, done=True)
+        turns.pass_on(setup, done=True)  # a no-op when run() already did
 
 
 def run_in_turns(setups: str, args_of, between) -> dict:
@@ -233,15 +240,36 @@ def run_in_turns(setups: str, args_of, between) -> dict:
     procs = [ctx.Process(target=_run_child, args=(s, args_of(s), turns, queue), daemon=True) for s in setups]
     for proc in procs:
         proc.start()
-    turns.wait("m")
+    results: dict = {}
+
+    def collect_dead() -> None:  # a child that died (OOM killer, crash) without reporting: out of the turns
+        while not queue.empty():
+            setup, result = queue.get()
+            results[setup] = result
+        for s, proc in zip(setups, procs):
+            if proc.exitcode is not None and not turns.is_done(s):
+                results.setdefault(s, f"its process exited with code {proc.exitcode} without a result")
+                with turns.cond:
+                    if turns.turn.value == turns.order.index(s):
+                        turns.pass_on(s, done=True)
+                    else:
+                        turns.done[turns.order.index(s)] = 1
+
+    def wait_for_turn() -> None:
+        while not turns.wait("m", timeout=10):
+            collect_dead()
+
+    wait_for_turn()
     while turns.remaining() > 1:
         between()
         turns.pass_on("m")
-        turns.wait("m")
+        wait_for_turn()
     turns.pass_on("m", done=True)
-    results = dict(queue.get() for _ in setups)
     for proc in procs:
-        proc.join()
+        while proc.is_alive() or not queue.empty():
+            collect_dead()
+            proc.join(timeout=1)
+    collect_dead()
     failed = {s: r for s, r in results.items() if isinstance(r, str)}
     if failed:
         raise RuntimeError("set-up(s) failed:\n" + "\n".join(f"({s}) {r}" for s, r in failed.items()))

@@ -154,8 +154,8 @@ def reused_tiles(enabled: bool = True) -> Iterator[None]:
     """While active (in this thread), :class:`LeanLogProb` reuses its large work tensors between calls instead
     of allocating them each time; they are freed when the outermost context exits. The kit's trainer enters it
     around ``train()``. Up to ``2 * _CHUNK_ELEMENTS`` fp32 plus ``_KEEP_ELEMENTS`` autocast-dtype elements
-    (384 MB at most in bf16; about 170 MB for SmolLM2's 49,152-entry vocabulary at batch 4) stay allocated
-    meanwhile."""
+    (384 MB at most in bf16, 640 MB without autocast; about 170 MB for SmolLM2's 49,152-entry vocabulary at
+    batch 4) stay allocated meanwhile."""
     if not enabled:
         yield
         return
@@ -183,17 +183,19 @@ class LeanLogProb(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor,
-                outputs: tuple[str, ...] = ("log_probs",)):
+                outputs: tuple[str, ...] = ("log_probs",), grad_enabled: bool = True):
+        # grad_enabled: whether the caller records a graph (autograd turns it off inside forward, and
+        # needs_input_grad stays True under no_grad): without one there is no backward to keep d_logits for
         ctx.set_materialize_grads(False)
         dtype = torch.get_autocast_dtype("cpu") if torch.is_autocast_enabled("cpu") else hidden.dtype
         n, vocab = hidden.shape[0], weight.shape[0]
-        rows = min(n, _rows(vocab))
+        rows = max(1, min(n, _rows(vocab)))  # n may be 0: a micro-batch without a labelled token
         w = weight.to(dtype)
         log_z = torch.empty(n, dtype=torch.float32)
         log_probs = torch.empty(n, dtype=torch.float32)
         entropy = torch.empty(n, dtype=torch.float32) if "entropy" in outputs else None
         is_top1 = torch.empty(n, dtype=torch.bool) if "is_top1" in outputs else None
-        keep = any(ctx.needs_input_grad[:2]) and n * vocab <= _KEEP_ELEMENTS
+        keep = grad_enabled and any(ctx.needs_input_grad[:2]) and 0 < n * vocab <= _KEEP_ELEMENTS
         kept = _TILES.take("d_logits", n * vocab, dtype) if keep else None
         d_logits = kept[: n * vocab].view(n, vocab) if keep else None
         work = _TILES.take("work", 2 * rows * vocab, torch.float32)
@@ -231,7 +233,7 @@ class LeanLogProb(torch.autograd.Function):
         if grad_log_probs is None and grad_entropy is None:
             if kept is not None:
                 _TILES.give_back("d_logits", kept)
-            return None, None, None, None
+            return None, None, None, None, None
         w = weight.to(dtype)
         if kept is not None and grad_entropy is None:  # the kept d log p / d logits: one matmul
             d_logits = kept[: n * vocab].view(n, vocab)
@@ -244,14 +246,14 @@ class LeanLogProb(torch.autograd.Function):
                                           alpha=c) if want_weight else None
             else:
                 grad_hidden = ((d_logits @ w) * scale) if want_hidden else None
-                grad_weight = (d_logits.mul_(scale.to(dtype)).t() @ hidden.to(dtype)) if want_weight else None
+                grad_weight = (d_logits.mul_(scale).t() @ hidden.to(dtype)) if want_weight else None
             grad_hidden = grad_hidden.to(hidden.dtype) if grad_hidden is not None else None
             grad_weight = grad_weight.to(weight.dtype) if grad_weight is not None else None
             _TILES.give_back("d_logits", kept)
-            return grad_hidden, grad_weight, None, None
+            return grad_hidden, grad_weight, None, None, None
         if kept is not None:
             _TILES.give_back("d_logits", kept)
-        rows = min(n, _rows(vocab))
+        rows = max(1, min(n, _rows(vocab)))
         grad_hidden = torch.empty(hidden.shape, dtype=hidden.dtype) if want_hidden else None
         grad_weight = torch.zeros(weight.shape, dtype=torch.float32) if want_weight else None
         work = _TILES.take("work", 2 * rows * vocab, torch.float32)
@@ -273,7 +275,7 @@ class LeanLogProb(torch.autograd.Function):
             if grad_weight is not None:
                 grad_weight.add_((g.t() @ h).float())
         _TILES.give_back("work", work)
-        return grad_hidden, (grad_weight.to(weight.dtype) if grad_weight is not None else None), None, None
+        return grad_hidden, (grad_weight.to(weight.dtype) if grad_weight is not None else None), None, None, None
 
 
 class _Dispatch:
@@ -289,7 +291,8 @@ class _Dispatch:
         if not plain:
             return self.original.apply(hidden, weight, bias, targets, temperature, chunk_size, softcap, logit_scale,
                                        outputs)
-        log_probs, entropy, is_top1 = LeanLogProb.apply(hidden, weight, targets, tuple(outputs))
+        log_probs, entropy, is_top1 = LeanLogProb.apply(hidden, weight, targets, tuple(outputs),
+                                                        torch.is_grad_enabled())
         return log_probs, entropy, None, None, is_top1
 
 
@@ -337,8 +340,8 @@ def short_attention_forward(module: torch.nn.Module, query: torch.Tensor, key: t
     PyTorch's CPU flash-attention kernel (what SDPA picks on CPU) runs at a few percent of the matmul rate on
     sequences of a few hundred tokens, and slower still in bf16: its backward was 16% of a Kestrel training step.
     For a sequence of at most :data:`SHORT_LENGTH` tokens this computes the same attention with bf16 matmuls
-    (grouped-query heads share their key/value head without copying it) and an fp32 softmax, as transformers'
-    ``eager`` attention does; longer sequences, and anything else (a cache, dropout, soft-capping, a
+    (grouped-query heads share their key/value head without copying it) and a softmax reduced in fp32, as
+    transformers' ``eager`` attention does (its probabilities rounded to bf16 once; see below); longer sequences, and anything else (a cache, dropout, soft-capping, a
     float or per-head mask, cross-attention), go to transformers' SDPA function unchanged.
 
     The signature is transformers' attention-function interface; :func:`use_short_attention` installs it.

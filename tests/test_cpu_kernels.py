@@ -85,33 +85,44 @@ def _head_case(dtype, n=37, hidden=24, vocab=501, seed=0):
     return h, weight, targets
 
 
-def _run(kind, h0, weight, targets, autocast, weight_grad=False, entropy_grad=True):
+def _run(kind, h0, weight, targets, autocast, weight_grad=False, entropy_grad=True, mean=False):
     h = h0.clone().requires_grad_(True)
     w = weight.clone().requires_grad_(weight_grad)
     g = torch.Generator().manual_seed(1)
     up_lp, up_ent = torch.randn(h0.shape[0], generator=g), torch.randn(h0.shape[0], generator=g)
+    if mean:  # the same weight for every token, as TRL's mean loss gives (LeanLogProb scales in the GEMM)
+        up_lp = torch.full((h0.shape[0],), -1 / h0.shape[0])
     with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
         if kind == "trl":
             lp, ent, _, _, top = ChunkedLogProbFunction.apply(h, w, None, targets, 1.0, 128, None, 1.0, OUTPUTS)
         else:
             lp, ent, top = LeanLogProb.apply(h, w, targets, OUTPUTS)
-    # both gradients (log-prob and entropy), or the log-probs' alone (LeanLogProb's kept d log p / d logits)
-    ((lp * up_lp).sum() + (ent * up_ent).sum() * entropy_grad).backward()
+    # both gradients (log-prob and entropy), or the log-probs' alone (LeanLogProb's kept d log p / d logits:
+    # the entropy must be out of the graph, else its gradient arrives as zeros, not None)
+    loss = (lp * up_lp).sum() + ((ent * up_ent).sum() if entropy_grad else 0)
+    loss.backward()
     return lp.detach(), ent.detach(), top, h.grad, w.grad
 
 
 @pytest.mark.parametrize("path", ["float32", "bfloat16-autocast"])
 @pytest.mark.parametrize("chunk_elements", [1 << 24, 2000])  # one chunk, and several (4 tokens each)
-@pytest.mark.parametrize("backward", ["kept", "recomputed", "entropy"])  # d log p / d logits kept or recomputed
+@pytest.mark.parametrize("backward", ["kept", "kept-mean", "recomputed", "entropy"])  # d log p / d logits kept or not
 def test_lean_log_prob_matches_trl_values_and_gradients(path, chunk_elements, backward, monkeypatch):
     monkeypatch.setattr(cpu_kernels, "_CHUNK_ELEMENTS", chunk_elements)
     if backward == "recomputed":
         monkeypatch.setattr(cpu_kernels, "_KEEP_ELEMENTS", 0)
+    taken = []
+    original = cpu_kernels._Tiles.take
+    monkeypatch.setattr(cpu_kernels._Tiles, "take", lambda self, name, numel, dtype: taken.append(name) or
+                        original(self, name, numel, dtype))
     autocast = path != "float32"
     h, weight, targets = _head_case(torch.bfloat16 if autocast else torch.float32)
-    trl = _run("trl", h, weight, targets, autocast, weight_grad=True, entropy_grad=backward == "entropy")
+    options = dict(weight_grad=True, entropy_grad=backward == "entropy", mean=backward == "kept-mean")
+    trl = _run("trl", h, weight, targets, autocast, **options)
     with cpu_kernels.reused_tiles():
-        lean = _run("lean", h, weight, targets, autocast, weight_grad=True, entropy_grad=backward == "entropy")
+        lean = _run("lean", h, weight, targets, autocast, **options)
+    # which backward ran: a recomputing one takes a work tile of its own (the entropy's gradient forces it)
+    assert taken.count("work") == (1 if backward.startswith("kept") else 2)
     tol = dict(rtol=1e-5, atol=1e-5) if not autocast else dict(rtol=2e-2, atol=2e-2)
     for name, a, b in zip(("log_probs", "entropy"), trl[:2], lean[:2]):
         torch.testing.assert_close(b, a, **tol, msg=name)
@@ -119,6 +130,18 @@ def test_lean_log_prob_matches_trl_values_and_gradients(path, chunk_elements, ba
     for name, a, b in zip(("hidden grad", "weight grad"), trl[3:], lean[3:]):
         assert a.abs().max() > 0
         torch.testing.assert_close(b.float(), a.float(), **tol, msg=name)
+        # and as a whole, relative to its size (small gradients, as a mean loss gives, pass any atol)
+        assert float((b.float() - a.float()).norm() / a.float().norm()) < (1e-5 if not autocast else 2e-2), name
+
+
+def test_lean_log_prob_takes_zero_tokens_and_keeps_nothing_without_a_graph():
+    h, weight, targets = _head_case(torch.float32)
+    lp, ent, top, g_h, g_w = _run("lean", h[:0], weight, targets[:0], autocast=False, weight_grad=True)
+    assert lp.shape == ent.shape == top.shape == (0,) and g_h.shape == (0, h.shape[1])
+    assert not g_w.any()
+    with cpu_kernels.reused_tiles(), torch.no_grad():  # a weight that wants a gradient, but no graph
+        cpu_kernels.LeanLogProb.apply(h, weight.clone().requires_grad_(), targets, OUTPUTS, torch.is_grad_enabled())
+        assert set(cpu_kernels._TILES.free) == {"work"}
 
 
 def test_reused_tiles_keeps_the_head_work_tensors_between_calls_and_frees_them_on_exit():
