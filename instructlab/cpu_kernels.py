@@ -173,8 +173,8 @@ class LeanLogProb(torch.autograd.Function):
 
     The interface is TRL's ``ChunkedLogProbFunction`` minus what it does not support here (bias, temperature,
     soft-capping, logit scale, the other outputs): :func:`lean_lm_head_on_cpu` sends those cases to TRL's.
-    The logits are computed in the autocast dtype (as TRL does) and reduced in fp32, in place in one reused
-    fp32 tile per chunk (see :class:`_Tiles`), in as few passes as the outputs allow: one maximum (which also
+    The logits are computed in the autocast dtype (as TRL does) and reduced in fp32, in place in two reused
+    fp32 tiles (see :class:`_Tiles`), in as few passes as the outputs allow: one maximum (which also
     gives the top-1 index), one exponential, one sum, one product for the entropy. While a call's logits fit
     in :data:`_KEEP_ELEMENTS`, the forward also keeps ``d log p_target / d logits = onehot - softmax`` in the
     autocast dtype, so the backward is one matmul; beyond that (a large vocabulary on long batches), or when
