@@ -75,12 +75,17 @@ class FastDropout(torch.nn.Module):
         self.dropped = round(self.p * 65536) / 65536  # the probability keep_mask really drops with
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        dropped, kept = self.unscaled(x)
+        return dropped if kept == 1 else dropped * (1 / kept)
+
+    def unscaled(self, x: torch.Tensor) -> tuple[torch.Tensor, float]:
+        """``forward``'s result before its ``1 / (1 - p)`` rescaling, and the keep probability it divides by
+        (1.0 when nothing is left to rescale: eval mode, p = 0, or a GPU tensor, dropped by PyTorch)."""
         if not self.training or self.dropped == 0:
-            return x
+            return x, 1.0
         if x.device.type != "cpu":
-            return torch.nn.functional.dropout(x, self.p, True)
-        keep = keep_mask(x.shape, self.p)
-        return torch.where(keep, x, 0) * (1 / (1 - self.dropped))
+            return torch.nn.functional.dropout(x, self.p, True), 1.0
+        return torch.where(keep_mask(x.shape, self.p), x, 0), 1 - self.dropped
 
     def extra_repr(self) -> str:
         return f"p={self.p}"
@@ -419,9 +424,9 @@ def lean_lora_forward(layer: torch.nn.Module, x: torch.Tensor, *args: Any, **kwa
         return super(type(layer), layer).forward(x, *args, **kwargs)  # PEFT's
     result = layer.base_layer(x)
     drop, scaling = layer.lora_dropout[name], layer.scaling[name]
-    if type(drop) is FastDropout and drop.training and drop.dropped:
-        # FastDropout's mask without its 1/(1-p) pass over the input: the factor joins the r-wide scaling
-        dropped, scaling = torch.where(keep_mask(x.shape, drop.p), x, 0), scaling / (1 - drop.dropped)
+    if type(drop) is FastDropout:  # its mask without the 1/(1-p) pass over the input: joins the r-wide scaling
+        dropped, kept = drop.unscaled(x)
+        scaling = scaling / kept if kept != 1 else scaling
     else:
         dropped = drop(x)
     update = layer.lora_B[name](lora_a(dropped) * scaling)

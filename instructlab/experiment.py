@@ -283,7 +283,7 @@ def generation_dtype() -> str:
     """The precision eval answers are generated in here (``models.device_settings().dtype``), e.g. ``"bfloat16"``."""
     from . import models
 
-    return str(models.device_settings().dtype).replace("torch.", "")
+    return models.device_settings().manifest()["dtype"]  # the name run manifests record
 
 
 def generation_dtype_matches(evaluation: str | Path | Mapping[str, Any]) -> bool:
@@ -300,7 +300,7 @@ def generation_dtype_matches(evaluation: str | Path | Mapping[str, Any]) -> bool
         except (OSError, ValueError):
             return False
     hw = models.device_settings()
-    now = str(hw.dtype).replace("torch.", "")
+    now = hw.manifest()["dtype"]  # as generation_dtype() names it
     return recorded.get("generation_dtype", "float32" if hw.device == "cpu" else now) == now
 
 
