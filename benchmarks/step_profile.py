@@ -66,17 +66,12 @@ def main(argv=None) -> None:
     from transformers import TrainerCallback
     from transformers.utils import logging as hf_logging
 
-    from instructlab import formats, masking, models
-    from instructlab.train import TrainConfig, select_examples
+    from instructlab import models
 
     hf_logging.set_verbosity_error()
     model = "smollm2-135m-instruct"
-    tok = models.load_tokenizer(model)
-    records = select_examples(formats.load_records(str(tt.REPO / "data/kestrel/train.jsonl")), a.pool, seed=0)
-    examples = masking.mask_dataset(tok, [r["messages"] for r in records], max_length=TrainConfig().max_length,
-                                    progress=False).examples
-    targets = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj") if a.all_linear \
-        else ("q_proj", "v_proj")
+    examples = tt.load_examples(model, tt.REPO / "data/kestrel/train.jsonl", a.pool)
+    targets = tt.lora_targets(a.all_linear)
     prof = torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU], record_shapes=True)
     profiled = range(4, a.steps) if a.profile else range(0)
     times: list[float] = []

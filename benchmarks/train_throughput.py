@@ -61,6 +61,25 @@ def matmul_peaks() -> dict[str, float]:
     return {"fp32": matmul_gflops(torch.float32, reps=8), "bf16": matmul_gflops(torch.bfloat16, reps=8)}
 
 
+ALL_LINEAR = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+
+
+def lora_targets(all_linear: bool) -> tuple[str, ...]:
+    """LoRA's target modules: every linear layer (the quick profile's) or q/v (the benchmark's default)."""
+    return ALL_LINEAR if all_linear else ("q_proj", "v_proj")
+
+
+def load_examples(model_name: str, data: str | Path, pool: int) -> list:
+    """The masked training examples every set-up draws its batches from: a seeded ``pool`` of ``data``."""
+    from instructlab import formats, masking, models
+    from instructlab.train import TrainConfig, select_examples
+
+    tok = models.load_tokenizer(model_name)
+    records = select_examples(formats.load_records(data), pool, seed=0)
+    return masking.mask_dataset(tok, [r["messages"] for r in records], max_length=TrainConfig().max_length,
+                                progress=False).examples
+
+
 def useful_flops(model, real_tokens: float, trained_tokens: float, seq_len: float) -> float:
     """Model FLOPs a LoRA step needs: forward (2 per weight of every linear layer on every real token, plus
     attention scores/values; the vocabulary head only on the tokens with a label, the only ones the loss reads)
@@ -294,19 +313,14 @@ def main(argv=None) -> float:
 
     from transformers.utils import logging as hf_logging
 
-    from instructlab import formats, masking, models
-    from instructlab.train import TrainConfig, select_examples
+    from instructlab import models
 
     hf_logging.set_verbosity_error()
     torch.manual_seed(0)
-    tok = models.load_tokenizer(a.model)
-    records = select_examples(formats.load_records(a.data), a.pool, seed=0)
-    examples = masking.mask_dataset(tok, [r["messages"] for r in records], max_length=TrainConfig().max_length,
-                                    progress=False).examples
+    examples = load_examples(a.model, a.data, a.pool)
     hw = models.device_settings()
     setups = a.setups or ("abchldsrwfg" if hw.bf16 else "abchldsr")
-    targets = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj") if a.all_linear \
-        else ("q_proj", "v_proj")
+    targets = lora_targets(a.all_linear)
     peak = matmul_peaks()
     print(f"machine: {os.cpu_count()} CPU threads (torch uses {torch.get_num_threads()}), matmul 1024^3: "
           f"bf16 {peak['bf16']:.1f} GFLOP/s, fp32 {peak['fp32']:.1f} GFLOP/s")
