@@ -221,7 +221,8 @@ def test_trainer_with_the_cpu_kernels_gives_the_loss_and_lora_gradients_of_trl_a
             use_cpu_kernels(trainer, lean_head=True, short_attention=True, fast_dropout=False)
         else:
             trl_and_sdpa()
-        with cpu_kernels.reused_tiles():
+        with cpu_kernels.reused_tiles(), cpu_kernels.packed_frozen_linears(trainer.model, lean) as packed:
+            assert bool(packed) == (lean and dtype == "bfloat16" and cpu_kernels._packing_available()), packed
             out[lean] = (*_loss_and_lora_grads(trainer, batch, lora),
                          trainer._metrics["train"]["mean_token_accuracy"][-1],
                          trainer._metrics["train"]["entropy"][-1])
@@ -407,3 +408,157 @@ def test_a_model_with_short_attention_gives_sdpas_logits_and_greedy_answers():
     torch.testing.assert_close(b[real], a[real], rtol=1e-4, atol=1e-5)
     gen = dict(max_new_tokens=6, do_sample=False, pad_token_id=tok.pad_token_id)
     assert torch.equal(ref.generate(**enc, **gen), model.generate(**enc, **gen))
+
+
+def test_masked_softmax_gives_the_bits_of_masked_fill_then_softmax_and_zero_gradient_on_dead_rows():
+    from instructlab.cpu_kernels import _MaskedSoftmax
+
+    g = torch.Generator().manual_seed(0)
+    for dtype in (torch.float32, torch.bfloat16):
+        allowed = torch.ones(9, 9, dtype=torch.bool).tril()[None, None, None].expand(2, 1, 1, 9, 9).clone()
+        allowed[1, ..., 6:] = False  # right padding
+        for dead in (False, True):
+            if dead:
+                allowed[0, ..., :3, :] = False  # left padding: rows 0-2 of sequence 0 attend to nothing
+            scores = torch.randn(2, 3, 2, 9, 9, generator=g).to(dtype)
+            grad = torch.randn(2, 3, 2, 9, 9, generator=g).to(dtype)
+            results = []
+            for fn in (lambda s: torch.softmax(s.masked_fill(~allowed, torch.finfo(dtype).min), -1),
+                       lambda s: _MaskedSoftmax.apply(s, allowed)):
+                leaf = scores.clone().requires_grad_(True)
+                out = fn(leaf * 1)  # a non-leaf, as the scores are in attention
+                out.backward(grad)
+                results.append((out.detach(), leaf.grad))
+            (ref_out, ref_grad), (out, got) = results
+            assert torch.equal(out, ref_out) and torch.equal(got, ref_grad), (dtype, dead)
+            assert ref_grad[~allowed.expand_as(ref_grad)].abs().max() == 0
+            assert got.abs().sum() > 0
+
+
+# ----------------------------------------------------------------------------- the frozen base's matmuls
+
+needs_packing = pytest.mark.skipif(not cpu_kernels._packing_available(),
+                                   reason="no oneDNN packed bf16 linear on this PyTorch or CPU (no native bf16)")
+
+
+def _linear(bias, dtype=torch.bfloat16, trainable=False, seed=0):
+    torch.manual_seed(seed)
+    layer = torch.nn.Linear(24, 40, bias=bias).to(dtype)
+    layer.requires_grad_(trainable)
+    return layer
+
+
+@needs_packing
+@pytest.mark.parametrize("bias", [False, True])
+@pytest.mark.parametrize("autocast", [False, True])
+def test_packed_linear_gives_nn_linears_bits_forward_and_backward(bias, autocast):
+    """The same output and input gradient, bit for bit, as nn.Linear: bf16 input, or fp32 input under bf16
+    autocast (cast down as autocast does); 2-D and 3-D inputs; the packs are made once and reused."""
+    from instructlab.cpu_kernels import PackedLinear
+
+    ref = _linear(bias)
+    packed = _linear(bias)
+    packed.__class__ = PackedLinear
+    g = torch.Generator().manual_seed(1)
+    for shape in ((7, 24), (3, 5, 24), (1, 24)):
+        x = torch.randn(*shape, generator=g).to(torch.float32 if autocast else torch.bfloat16)
+        grad = torch.randn(*shape[:-1], 40, generator=g).to(torch.bfloat16)
+        results = []
+        for layer in (ref, packed):
+            leaf = x.clone().requires_grad_(True)
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+                out = layer(leaf)
+            out.backward(grad)
+            results.append((out.detach(), leaf.grad))
+        (ref_out, ref_grad), (out, got) = results
+        assert out.dtype == ref_out.dtype == torch.bfloat16
+        assert torch.equal(out, ref_out) and torch.equal(got, ref_grad), shape
+        assert got.dtype == x.dtype
+    packs = packed.__dict__["_kit_packs"]
+    packed(torch.randn(4, 24).to(torch.bfloat16))
+    assert packed.__dict__["_kit_packs"] is packs  # made once
+    with torch.no_grad():
+        packed.weight.mul_(2)  # a changed weight is packed again
+    x = torch.randn(4, 24).to(torch.bfloat16)
+    assert torch.equal(packed(x), torch.nn.functional.linear(x, packed.weight, packed.bias))
+    assert packed.__dict__["_kit_packs"] is not packs
+
+
+@pytest.mark.parametrize("case", ["trainable", "fp32 weight", "fp32 input without autocast"])
+def test_packed_linear_leaves_what_it_does_not_cover_to_nn_linear(case):
+    from instructlab.cpu_kernels import PackedLinear
+
+    layer = _linear(True, dtype=torch.float32 if case == "fp32 weight" else torch.bfloat16,
+                    trainable=case == "trainable")
+    x = torch.randn(6, 24).to(layer.weight.dtype)
+    ref = layer(x)
+    layer.__class__ = PackedLinear
+    if case == "fp32 input without autocast":
+        with pytest.raises(RuntimeError):  # nn.Linear's own error for mixed dtypes, not a silent cast
+            layer(x.float())
+    else:
+        assert torch.equal(layer(x), ref)
+    assert "_kit_packs" not in layer.__dict__
+
+
+@needs_packing
+def test_packed_frozen_linears_packs_the_frozen_base_only_and_undoes_it_on_exit():
+    """Inside the context the frozen bf16 linear layers (the LoRA layers' base layers too) are PackedLinear and
+    the model gives the same loss and LoRA gradients; the LoRA matrices and the output embedding are left as
+    they are; the model deep-copies; on exit every layer is nn.Linear again and the packs are gone."""
+    import copy
+
+    from peft import LoraConfig, get_peft_model
+
+    from instructlab.cpu_kernels import PackedLinear, packed_frozen_linears
+
+    model = get_peft_model(models.load_model(TINY, dtype="bfloat16", for_training=True),
+                           LoraConfig(r=4, target_modules=["q_proj", "v_proj"], task_type="CAUSAL_LM"))
+    for name, p in model.named_parameters():
+        if "lora_B" in name:
+            torch.nn.init.normal_(p, std=0.02)
+    ids = torch.randint(0, model.config.vocab_size, (2, 9), generator=torch.Generator().manual_seed(0))
+    lora = [p for n, p in model.named_parameters() if p.requires_grad]
+
+    def loss_and_grads():
+        model.zero_grad()
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            loss = model(input_ids=ids, labels=ids).loss
+        loss.backward()
+        return loss.detach(), [p.grad.clone() for p in lora]
+
+    ref_loss, ref_grads = loss_and_grads()
+    frozen = [m for m in model.modules() if type(m) is torch.nn.Linear and not m.weight.requires_grad
+              and m is not model.get_output_embeddings()]
+    with packed_frozen_linears(model) as n:
+        assert n == len(frozen) > 0
+        assert all(type(m) is PackedLinear for m in frozen)
+        assert type(model.get_output_embeddings()) is torch.nn.Linear
+        assert all(type(m) is torch.nn.Linear for name, m in model.named_modules() if ".lora_" in name
+                   and isinstance(m, torch.nn.Linear))
+        loss, grads = loss_and_grads()
+        assert all("_kit_packs" in m.__dict__ for m in frozen)
+        copy.deepcopy(model)  # the packs are left out of copies and pickles
+    assert torch.equal(loss, ref_loss)
+    for g, r in zip(grads, ref_grads):
+        assert torch.equal(g, r)
+    assert all(type(m) is torch.nn.Linear and "_kit_packs" not in m.__dict__ for m in frozen)
+    with packed_frozen_linears(model, enabled=False) as n:
+        assert n == 0 and all(type(m) is torch.nn.Linear for m in frozen)
+
+
+@needs_packing
+def test_the_kit_trainer_packs_the_frozen_base_while_it_trains_in_bf16():
+    from instructlab.train import TrainConfig
+
+    from test_precision import _tiny_trainer
+
+    cfg = TrainConfig(epochs=1, max_steps=1, batch_size=2, max_length=128, save_steps=100, dtype="bfloat16")
+    trainer = _tiny_trainer(cfg, "bfloat16", n=4)
+    seen = []
+    linear = [m for m in trainer.model.modules() if type(m) is torch.nn.Linear and not m.weight.requires_grad
+              and m is not trainer.model.get_output_embeddings()]
+    linear[0].register_forward_hook(lambda m, *a: seen.append(type(m).__name__))
+    trainer.train()
+    assert trainer.kit_packed_layers == len(linear) > 0 and seen and set(seen) == {"PackedLinear"}
+    assert type(linear[0]) is torch.nn.Linear  # undone after training
