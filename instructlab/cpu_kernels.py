@@ -5,9 +5,8 @@ Profiling one training step of SmolLM2-135M (LoRA r=16 on every linear layer, ba
 2-core AVX512-BF16 CPU) with ``torch.profiler`` showed costs that do almost no arithmetic:
 
 * **LoRA dropout** (``lora_dropout=0.05``): PyTorch's ``nn.Dropout`` draws one Bernoulli sample per element
-  (``aten::bernoulli_``), about 18% of the step on its own. :class:`FastDropout` draws 64 random bits per call
-  of the generator and uses 16 of them per element: the same distribution (keep probability
-  ``1 - round(p * 65536) / 65536``, scaled by its inverse, so the expectation is unchanged), about 6x faster.
+  (``aten::bernoulli_``), about 18% of the step on its own. :class:`FastDropout` draws only the positions it
+  drops, by their geometric gaps (one uniform per dropped element), and zeroes them: the same distribution.
 * **The vocabulary head's log-probabilities**: TRL's ``ChunkedLogProbFunction`` folds each logits tile with a
   dozen element-wise passes written for Triton, and accumulates the backward's gradient GEMM in fp32 (the slow
   rate on a bf16 CPU). :class:`LeanLogProb` computes the same per-token log-probability, entropy and top-1 flag
@@ -36,15 +35,51 @@ from typing import Any, Iterator
 
 import torch
 
-__all__ = ["keep_mask", "FastDropout", "use_fast_dropout", "LeanLogProb", "lean_lm_head_on_cpu", "reused_tiles",
+__all__ = ["dropped_positions", "keep_mask", "FastDropout", "use_fast_dropout", "LeanLogProb", "lean_lm_head_on_cpu", "reused_tiles",
            "lean_lora_forward", "use_lean_lora", "PackedLinear", "packed_frozen_linears", "batch_invariant",
            "invariant_attention_forward", "needs_batch_invariance"]
 
-_WORD_LANES = 4  # 16-bit random lanes in one int64 draw
+_GAP_MARGIN = 6  # gaps drawn beyond the expected count, in standard deviations (+3 each)
+
+
+def dropped_positions(numel: int, p: float, generator: torch.Generator | None = None) -> torch.Tensor:
+    """The flat positions, in increasing order, that independent Bernoulli(``p``) draws on ``numel`` elements drop.
+
+    Drawn by their gaps instead of element by element: in a sequence of independent Bernoulli(p) trials the
+    gaps between successive successes are independent and geometric, ``P(gap = k) = (1 - p)^(k - 1) p``, and
+    ``floor(log(1 - u) / log(1 - p)) + 1`` with ``u`` uniform on [0, 1) is such a gap. So it takes one uniform
+    per *dropped* element (about ``p * numel``) rather than per element: for LoRA's p = 0.05, about 20x fewer
+    random numbers than a mask (measured on 611 x 576: 135 us against 585 us for a 16-bit-lane mask).
+
+    Args:
+        numel: how many elements.
+        p: the drop probability, in [0, 1).
+        generator: a ``torch.Generator``; None uses PyTorch's default CPU generator (seeded by ``set_seed``).
+    Returns:
+        A 1-D ``torch.int64`` tensor of distinct positions in ``[0, numel)``.
+    """
+    if not 0 <= p < 1:
+        raise ValueError(f"dropped_positions: p must be in [0, 1), got {p}")
+    if p == 0 or numel == 0:
+        return torch.empty(0, dtype=torch.int64)
+    log_keep = math.log1p(-p)
+    expected = numel * p
+    want = max(1, int(expected + _GAP_MARGIN * (math.sqrt(expected * (1 - p)) + 3)))  # one draw all but ~never
+    dtype = torch.float32 if p >= 1e-4 else torch.float64  # gaps above 2^24 need float64 to stay integers
+    parts, last = [], -1
+    while True:
+        u = torch.rand(want, dtype=dtype, generator=generator)
+        gaps = torch.log1p(u.neg_()).div_(log_keep).floor_().to(torch.int64).add_(1)
+        positions = gaps.cumsum_(0).add_(last)
+        last = int(positions[-1])
+        if last >= numel:
+            parts.append(positions[: int(torch.searchsorted(positions, numel))])
+            return parts[0] if len(parts) == 1 else torch.cat(parts)
+        parts.append(positions)
 
 
 def keep_mask(shape: torch.Size | tuple[int, ...], p: float, generator: torch.Generator | None = None) -> torch.Tensor:
-    """A boolean mask, True with probability ``1 - round(p * 65536) / 65536`` per element, independently.
+    """A boolean mask, True with probability ``1 - p`` per element, independently (see :func:`dropped_positions`).
 
     Args:
         shape: the mask's shape.
@@ -53,15 +88,32 @@ def keep_mask(shape: torch.Size | tuple[int, ...], p: float, generator: torch.Ge
     Returns:
         A ``torch.bool`` tensor of ``shape`` on the CPU.
     """
-    n = math.prod(shape)
-    words = torch.randint(-2 ** 63, 2 ** 63 - 1, ((n + _WORD_LANES - 1) // _WORD_LANES,), dtype=torch.int64,
-                          generator=generator)
-    lanes = words.view(torch.int16)[:n].view(shape)  # uniform on [-32768, 32767]
-    return lanes >= -32768 + round(p * 65536)
+    mask = torch.ones(math.prod(shape), dtype=torch.bool)
+    mask[dropped_positions(mask.numel(), p, generator)] = False
+    return mask.view(shape)
+
+
+class _ZeroAt(torch.autograd.Function):
+    """``x`` with the elements at flat ``positions`` set to 0; its gradient is zeroed at the same positions."""
+
+    @staticmethod
+    def forward(ctx, x, positions):  # type: ignore[override]
+        ctx.positions = positions
+        return x.reshape(-1).index_fill(0, positions, 0).view(x.shape)
+
+    @staticmethod
+    def backward(ctx, grad):  # type: ignore[override]
+        return grad.reshape(-1).index_fill(0, ctx.positions, 0).view(grad.shape), None
 
 
 class FastDropout(torch.nn.Module):
-    """``nn.Dropout(p)`` with a cheaper random draw (see :func:`keep_mask`); CPU tensors only.
+    """``nn.Dropout(p)`` with a cheaper random draw (see :func:`dropped_positions`); CPU tensors only.
+
+    The same distribution as ``nn.Dropout``: each element dropped independently with probability ``p``, the
+    rest scaled by ``1 / (1 - p)``. It draws only the dropped positions and zeroes them in a copy of the input
+    (and of the gradient in the backward), instead of a Bernoulli draw per element and a mask the size of the
+    input: LoRA dropout (p = 0.05) on SmolLM2's 611 x 576 inputs, forward and backward, 60 layers: about 23 ms
+    against 48 with a 16-bit-lane mask and ``where``, which was itself about 6x cheaper than ``nn.Dropout``.
 
     Args:
         p: the drop probability, in [0, 1).
@@ -72,7 +124,6 @@ class FastDropout(torch.nn.Module):
         if not 0 <= p < 1:
             raise ValueError(f"FastDropout: p must be in [0, 1), got {p}")
         self.p = float(p)
-        self.dropped = round(self.p * 65536) / 65536  # the probability keep_mask really drops with
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         dropped, kept = self.unscaled(x)
@@ -81,11 +132,11 @@ class FastDropout(torch.nn.Module):
     def unscaled(self, x: torch.Tensor) -> tuple[torch.Tensor, float]:
         """``forward``'s result before its ``1 / (1 - p)`` rescaling, and the keep probability it divides by
         (1.0 when nothing is left to rescale: eval mode, p = 0, or a GPU tensor, dropped by PyTorch)."""
-        if not self.training or self.dropped == 0:
+        if not self.training or self.p == 0:
             return x, 1.0
         if x.device.type != "cpu":
             return torch.nn.functional.dropout(x, self.p, True), 1.0
-        return torch.where(keep_mask(x.shape, self.p), x, 0), 1 - self.dropped
+        return _ZeroAt.apply(x, dropped_positions(x.numel(), self.p)), 1 - self.p
 
     def extra_repr(self) -> str:
         return f"p={self.p}"

@@ -20,10 +20,40 @@ def test_keep_mask_keeps_each_element_with_probability_one_minus_p(p):
     g = torch.Generator().manual_seed(0)
     kept = keep_mask((1000, 1000), p, generator=g).float()
     assert abs(kept.mean().item() - (1 - p)) < 0.002  # 1e6 draws: the standard error is under 0.0005
-    # independent elements: neighbours are not correlated (the 16-bit lanes of one 64-bit draw)
+    # independent elements: neighbours are not correlated
     pairs = kept.view(-1, 4)
     corr = torch.corrcoef(torch.stack([pairs[:, 0], pairs[:, 1]]))[0, 1]
     assert abs(corr.item()) < 0.01
+
+
+@pytest.mark.parametrize("p", [0.05, 0.3, 1e-5])
+def test_dropped_positions_are_bernoulli_trials_drawn_by_their_gaps(p, monkeypatch):
+    """Distinct, increasing, in range; the count and the gaps follow independent Bernoulli(p) trials: the
+    number dropped is Binomial(n, p) and a gap of exactly 1 (two drops in a row) has probability p."""
+    from instructlab.cpu_kernels import dropped_positions
+
+    g = torch.Generator().manual_seed(0)
+    n = 2_000_000
+    draws = [dropped_positions(n, p, g) for _ in range(5)]
+    for pos in draws:
+        assert pos.dtype == torch.int64 and int(pos.min()) >= 0 and int(pos.max()) < n
+        assert bool((pos[1:] > pos[:-1]).all())
+    counts = torch.tensor([len(d) for d in draws], dtype=torch.float64)
+    sd = (n * p * (1 - p)) ** 0.5
+    assert abs(counts.mean().item() - n * p) < 4 * sd / 5 ** 0.5 + 1
+    gaps = torch.cat([d.diff() for d in draws])
+    if len(gaps) > 10_000:
+        ones = (gaps == 1).double().mean().item()
+        assert abs(ones - p) < 4 * (p * (1 - p) / len(gaps)) ** 0.5
+    assert not torch.equal(draws[0][:10], draws[1][:10])
+    assert len(dropped_positions(10, 0.0)) == 0 and len(dropped_positions(0, 0.5)) == 0
+    with pytest.raises(ValueError, match=r"\[0, 1\)"):
+        dropped_positions(10, 1.0)
+    # with no margin, about half the draws need a second batch of gaps: still every position with probability p
+    monkeypatch.setattr(cpu_kernels, "_GAP_MARGIN", 0)
+    small = torch.stack([torch.bincount(dropped_positions(40, 0.5, g), minlength=40) for _ in range(4000)])
+    assert (small.double().mean(0) - 0.5).abs().max() < 0.05
+    assert small.max() == 1
 
 
 def test_keep_mask_is_seeded_by_the_generator_and_differs_between_draws():
@@ -44,7 +74,7 @@ def test_fast_dropout_zeroes_and_rescales_like_nn_dropout_and_its_gradient_follo
     y = drop(x)
     kept = y != 0
     assert abs(kept.float().mean().item() - 0.9) < 0.01
-    scale = 1 / (1 - drop.dropped)
+    scale = 1 / (1 - drop.p)
     torch.testing.assert_close(y[kept], (x[kept].float() * scale).bfloat16())
     y.float().sum().backward()
     torch.testing.assert_close(x.grad, (kept.float() * scale).bfloat16())
