@@ -35,8 +35,8 @@ from typing import Any, Iterator
 
 import torch
 
-__all__ = ["dropped_positions", "keep_mask", "FastDropout", "use_fast_dropout", "LeanLogProb", "lean_lm_head_on_cpu", "reused_tiles",
-           "lean_lora_forward", "use_lean_lora", "PackedLinear", "packed_frozen_linears", "batch_invariant",
+__all__ = ["dropped_positions", "keep_mask", "FastDropout", "use_fast_dropout", "LeanLogProb", "lean_lm_head_on_cpu",
+           "reused_tiles", "lean_lora_forward", "use_lean_lora", "PackedLinear", "packed_frozen_linears", "batch_invariant",
            "invariant_attention_forward", "needs_batch_invariance"]
 
 _GAP_MARGIN = 6  # gaps drawn beyond the expected count, in standard deviations (+3 each)
