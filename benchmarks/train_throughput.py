@@ -21,7 +21,8 @@ and, to measure each of the kit's changes on its own (each is (c) with one chang
   (r) (c) with PEFT's LoRA forward instead of ``cpu_kernels.lean_lora_forward``
   (p) (c) with PyTorch's linear for the frozen base instead of ``cpu_kernels.PackedLinear`` (its weights packed
       once for oneDNN; bf16 machines only)
-  (w) (c) with the frozen base weights stored in bf16 instead of fp32 (bf16 machines only)
+  (w) (c) with the frozen base weights stored in fp32 instead of bf16 (bf16 machines only; fp32 weights are not
+      packed, so its gain is measured against (p) when (p) runs)
   (f) (c) forced to fp32 (``INSTRUCTLAB_DTYPE=float32``): the kit on a CPU without native bf16
   (g) (f) with TRL's LM head on every position: the kit's fp32 path before the compact head
 
@@ -364,7 +365,8 @@ def main(argv=None) -> float:
              ("c", "s", "cpu_kernels.short_attention_forward instead of SDPA for sequences <= 256 tokens"),
              ("c", "r", "cpu_kernels.lean_lora_forward instead of PEFT's LoRA forward"),
              ("c", "p", "cpu_kernels.PackedLinear (frozen weights packed once) instead of PyTorch's linear"),
-             ("c", "w", f"frozen base stored in {base.get('c')} rather than {base.get('w')}"),
+             ("p" if "p" in results else "c", "w", f"frozen base stored in {base.get('c')} rather than "
+              f"{base.get('w')}" + (", both unpacked" if "p" in results else " (and (c) packed: see c/p)")),
              ("c", "f", "bf16 autocast instead of fp32"), ("f", "g", "LM head on labelled positions only, fp32"))
     for new, old, what in gains:
         if new in results and old in results:

@@ -69,7 +69,7 @@ def dropped_positions(numel: int, p: float, generator: torch.Generator | None = 
     parts, last = [], -1
     while True:
         u = torch.rand(want, dtype=dtype, generator=generator)
-        gaps = torch.log1p(u.neg_()).div_(log_keep).floor_().to(torch.int64).add_(1)
+        gaps = torch.log1p(u.neg_()).div_(log_keep).floor_().clamp_(max=numel).to(torch.int64).add_(1)
         positions = gaps.cumsum_(0).add_(last)
         last = int(positions[-1])
         if last >= numel:
@@ -577,20 +577,23 @@ class PackedLinear(torch.nn.Linear):
 
     PyTorch's bf16 ``linear`` on CPU hands oneDNN a plain weight, which oneDNN reorders into its blocked
     layout on every call: for a model's distinct weights, one after the other, the 576 -> 1,536 matmul of a
-    SmolLM2 step (611 tokens) ran at 607-616 GFLOP/s, 694-804 with the weight packed once (same bits; measured on
+    SmolLM2 step (611 tokens) ran at 607-637 GFLOP/s, 694-804 with the weight packed once (same bits; measured on
     a 2-core AVX512-BF16 CPU). The packs (one of ``W`` for the forward, one of ``W.T`` for the input's gradient:
-    twice the weight's bytes) are made on first use and made again if the weight changes; anything else (a
-    trainable or non-bf16 weight, fp32 input outside autocast, a GPU) runs ``nn.Linear``'s forward.
-    :func:`packed_frozen_linears` installs it for the length of a training run.
+    twice the weight's bytes) are made on first use and made again when the weight is replaced or changed in
+    place through autograd's view of it (its version counter), or merged into or unmerged by PEFT while
+    :func:`packed_frozen_linears` is active; a change through ``.data`` by other code is not seen. Anything else
+    (a trainable or non-bf16 weight, autocast to another dtype, fp32 input outside autocast, a GPU) runs
+    ``nn.Linear``'s forward. :func:`packed_frozen_linears` installs it for the length of a training run.
     """
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         w, bias = self.weight, self.bias
+        autocast = torch.is_autocast_enabled("cpu")
         plain = (not w.requires_grad and w.dtype == torch.bfloat16 and w.device.type == "cpu"
-                 and x.device.type == "cpu" and (bias is None or (not bias.requires_grad and bias.dtype == w.dtype)))
+                 and x.device.type == "cpu" and (bias is None or (not bias.requires_grad and bias.dtype == w.dtype))
+                 and (not autocast or torch.get_autocast_dtype("cpu") == torch.bfloat16))
         if plain and x.dtype != torch.bfloat16:  # under CPU autocast to bf16, linear's input is cast down anyway
-            plain = (x.dtype == torch.float32 and torch.is_autocast_enabled("cpu")
-                     and torch.get_autocast_dtype("cpu") == torch.bfloat16)
+            plain = x.dtype == torch.float32 and autocast
             x = x.to(torch.bfloat16) if plain else x
         if not plain:
             return super().forward(x)
@@ -609,24 +612,51 @@ class PackedLinear(torch.nn.Linear):
         return state
 
 
+class _ForgettingPacks:
+    """A PEFT layer's ``merge`` or ``unmerge`` (set on the instance by :func:`packed_frozen_linears`) that drops
+    its base layer's packs afterwards: PEFT changes the base weight through ``.data``, which autograd's version
+    counter does not see. A callable object rather than a closure, so that a deep copy calls the copy's method."""
+
+    def __init__(self, layer: torch.nn.Module, name: str):
+        self.layer, self.name = layer, name
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return getattr(type(self.layer), self.name)(self.layer, *args, **kwargs)
+        finally:
+            self.layer.base_layer.__dict__.pop("_kit_packs", None)
+
+
 @contextlib.contextmanager
 def packed_frozen_linears(model: torch.nn.Module, enabled: bool = True) -> Iterator[int]:
     """While active, every plain ``nn.Linear`` of ``model`` with a frozen bf16 CPU weight (the frozen base of a
-    LoRA model, its LoRA layers' base layers included; not the output embedding) is a :class:`PackedLinear`.
-    On exit they are ``nn.Linear`` again and the packs are freed. The kit's trainer enters it around ``train()``.
+    LoRA model, its LoRA layers' base layers included; not the output embedding, nor its base layer when LoRA
+    wraps it) is a :class:`PackedLinear`. On exit they are ``nn.Linear`` again and the packs are freed (a deep copy
+    made meanwhile keeps ``PackedLinear``, without packs: it packs again when used). The kit's trainer enters it
+    around ``train()``.
 
     Yields:
         How many layers were changed (0 when disabled, or when this PyTorch or CPU has no packed bf16 linear).
     """
     head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+    heads = {id(head), id(getattr(head, "base_layer", None))}
     layers = [] if not (enabled and _packing_available()) else [
-        m for m in model.modules() if type(m) is torch.nn.Linear and m is not head and not m.weight.requires_grad
-        and m.weight.dtype == torch.bfloat16 and m.weight.device.type == "cpu"]
+        m for m in model.modules() if type(m) is torch.nn.Linear and id(m) not in heads
+        and not m.weight.requires_grad and m.weight.dtype == torch.bfloat16 and m.weight.device.type == "cpu"]
+    packed = {id(m) for m in layers}
+    parents = [m for m in model.modules() if id(getattr(m, "base_layer", None)) in packed]
     for layer in layers:
         layer.__class__ = PackedLinear
+    for parent in parents:
+        for name in ("merge", "unmerge"):
+            if callable(getattr(type(parent), name, None)):
+                parent.__dict__[name] = _ForgettingPacks(parent, name)
     try:
         yield len(layers)
     finally:
+        for parent in parents:
+            for name in ("merge", "unmerge"):
+                parent.__dict__.pop(name, None)
         for layer in layers:
             layer.__class__ = torch.nn.Linear
             layer.__dict__.pop("_kit_packs", None)

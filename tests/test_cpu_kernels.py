@@ -514,20 +514,29 @@ def test_packed_linear_gives_nn_linears_bits_forward_and_backward(bias, autocast
     assert packed.__dict__["_kit_packs"] is not packs
 
 
-@pytest.mark.parametrize("case", ["trainable", "fp32 weight", "fp32 input without autocast"])
+@pytest.mark.parametrize("case", ["trainable", "fp32 weight", "fp32 input without autocast", "fp16 autocast",
+                                  "trainable bias"])
 def test_packed_linear_leaves_what_it_does_not_cover_to_nn_linear(case):
     from instructlab.cpu_kernels import PackedLinear
 
+    import contextlib
+
     layer = _linear(True, dtype=torch.float32 if case == "fp32 weight" else torch.bfloat16,
                     trainable=case == "trainable")
+    if case == "trainable bias":
+        layer.bias.requires_grad_(True)
     x = torch.randn(6, 24).to(layer.weight.dtype)
-    ref = layer(x)
+    autocast = torch.autocast("cpu", dtype=torch.float16) if case == "fp16 autocast" else contextlib.nullcontext()
+    with autocast:
+        ref = layer(x)
     layer.__class__ = PackedLinear
     if case == "fp32 input without autocast":
         with pytest.raises(RuntimeError):  # nn.Linear's own error for mixed dtypes, not a silent cast
             layer(x.float())
     else:
-        assert torch.equal(layer(x), ref)
+        with autocast:
+            out = layer(x)
+        assert torch.equal(out, ref) and out.dtype == ref.dtype
     assert "_kit_packs" not in layer.__dict__
 
 
@@ -569,6 +578,18 @@ def test_packed_frozen_linears_packs_the_frozen_base_only_and_undoes_it_on_exit(
         loss, grads = loss_and_grads()
         assert all("_kit_packs" in m.__dict__ for m in frozen)
         copy.deepcopy(model)  # the packs are left out of copies and pickles
+        # PEFT's merge changes the base weight through .data (no version bump): the packs are dropped with it
+        q = next(m for name, m in model.named_modules() if name.endswith("q_proj") and hasattr(m, "base_layer"))
+        x = torch.randn(3, q.in_features).to(torch.bfloat16)
+        before = q(x)
+        q.merge()
+        assert "_kit_packs" not in q.base_layer.__dict__
+        merged = q(x)
+        assert torch.equal(q.base_layer(x), torch.nn.functional.linear(x, q.base_layer.weight))
+        q.unmerge()
+        assert torch.equal(q.base_layer(x), torch.nn.functional.linear(x, q.base_layer.weight))
+        torch.testing.assert_close(merged, before, rtol=2e-2, atol=2e-2)
+    assert "merge" not in q.__dict__ and "unmerge" not in q.__dict__
     assert torch.equal(loss, ref_loss)
     for g, r in zip(grads, ref_grads):
         assert torch.equal(g, r)
@@ -585,6 +606,7 @@ def test_the_kit_trainer_packs_the_frozen_base_while_it_trains_in_bf16():
 
     cfg = TrainConfig(epochs=1, max_steps=1, batch_size=2, max_length=128, save_steps=100, dtype="bfloat16")
     trainer = _tiny_trainer(cfg, "bfloat16", n=4)
+    trainer.args.save_strategy = "no"  # nothing written (its output folder is a relative path)
     seen = []
     linear = [m for m in trainer.model.modules() if type(m) is torch.nn.Linear and not m.weight.requires_grad
               and m is not trainer.model.get_output_embeddings()]
