@@ -3,9 +3,9 @@
 Builds ``benchmarks/train_throughput.py``'s set-up (default (c), the kit's defaults: same model, data, batch and
 LoRA), trains ``--steps`` optimizer steps in this process's main thread with nothing in between, and prints
 each step's wall time and tokens. With ``--profile``, steps 4 to ``steps - 1`` are profiled and their self CPU
-time is grouped by kind, per step: the frozen base's matmuls by shape (``cpu_kernels.PackedLinear``'s marked
-"packed"), the vocabulary head's matmuls, LoRA's rank-r matmuls, the attention's batched matmuls, element-wise
-work on attention scores and on the head's ``tokens x vocabulary`` tiles, and every other operator by name.
+time is grouped by kind, per step: the frozen base's matmuls by shape, the vocabulary head's matmuls, LoRA's
+rank-r matmuls, the attention's batched matmuls, element-wise work on attention scores and on the head's
+``tokens x vocabulary`` tiles, and every other operator by name.
 
     .venv/bin/python benchmarks/step_profile.py [--setup c] [--steps 10] [--all-linear] [--profile]
 
@@ -41,8 +41,6 @@ def kind(event, vocab: int) -> str:
             if min(m, k, n) <= 64:  # a rank-r operand (tokens are hundreds per batch)
                 return "matmul: LoRA (rank r)"
             return f"matmul: base {k} -> {n}"
-    if event.key == "mkldnn::_linear_pointwise" and len(shapes) >= 2 and first and len(shapes[1]) == 2:
-        return f"matmul: base {first[-1]} -> {shapes[1][0]} (packed)"  # cpu_kernels.PackedLinear's
     if event.key == "aten::bmm":
         return "matmul: attention (bmm)"
     if len(first) == 2 and vocab in first:

@@ -36,7 +36,7 @@ from typing import Any, Iterator
 import torch
 
 __all__ = ["dropped_positions", "keep_mask", "FastDropout", "use_fast_dropout", "LeanLogProb", "lean_lm_head_on_cpu",
-           "reused_tiles", "lean_lora_forward", "use_lean_lora", "PackedLinear", "packed_frozen_linears", "batch_invariant",
+           "reused_tiles", "lean_lora_forward", "use_lean_lora", "batch_invariant",
            "invariant_attention_forward", "needs_batch_invariance"]
 
 _GAP_MARGIN = 6  # gaps drawn beyond the expected count, in standard deviations (+3 each)
@@ -543,123 +543,6 @@ def use_lean_lora(model: torch.nn.Module, enabled: bool = True) -> int:
     for layer in layers:
         layer.__class__ = lean if enabled else LoraLinear
     return len(layers)
-
-
-# ----------------------------------------------------------------------------- the frozen base's matmuls
-
-def _packing_available() -> bool:
-    """Whether this PyTorch has oneDNN's prepacked bf16 linear (``mkldnn::_linear_pointwise``) and the CPU
-    computes bf16 natively (oneDNN's own check)."""
-    try:
-        return (torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()
-                and hasattr(torch.ops.mkldnn, "_reorder_linear_weight")
-                and hasattr(torch.ops.mkldnn, "_linear_pointwise"))
-    except (AttributeError, RuntimeError):
-        return False
-
-
-class _PackedMatmul(torch.autograd.Function):
-    """``x @ W.T (+ bias)`` for a frozen ``W``, through oneDNN with ``W`` packed once: the forward uses a pack of
-    ``W``, the backward (the input's gradient only: nothing frozen gets one) a pack of ``W.T``."""
-
-    @staticmethod
-    def forward(ctx, x, forward_pack, backward_pack, bias):  # type: ignore[override]
-        ctx.backward_pack = backward_pack
-        return torch.ops.mkldnn._linear_pointwise(x, forward_pack, bias, "none", [], "")
-
-    @staticmethod
-    def backward(ctx, grad):  # type: ignore[override]
-        return torch.ops.mkldnn._linear_pointwise(grad, ctx.backward_pack, None, "none", [], ""), None, None, None
-
-
-class PackedLinear(torch.nn.Linear):
-    """``nn.Linear`` whose frozen bf16 weight is multiplied in oneDNN's packed layout, on CPU.
-
-    PyTorch's bf16 ``linear`` on CPU hands oneDNN a plain weight, which oneDNN reorders into its blocked
-    layout on every call: for a model's distinct weights, one after the other, the 576 -> 1,536 matmul of a
-    SmolLM2 step (611 tokens) ran at 607-637 GFLOP/s, 694-804 with the weight packed once (same bits; measured on
-    a 2-core AVX512-BF16 CPU). The packs (one of ``W`` for the forward, one of ``W.T`` for the input's gradient:
-    twice the weight's bytes) are made on first use and made again when the weight is replaced or changed in
-    place through autograd's view of it (its version counter), or merged into or unmerged by PEFT while
-    :func:`packed_frozen_linears` is active; a change through ``.data`` by other code is not seen. Anything else
-    (a trainable or non-bf16 weight, autocast to another dtype, fp32 input outside autocast, a GPU) runs
-    ``nn.Linear``'s forward. :func:`packed_frozen_linears` installs it for the length of a training run.
-    """
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        w, bias = self.weight, self.bias
-        autocast = torch.is_autocast_enabled("cpu")
-        plain = (not w.requires_grad and w.dtype == torch.bfloat16 and w.device.type == "cpu"
-                 and x.device.type == "cpu" and (bias is None or (not bias.requires_grad and bias.dtype == w.dtype))
-                 and (not autocast or torch.get_autocast_dtype("cpu") == torch.bfloat16))
-        if plain and x.dtype != torch.bfloat16:  # under CPU autocast to bf16, linear's input is cast down anyway
-            plain = x.dtype == torch.float32 and autocast
-            x = x.to(torch.bfloat16) if plain else x
-        if not plain:
-            return super().forward(x)
-        key = (w.data_ptr(), w._version, tuple(w.shape))
-        packs = self.__dict__.get("_kit_packs")
-        if packs is None or packs[0] != key:
-            rows = max(1, x.numel() // max(1, x.shape[-1]))  # oneDNN's layout hint: this call's token count
-            packs = (key, torch.ops.mkldnn._reorder_linear_weight(w.detach(), rows),
-                     torch.ops.mkldnn._reorder_linear_weight(w.detach().t().contiguous(), rows))
-            self.__dict__["_kit_packs"] = packs
-        return _PackedMatmul.apply(x, packs[1], packs[2], bias)
-
-    def __getstate__(self):  # for pickle and deepcopy: oneDNN's packed tensors are neither; made again on use
-        state = self.__dict__.copy()
-        state.pop("_kit_packs", None)
-        return state
-
-
-class _ForgettingPacks:
-    """A PEFT layer's ``merge`` or ``unmerge`` (set on the instance by :func:`packed_frozen_linears`) that drops
-    its base layer's packs afterwards: PEFT changes the base weight through ``.data``, which autograd's version
-    counter does not see. A callable object rather than a closure, so that a deep copy calls the copy's method."""
-
-    def __init__(self, layer: torch.nn.Module, name: str):
-        self.layer, self.name = layer, name
-
-    def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        try:
-            return getattr(type(self.layer), self.name)(self.layer, *args, **kwargs)
-        finally:
-            self.layer.base_layer.__dict__.pop("_kit_packs", None)
-
-
-@contextlib.contextmanager
-def packed_frozen_linears(model: torch.nn.Module, enabled: bool = True) -> Iterator[int]:
-    """While active, every plain ``nn.Linear`` of ``model`` with a frozen bf16 CPU weight (the frozen base of a
-    LoRA model, its LoRA layers' base layers included; not the output embedding, nor its base layer when LoRA
-    wraps it) is a :class:`PackedLinear`. On exit they are ``nn.Linear`` again and the packs are freed (a deep copy
-    made meanwhile keeps ``PackedLinear``, without packs: it packs again when used). The kit's trainer enters it
-    around ``train()``.
-
-    Yields:
-        How many layers were changed (0 when disabled, or when this PyTorch or CPU has no packed bf16 linear).
-    """
-    head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
-    heads = {id(head), id(getattr(head, "base_layer", None))}
-    layers = [] if not (enabled and _packing_available()) else [
-        m for m in model.modules() if type(m) is torch.nn.Linear and id(m) not in heads
-        and not m.weight.requires_grad and m.weight.dtype == torch.bfloat16 and m.weight.device.type == "cpu"]
-    packed = {id(m) for m in layers}
-    parents = [m for m in model.modules() if id(getattr(m, "base_layer", None)) in packed]
-    for layer in layers:
-        layer.__class__ = PackedLinear
-    for parent in parents:
-        for name in ("merge", "unmerge"):
-            if callable(getattr(type(parent), name, None)):
-                parent.__dict__[name] = _ForgettingPacks(parent, name)
-    try:
-        yield len(layers)
-    finally:
-        for parent in parents:
-            for name in ("merge", "unmerge"):
-                parent.__dict__.pop(name, None)
-        for layer in layers:
-            layer.__class__ = torch.nn.Linear
-            layer.__dict__.pop("_kit_packs", None)
 
 
 # ----------------------------------------------------------------------------- batch-invariant generation

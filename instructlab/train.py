@@ -569,7 +569,6 @@ def _trainer_class():
         kit_group_by_length = False
         kit_compact_head = False  # build_trainer turns it on for CPU runs (see compact_lm_head_on_cpu)
         kit_lean_head = False  # and this one (see cpu_kernels.lean_lm_head_on_cpu)
-        kit_packed = False  # and this one (see cpu_kernels.packed_frozen_linears)
 
         def compute_loss(self, model, inputs, *args, **kwargs):
             from .cpu_kernels import lean_lm_head_on_cpu
@@ -578,10 +577,9 @@ def _trainer_class():
                 return super().compute_loss(model, inputs, *args, **kwargs)
 
         def train(self, *args, **kwargs):
-            from .cpu_kernels import packed_frozen_linears, reused_tiles
+            from .cpu_kernels import reused_tiles
 
-            with reused_tiles(self.kit_lean_head), packed_frozen_linears(self.model, self.kit_packed) as packed:
-                self.kit_packed_layers = packed  # how many frozen linear layers ran packed
+            with reused_tiles(self.kit_lean_head):
                 return super().train(*args, **kwargs)
 
         def training_step(self, model, inputs, *args, **kwargs):
@@ -701,22 +699,20 @@ def build_trainer(model_name: str, train_ds: Any, eval_ds: Any, config: TrainCon
 
 
 def use_cpu_kernels(trainer: Any, enabled: bool = True, compact_head: bool = True, lean_head: bool = True,
-                    fast_dropout: bool = True, short_attention: bool = True, lean_lora: bool = True,
-                    packed_weights: bool = True) -> None:
+                    fast_dropout: bool = True, short_attention: bool = True, lean_lora: bool = True) -> None:
     """Turn on the kit's CPU training kernels on a trainer from ``_trainer_class()`` (each one measured and
     tested to give the same loss; see :func:`compact_lm_head_on_cpu` and :mod:`instructlab.cpu_kernels`).
 
     Args:
         trainer: the trainer, with its PEFT model built.
         enabled: False leaves TRL's and PyTorch's kernels (GPU runs).
-        compact_head / lean_head / fast_dropout / short_attention / lean_lora / packed_weights: each kernel on
-            its own (the benchmark turns one off at a time).
+        compact_head / lean_head / fast_dropout / short_attention / lean_lora: each kernel on its own (the
+            benchmark turns one off at a time).
     """
     from .cpu_kernels import use_fast_dropout, use_lean_lora, use_short_attention
 
     trainer.kit_compact_head = enabled and compact_head
     trainer.kit_lean_head = enabled and lean_head
-    trainer.kit_packed = enabled and packed_weights
     if enabled and fast_dropout:
         use_fast_dropout(trainer.model)
     if enabled and short_attention:

@@ -1,0 +1,127 @@
+"""One CPU kernel of the kit on and off, alternately, on the same batch in one process: its gain, without the noise
+of a shared machine's load drifting between two runs.
+
+Builds ``benchmarks/train_throughput.py``'s set-up (c) (the kit's defaults: same model, data, batch and LoRA),
+takes its first training batch, and times ``--reps`` forward-and-backward passes of the trainer's loss on that
+batch with the kernel on, and as many with it off, interleaved (on, off, off, on, on, off, ...), so that a change
+in the machine's load hits both alike. Prints each pass's time, the medians and their ratio (off / on: above 1
+means the kernel pays off).
+
+    .venv/bin/python benchmarks/kernel_ab.py [--kernel dropout|attention|lora] [--reps 12] [--all-linear]
+
+Kernels: ``dropout`` (``FastDropout`` against ``nn.Dropout``), ``attention`` (``short_attention_forward``
+against SDPA), ``lora`` (``lean_lora_forward`` against PEFT's forward).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import train_throughput as tt  # noqa: E402  (sets the offline environment and the repository path)
+import torch  # noqa: E402
+
+
+def switch(trainer, kernel: str, on: bool):
+    """A context in which ``kernel`` is on or off for ``trainer``'s model (set up by ``tt.build("c")``)."""
+    from instructlab import cpu_kernels
+
+    model = trainer.model
+    if kernel == "dropout":
+        drops = [(m, name) for m in model.modules() if isinstance(getattr(m, "lora_dropout", None),
+                                                                   torch.nn.ModuleDict) for name in m.lora_dropout]
+        return _swapped(drops, on, lambda fast: torch.nn.Dropout(fast.p))
+    if kernel == "attention":
+        base = model.get_base_model()
+
+        @contextlib.contextmanager
+        def attention():
+            if not on:
+                base.set_attn_implementation("sdpa")
+            try:
+                yield
+            finally:
+                cpu_kernels.use_short_attention(base)
+        return attention()
+    if kernel == "lora":
+        @contextlib.contextmanager
+        def lora():
+            cpu_kernels.use_lean_lora(model, on)
+            try:
+                yield
+            finally:
+                cpu_kernels.use_lean_lora(model, True)
+        return lora()
+    raise SystemExit(f"unknown --kernel {kernel!r}: dropout, attention or lora")
+
+
+@contextlib.contextmanager
+def _swapped(drops, on: bool, plain):
+    """The LoRA dropout modules as they are (``on``) or replaced by ``plain(module)`` meanwhile."""
+    kept = [(m, name, m.lora_dropout[name]) for m, name in drops]
+    if not on:
+        for m, name, fast in kept:
+            replacement = plain(fast)
+            replacement.train(fast.training)
+            m.lora_dropout[name] = replacement
+    try:
+        yield
+    finally:
+        for m, name, fast in kept:
+            m.lora_dropout[name] = fast
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--kernel", default="dropout", help="dropout, attention or lora (default dropout)")
+    p.add_argument("--reps", type=int, default=12, help="passes with the kernel on, and as many off")
+    p.add_argument("--batch-size", type=int, default=4)
+    p.add_argument("--pool", type=int, default=256)
+    p.add_argument("--all-linear", action="store_true", help="LoRA on every linear layer instead of q/v")
+    a = p.parse_args(argv)
+
+    from transformers.utils import logging as hf_logging
+
+    from instructlab import cpu_kernels, models
+
+    hf_logging.set_verbosity_error()
+    model_name = "smollm2-135m-instruct"
+    examples = tt.load_examples(model_name, tt.REPO / "data/kestrel/train.jsonl", a.pool)
+    with tempfile.TemporaryDirectory() as tmp:
+        trainer, _ = tt.build("c", model_name, examples, a.batch_size, 1, Path(tmp), tt.lora_targets(a.all_linear))
+    trainer.model.train()
+    batch = trainer._prepare_inputs(next(iter(trainer.get_train_dataloader())))
+    real = int(batch["attention_mask"].sum()) if "attention_mask" in batch else batch["input_ids"].numel()
+
+    def one_pass(on: bool) -> float:
+        with switch(trainer, a.kernel, on):
+            trainer.model.zero_grad(set_to_none=True)
+            start = time.perf_counter()
+            with trainer.compute_loss_context_manager():
+                loss = trainer.compute_loss(trainer.model, dict(batch))
+            loss.backward()
+            return time.perf_counter() - start
+
+    times: dict[bool, list[float]] = {True: [], False: []}
+    with cpu_kernels.reused_tiles(trainer.kit_lean_head):
+        one_pass(True), one_pass(False)  # warm-up: first calls allocate, pack, and pick kernels
+        for i in range(a.reps):
+            for on in ((True, False) if i % 2 == 0 else (False, True)):
+                times[on].append(one_pass(on))
+    print(f"kernel {a.kernel}: set-up (c), LoRA on {'/'.join(t.split('_')[0] for t in tt.lora_targets(a.all_linear))}, "
+          f"batch {a.batch_size} ({real} real tokens), {models.device_settings().description}")
+    for on in (True, False):
+        print(f"{'on ' if on else 'off'}: " + ", ".join(f"{t:.3f}" for t in times[on]) + " s")
+    on, off = statistics.median(times[True]), statistics.median(times[False])
+    print(f"median forward+backward: on {on:.3f} s, off {off:.3f} s; off/on = {off / on:.2f}x")
+
+
+if __name__ == "__main__":
+    main()
