@@ -5,11 +5,13 @@ Builds ``benchmarks/train_throughput.py``'s set-up (c) (the kit's defaults: same
 takes its first training batch, and times ``--reps`` forward-and-backward passes of the trainer's loss on that
 batch with the kernel on, and as many with it off, interleaved (on, off, off, on, on, off, ...), so that a change
 in the machine's load hits both alike. Prints each pass's time, the medians and their ratio (off / on: above 1
-means the kernel pays off).
+means the kernel pays off), and the same for the process's CPU time.
 
-    .venv/bin/python benchmarks/kernel_ab.py [--kernel dropout|attention|lora] [--reps 12] [--all-linear]
+    .venv/bin/python benchmarks/kernel_ab.py [--kernel dropout|dropout-draw|attention|lora] [--reps 12]
+                                             [--all-linear]
 
-Kernels: ``dropout`` (``FastDropout`` against ``nn.Dropout``), ``attention`` (``short_attention_forward``
+Kernels: ``dropout`` (``FastDropout`` against ``nn.Dropout``), ``dropout-draw`` (``FastDropout``, which draws the
+dropped positions, against its previous version, a mask of 16-bit random lanes: :class:`LaneMaskDropout`), ``attention`` (``short_attention_forward``
 against SDPA), ``lora`` (``lean_lora_forward`` against PEFT's forward).
 """
 
@@ -38,6 +40,10 @@ def switch(trainer, kernel: str, on: bool):
         drops = [(m, name) for m in model.modules() if isinstance(getattr(m, "lora_dropout", None),
                                                                    torch.nn.ModuleDict) for name in m.lora_dropout]
         return _swapped(drops, on, lambda fast: torch.nn.Dropout(fast.p))
+    if kernel == "dropout-draw":
+        drops = [(m, name) for m in model.modules() if isinstance(getattr(m, "lora_dropout", None),
+                                                                   torch.nn.ModuleDict) for name in m.lora_dropout]
+        return _swapped(drops, on, lambda fast: LaneMaskDropout(fast.p))
     if kernel == "attention":
         base = model.get_base_model()
 
@@ -59,7 +65,22 @@ def switch(trainer, kernel: str, on: bool):
             finally:
                 cpu_kernels.use_lean_lora(model, True)
         return lora()
-    raise SystemExit(f"unknown --kernel {kernel!r}: dropout, attention or lora")
+    raise SystemExit(f"unknown --kernel {kernel!r}: dropout, dropout-draw, attention or lora")
+
+
+class LaneMaskDropout(torch.nn.Module):
+    """The kit's previous ``FastDropout`` (to 2026-12-01), for ``--kernel dropout-draw``: a mask from 16-bit
+    lanes of int64 random draws (keep probability ``1 - round(p * 65536) / 65536``), applied with ``where``."""
+
+    def __init__(self, p: float):
+        super().__init__()
+        self.p, self.dropped = p, round(p * 65536) / 65536
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        n = x.numel()
+        words = torch.randint(-2 ** 63, 2 ** 63 - 1, ((n + 3) // 4,), dtype=torch.int64)
+        keep = words.view(torch.int16)[:n].view(x.shape) >= -32768 + round(self.p * 65536)
+        return torch.where(keep, x, 0) * (1 / (1 - self.dropped))
 
 
 @contextlib.contextmanager
@@ -80,7 +101,7 @@ def _swapped(drops, on: bool, plain):
 
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--kernel", default="dropout", help="dropout, attention or lora (default dropout)")
+    p.add_argument("--kernel", default="dropout", help="dropout, dropout-draw, attention or lora (default dropout)")
     p.add_argument("--reps", type=int, default=12, help="passes with the kernel on, and as many off")
     p.add_argument("--batch-size", type=int, default=4)
     p.add_argument("--pool", type=int, default=256)
@@ -100,27 +121,33 @@ def main(argv=None) -> None:
     batch = trainer._prepare_inputs(next(iter(trainer.get_train_dataloader())))
     real = int(batch["attention_mask"].sum()) if "attention_mask" in batch else batch["input_ids"].numel()
 
-    def one_pass(on: bool) -> float:
+    def one_pass(on: bool) -> tuple[float, float]:
         with switch(trainer, a.kernel, on):
             trainer.model.zero_grad(set_to_none=True)
-            start = time.perf_counter()
+            start, cpu = time.perf_counter(), time.process_time()
             with trainer.compute_loss_context_manager():
                 loss = trainer.compute_loss(trainer.model, dict(batch))
             loss.backward()
-            return time.perf_counter() - start
+            return time.perf_counter() - start, time.process_time() - cpu
 
     times: dict[bool, list[float]] = {True: [], False: []}
+    cpu: dict[bool, list[float]] = {True: [], False: []}
     with cpu_kernels.reused_tiles(trainer.kit_lean_head):
         one_pass(True), one_pass(False)  # warm-up: first calls allocate, pack, and pick kernels
         for i in range(a.reps):
             for on in ((True, False) if i % 2 == 0 else (False, True)):
-                times[on].append(one_pass(on))
+                wall, used = one_pass(on)
+                times[on].append(wall)
+                cpu[on].append(used)
     print(f"kernel {a.kernel}: set-up (c), LoRA on {'/'.join(t.split('_')[0] for t in tt.lora_targets(a.all_linear))}, "
           f"batch {a.batch_size} ({real} real tokens), {models.device_settings().description}")
     for on in (True, False):
         print(f"{'on ' if on else 'off'}: " + ", ".join(f"{t:.3f}" for t in times[on]) + " s")
     on, off = statistics.median(times[True]), statistics.median(times[False])
     print(f"median forward+backward: on {on:.3f} s, off {off:.3f} s; off/on = {off / on:.2f}x")
+    on, off = statistics.median(cpu[True]), statistics.median(cpu[False])
+    print(f"median CPU time of this process (all its threads; a virtual machine's stolen time is not in it): "
+          f"on {on:.3f} s, off {off:.3f} s; off/on = {off / on:.2f}x")
 
 
 if __name__ == "__main__":
