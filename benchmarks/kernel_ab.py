@@ -36,14 +36,8 @@ def switch(trainer, kernel: str, on: bool):
     from instructlab import cpu_kernels
 
     model = trainer.model
-    if kernel == "dropout":
-        drops = [(m, name) for m in model.modules() if isinstance(getattr(m, "lora_dropout", None),
-                                                                   torch.nn.ModuleDict) for name in m.lora_dropout]
-        return _swapped(drops, on, lambda fast: torch.nn.Dropout(fast.p))
-    if kernel == "dropout-draw":
-        drops = [(m, name) for m in model.modules() if isinstance(getattr(m, "lora_dropout", None),
-                                                                   torch.nn.ModuleDict) for name in m.lora_dropout]
-        return _swapped(drops, on, lambda fast: LaneMaskDropout(fast.p))
+    if kernel in ("dropout", "dropout-draw"):
+        return _swapped(model, on, torch.nn.Dropout if kernel == "dropout" else LaneMaskDropout)
     if kernel == "attention":
         base = model.get_base_model()
 
@@ -74,22 +68,23 @@ class LaneMaskDropout(torch.nn.Module):
 
     def __init__(self, p: float):
         super().__init__()
-        self.p, self.dropped = p, round(p * 65536) / 65536
+        self.p, self.lanes_dropped = p, round(p * 65536)  # of the 65,536 values a 16-bit lane takes
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         n = x.numel()
         words = torch.randint(-2 ** 63, 2 ** 63 - 1, ((n + 3) // 4,), dtype=torch.int64)
-        keep = words.view(torch.int16)[:n].view(x.shape) >= -32768 + round(self.p * 65536)
-        return torch.where(keep, x, 0) * (1 / (1 - self.dropped))
+        keep = words.view(torch.int16)[:n].view(x.shape) >= -32768 + self.lanes_dropped
+        return torch.where(keep, x, 0) * (65536 / (65536 - self.lanes_dropped))
 
 
 @contextlib.contextmanager
-def _swapped(drops, on: bool, plain):
-    """The LoRA dropout modules as they are (``on``) or replaced by ``plain(module)`` meanwhile."""
-    kept = [(m, name, m.lora_dropout[name]) for m, name in drops]
+def _swapped(model, on: bool, plain):
+    """``model``'s LoRA dropout modules as they are (``on``) or replaced by ``plain(p)`` meanwhile."""
+    kept = [(m, name, m.lora_dropout[name]) for m in model.modules()
+            if isinstance(getattr(m, "lora_dropout", None), torch.nn.ModuleDict) for name in m.lora_dropout]
     if not on:
         for m, name, fast in kept:
-            replacement = plain(fast)
+            replacement = plain(fast.p)
             replacement.train(fast.training)
             m.lora_dropout[name] = replacement
     try:
@@ -101,7 +96,8 @@ def _swapped(drops, on: bool, plain):
 
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--kernel", default="dropout", help="dropout, dropout-draw, attention or lora (default dropout)")
+    p.add_argument("--kernel", default="dropout", choices=("dropout", "dropout-draw", "attention", "lora"),
+                   help="the kernel to switch (default dropout)")
     p.add_argument("--reps", type=int, default=12, help="passes with the kernel on, and as many off")
     p.add_argument("--batch-size", type=int, default=4)
     p.add_argument("--pool", type=int, default=256)
