@@ -3,7 +3,8 @@ of a shared machine's load drifting between two runs.
 
 Builds ``benchmarks/train_throughput.py``'s set-up (c) (the kit's defaults: same model, data, batch and LoRA),
 takes its first training batch, and times ``--reps`` forward-and-backward passes of the trainer's loss on that
-batch with the kernel on, and as many with it off, interleaved (on, off, off, on, on, off, ...), so that a change
+batch, in the trainer's precision (its bf16 autocast where the kit trains in bf16), with the kernel on, and as many
+with it off, interleaved (on, off, off, on, on, off, ...), so that a change
 in the machine's load hits both alike. Prints each pass's time, the medians and their ratio (off / on: above 1
 means the kernel pays off), and the same for the process's CPU time.
 
@@ -121,7 +122,9 @@ def main(argv=None) -> None:
         with switch(trainer, a.kernel, on):
             trainer.model.zero_grad(set_to_none=True)
             start, cpu = time.perf_counter(), time.process_time()
-            with trainer.compute_loss_context_manager():
+            # the trainer's precision: accelerate wraps the model's forward in this autocast only once train()
+            # has prepared the model, so a forward called directly must enter it itself
+            with trainer.compute_loss_context_manager(), trainer.accelerator.autocast():
                 loss = trainer.compute_loss(trainer.model, dict(batch))
             loss.backward()
             return time.perf_counter() - start, time.process_time() - cpu

@@ -10,9 +10,10 @@ Profiling one training step of SmolLM2-135M (LoRA r=16 on every linear layer, ba
 * **The vocabulary head's log-probabilities**: TRL's ``ChunkedLogProbFunction`` folds each logits tile with a
   dozen element-wise passes written for Triton, and accumulates the backward's gradient GEMM in fp32 (the slow
   rate on a bf16 CPU). :class:`LeanLogProb` computes the same per-token log-probability, entropy and top-1 flag
-  with one maximum, one exponential and two row sums, in place in a reused fp32 tile (a fresh 64 MB tile per
-  operation cost more in page faults than its arithmetic), keeps ``d log p / d logits`` from the forward, and its backward is one GEMM in the autocast
-  dtype, as every other linear layer under autocast does.
+  with one maximum, one exponential and two row sums, in place in reused fp32 tiles a few rows at a time (a
+  fresh 64 MB tile per operation cost more in page faults than its arithmetic), keeps ``d log p / d logits``
+  from the forward, and its backward is one GEMM in the autocast dtype, as every other linear layer under
+  autocast does.
 * **Attention on short sequences** (:func:`short_attention_forward`): two batched matmuls and a softmax
   instead of PyTorch's CPU flash-attention kernel.
 * **The LoRA branch** (:func:`lean_lora_forward`): PEFT's casts of the bf16 input to fp32 and back, and its
@@ -170,6 +171,7 @@ def use_fast_dropout(model: torch.nn.Module) -> int:
 
 _CHUNK_ELEMENTS = 1 << 24  # logits per chunk (64 MB in fp32): tokens are scored in chunks of this size
 _KEEP_ELEMENTS = 1 << 27  # up to this many logits per call (256 MB in bf16), the forward keeps d log p / d logits
+_BLOCK_ELEMENTS = 1 << 19  # logits per block of the forward's reductions (2 MB per fp32 tile, one per work tile)
 LEAN_OUTPUTS = frozenset({"log_probs", "entropy", "is_top1"})
 
 
@@ -209,9 +211,11 @@ _TILES = _Tiles()
 def reused_tiles(enabled: bool = True) -> Iterator[None]:
     """While active (in this thread), :class:`LeanLogProb` reuses its large work tensors between calls instead
     of allocating them each time; they are freed when the outermost context exits. The kit's trainer enters it
-    around ``train()``. Up to ``2 * _CHUNK_ELEMENTS`` fp32 plus ``_KEEP_ELEMENTS`` autocast-dtype elements
-    (384 MB at most in bf16, 640 MB without autocast; about 170 MB for SmolLM2's 49,152-entry vocabulary at
-    batch 4) stay allocated meanwhile."""
+    around ``train()``. Meanwhile the forward's two fp32 block tiles (``2 * _BLOCK_ELEMENTS``), the kept
+    ``d log p / d logits`` (up to ``_KEEP_ELEMENTS`` in the autocast dtype) and, after calls that did not keep
+    it, a chunk of logits (``_CHUNK_ELEMENTS``) and the recomputing backward's two fp32 chunk tiles stay
+    allocated: 420 MB at most in bf16, 700 MB in fp32 (all of them only if both backward paths ran), about
+    37 MB for SmolLM2's 49,152-entry vocabulary at batch 4 (the kept gradient: 33 MB in bf16)."""
     if not enabled:
         yield
         return
@@ -229,12 +233,14 @@ class LeanLogProb(torch.autograd.Function):
 
     The interface is TRL's ``ChunkedLogProbFunction`` minus what it does not support here (bias, temperature,
     soft-capping, logit scale, the other outputs): :func:`lean_lm_head_on_cpu` sends those cases to TRL's.
-    The logits are computed in the autocast dtype (as TRL does) and reduced in fp32, in place in two reused
-    fp32 tiles (see :class:`_Tiles`), in as few passes as the outputs allow: one maximum (which also
-    gives the top-1 index), one exponential, one sum, one product for the entropy. While a call's logits fit
-    in :data:`_KEEP_ELEMENTS`, the forward also keeps ``d log p_target / d logits = onehot - softmax`` in the
-    autocast dtype, so the backward is one matmul; beyond that (a large vocabulary on long batches), or when
-    the entropy receives a gradient, the backward recomputes each chunk's logits, so memory stays one chunk.
+    The logits are computed in the autocast dtype (as TRL does), one GEMM per chunk, and reduced in fp32 a
+    block of :data:`_BLOCK_ELEMENTS` at a time, in place in two reused fp32 tiles that stay in cache (see
+    :class:`_Tiles`), in as few passes as the outputs allow: one maximum (which also gives the top-1 index),
+    one exponential, one sum, one product for the entropy. While a call's logits fit in :data:`_KEEP_ELEMENTS`,
+    the forward also keeps ``d log p_target / d logits = onehot - softmax`` in the autocast dtype, written over
+    the logits it comes from (the GEMM writes them into the kept tile), so the backward is one matmul; beyond
+    that (a large vocabulary on long batches), or when the entropy receives a gradient, the backward recomputes
+    each chunk's logits, so memory stays one chunk. Rows are independent, so the block size changes no bit.
     """
 
     @staticmethod
@@ -253,27 +259,36 @@ class LeanLogProb(torch.autograd.Function):
         is_top1 = torch.empty(n, dtype=torch.bool) if "is_top1" in outputs else None
         keep = grad_enabled and any(ctx.needs_input_grad[:2]) and 0 < n * vocab <= _KEEP_ELEMENTS
         kept = _TILES.take("d_logits", n * vocab, dtype) if keep else None
-        d_logits = kept[: n * vocab].view(n, vocab) if keep else None
-        work = _TILES.take("work", 2 * rows * vocab, torch.float32)
-        for s in range(0, n, rows):
-            e = min(s + rows, n)
-            z = hidden[s:e].to(dtype) @ w.t()
-            top, first = z.max(dim=-1)  # exact in any dtype; the index is the first maximum, like TRL's flag
-            shifted = work[: (e - s) * vocab].view(e - s, vocab).copy_(z).sub_(top.float()[:, None])
-            del z
-            ex = torch.exp(shifted, out=work[rows * vocab: (rows + e - s) * vocab].view(e - s, vocab))
-            total = ex.sum(-1)
-            log_total = total.log()
-            log_z[s:e] = top.float() + log_total
-            log_probs[s:e] = shifted.gather(1, targets[s:e, None]).squeeze(1) - log_total
-            if entropy is not None:  # H = log Z - E_p[z], with z shifted by its maximum (shifted is spent)
-                entropy[s:e] = log_total - shifted.mul_(ex).sum(-1) / total
-            if is_top1 is not None:
-                is_top1[s:e] = first == targets[s:e]
-            if keep:  # onehot(target) - p, rounded once to the autocast dtype
-                ex.mul_((-1 / total)[:, None]).scatter_add_(1, targets[s:e, None], torch.ones(e - s, 1))
-                d_logits[s:e] = ex
+        # the logits go straight into the kept tile (each block's d log p / d logits then overwrites its own
+        # logits, which it has read); without one, into a reused tile of their own
+        logits = kept[: n * vocab].view(n, vocab) if keep else _TILES.take("logits", rows * vocab, dtype)
+        block = max(1, min(rows, _BLOCK_ELEMENTS // vocab))
+        work = _TILES.take("work", 2 * block * vocab, torch.float32)
+        with torch.autocast("cpu", enabled=False):
+            for s in range(0, n, rows):
+                e = min(s + rows, n)
+                z = logits[s:e] if keep else logits[: (e - s) * vocab].view(e - s, vocab)
+                torch.mm(hidden[s:e].to(dtype), w.t(), out=z)
+                for b in range(s, e, block):  # the reductions block by block, in tiles that stay in cache
+                    f = min(b + block, e)
+                    zb = z[b - s: f - s]
+                    top, first = zb.max(dim=-1)  # exact in any dtype; the index is the first maximum, like TRL's
+                    shifted = work[: (f - b) * vocab].view(f - b, vocab).copy_(zb).sub_(top.float()[:, None])
+                    ex = torch.exp(shifted, out=work[block * vocab: (block + f - b) * vocab].view(f - b, vocab))
+                    total = ex.sum(-1)
+                    log_total = total.log()
+                    log_z[b:f] = top.float() + log_total
+                    log_probs[b:f] = shifted.gather(1, targets[b:f, None]).squeeze(1) - log_total
+                    if entropy is not None:  # H = log Z - E_p[z], with z shifted by its maximum (shifted is spent)
+                        entropy[b:f] = log_total - shifted.mul_(ex).sum(-1) / total
+                    if is_top1 is not None:
+                        is_top1[b:f] = first == targets[b:f]
+                    if keep:  # onehot(target) - p, rounded once to the autocast dtype, over these rows' logits
+                        ex.mul_((-1 / total)[:, None]).scatter_add_(1, targets[b:f, None], torch.ones(f - b, 1))
+                        zb.copy_(ex)
         _TILES.give_back("work", work)
+        if not keep:
+            _TILES.give_back("logits", logits)
         ctx.save_for_backward(hidden, weight, targets, log_z, log_z if entropy is None else entropy)
         ctx.dtype, ctx.kept = dtype, kept
         if is_top1 is not None:

@@ -136,9 +136,11 @@ def _run(kind, h0, weight, targets, autocast, weight_grad=False, entropy_grad=Tr
 
 @pytest.mark.parametrize("path", ["float32", "bfloat16-autocast"])
 @pytest.mark.parametrize("chunk_elements", [1 << 24, 2000])  # one chunk, and several (4 tokens each)
+@pytest.mark.parametrize("block_elements", [1 << 18, 1100])  # the forward's reductions in one block, or 2 tokens each
 @pytest.mark.parametrize("backward", ["kept", "kept-mean", "recomputed", "entropy"])  # d log p / d logits kept or not
-def test_lean_log_prob_matches_trl_values_and_gradients(path, chunk_elements, backward, monkeypatch):
+def test_lean_log_prob_matches_trl_values_and_gradients(path, chunk_elements, block_elements, backward, monkeypatch):
     monkeypatch.setattr(cpu_kernels, "_CHUNK_ELEMENTS", chunk_elements)
+    monkeypatch.setattr(cpu_kernels, "_BLOCK_ELEMENTS", block_elements)
     if backward == "recomputed":
         monkeypatch.setattr(cpu_kernels, "_KEEP_ELEMENTS", 0)
     taken = []
@@ -164,6 +166,20 @@ def test_lean_log_prob_matches_trl_values_and_gradients(path, chunk_elements, ba
         assert float((b.float() - a.float()).norm() / a.float().norm()) < (1e-5 if not autocast else 2e-2), name
 
 
+@pytest.mark.parametrize("autocast", [False, True])
+def test_lean_log_prob_gives_the_same_bits_whatever_its_blocks(autocast, monkeypatch):
+    """The forward's reductions run block by block (rows are independent): any block size, the same bits."""
+    h, weight, targets = _head_case(torch.bfloat16 if autocast else torch.float32)
+    out = {}
+    for block in (1 << 18, 1100, 501):  # one block; 2 tokens each; 1 token each
+        monkeypatch.setattr(cpu_kernels, "_BLOCK_ELEMENTS", block)
+        with cpu_kernels.reused_tiles():
+            out[block] = _run("lean", h, weight, targets, autocast, weight_grad=True, entropy_grad=False)
+    for block in (1100, 501):
+        for a, b in zip(out[1 << 18], out[block]):
+            assert torch.equal(a, b)
+
+
 def test_lean_log_prob_takes_zero_tokens_and_keeps_nothing_without_a_graph():
     h, weight, targets = _head_case(torch.float32)
     lp, ent, top, g_h, g_w = _run("lean", h[:0], weight, targets[:0], autocast=False, weight_grad=True)
@@ -171,7 +187,7 @@ def test_lean_log_prob_takes_zero_tokens_and_keeps_nothing_without_a_graph():
     assert not g_w.any()
     with cpu_kernels.reused_tiles(), torch.no_grad():  # a weight that wants a gradient, but no graph
         cpu_kernels.LeanLogProb.apply(h, weight.clone().requires_grad_(), targets, OUTPUTS, torch.is_grad_enabled())
-        assert set(cpu_kernels._TILES.free) == {"work"}
+        assert set(cpu_kernels._TILES.free) == {"work", "logits"}  # work tiles, no d log p / d logits
 
 
 def test_reused_tiles_keeps_the_head_work_tensors_between_calls_and_frees_them_on_exit():
