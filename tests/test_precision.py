@@ -1,6 +1,7 @@
 """Precision follows the CPU: the decision (flags + timed probe, cached, overridable) and the numerics of
 both paths, each forced with ``INSTRUCTLAB_DTYPE`` so that every machine tests both, whatever its CPU."""
 
+import contextlib
 import json
 import os
 
@@ -232,10 +233,13 @@ def _batch_and_lora(trainer):
     return batch, lora
 
 
-def _loss_and_lora_grads(trainer, batch, lora):
-    """The trainer's loss on ``batch`` and the gradients of ``lora``, from one forward and backward."""
+def _loss_and_lora_grads(trainer, batch, lora, autocast=True):
+    """The trainer's loss on ``batch`` and the gradients of ``lora``, from one forward and backward, in the trainer's
+    precision: its bf16 autocast on the bf16 path (accelerate enters it around the model's forward only once
+    ``train()`` has prepared the model, so a direct call enters it here); ``autocast=False``: none."""
     trainer.model.zero_grad()
-    with trainer.compute_loss_context_manager():
+    precision = trainer.accelerator.autocast() if autocast else contextlib.nullcontext()
+    with trainer.compute_loss_context_manager(), precision:
         loss = trainer.compute_loss(trainer.model, dict(batch))
     loss.backward()
     return loss.detach().float(), [p.grad.float().clone() for p in lora]
