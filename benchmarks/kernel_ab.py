@@ -8,12 +8,13 @@ with it off, interleaved (on, off, off, on, on, off, ...), so that a change
 in the machine's load hits both alike. Prints each pass's time, the medians and their ratio (off / on: above 1
 means the kernel pays off), and the same for the process's CPU time.
 
-    .venv/bin/python benchmarks/kernel_ab.py [--kernel dropout|dropout-draw|attention|lora] [--reps 12]
+    .venv/bin/python benchmarks/kernel_ab.py [--kernel dropout|dropout-draw|attention|lora|fused] [--reps 12]
                                              [--all-linear]
 
 Kernels: ``dropout`` (``FastDropout`` against ``nn.Dropout``), ``dropout-draw`` (``FastDropout``, which draws the
 dropped positions, against its previous version, a mask of 16-bit random lanes: :class:`LaneMaskDropout`), ``attention`` (``short_attention_forward``
-against SDPA), ``lora`` (``lean_lora_forward`` against PEFT's forward).
+against SDPA), ``lora`` (``lean_lora_forward`` against PEFT's forward), ``fused`` (``cpu_fused``: the fused RMSNorm,
+SwiGLU and rotary kernels against PyTorch's operations).
 """
 
 from __future__ import annotations
@@ -60,7 +61,20 @@ def switch(trainer, kernel: str, on: bool):
             finally:
                 cpu_kernels.use_lean_lora(model, True)
         return lora()
-    raise SystemExit(f"unknown --kernel {kernel!r}: dropout, dropout-draw, attention or lora")
+    if kernel == "fused":
+        from instructlab import cpu_fused
+
+        @contextlib.contextmanager
+        def fused():
+            cpu_fused.use_fused_elementwise(model, on)
+            trainer.kit_fused_rotary = on
+            try:
+                yield
+            finally:
+                cpu_fused.use_fused_elementwise(model, True)
+                trainer.kit_fused_rotary = True
+        return fused()
+    raise SystemExit(f"unknown --kernel {kernel!r}: dropout, dropout-draw, attention, lora or fused")
 
 
 class LaneMaskDropout(torch.nn.Module):
@@ -97,7 +111,7 @@ def _swapped(model, on: bool, plain):
 
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--kernel", default="dropout", choices=("dropout", "dropout-draw", "attention", "lora"),
+    p.add_argument("--kernel", default="dropout", choices=("dropout", "dropout-draw", "attention", "lora", "fused"),
                    help="the kernel to switch (default dropout)")
     p.add_argument("--reps", type=int, default=12, help="passes with the kernel on, and as many off")
     p.add_argument("--batch-size", type=int, default=4)

@@ -10,7 +10,8 @@ Same model (smollm2-135m-instruct), same Kestrel training examples, same per-dev
                                        ``models.device_settings()`` chose for this CPU, no checkpointing,
                                        length-grouped batches, the LM head on labelled positions only, the
                                        kit's CPU kernels (``instructlab.cpu_kernels``: lean log-probabilities,
-                                       fast LoRA dropout)
+                                       fast LoRA dropout, short attention, lean LoRA forward;
+                                       ``instructlab.cpu_fused``: compiled RMSNorm, SwiGLU, rotary)
 
 and, to measure each of the kit's changes on its own (each is (c) with one change undone):
 
@@ -19,6 +20,8 @@ and, to measure each of the kit's changes on its own (each is (c) with one chang
   (d) (c) with PyTorch's ``nn.Dropout`` as LoRA dropout instead of ``cpu_kernels.FastDropout``
   (s) (c) with transformers' SDPA attention on every sequence instead of ``cpu_kernels.short_attention_forward``
   (r) (c) with PEFT's LoRA forward instead of ``cpu_kernels.lean_lora_forward``
+  (e) (c) with PyTorch's element-wise operations for RMSNorm, SwiGLU and the rotary embedding instead of
+      ``instructlab.cpu_fused``'s compiled kernels
   (w) (c) with the frozen base weights stored in fp32 instead of bf16 (bf16 machines only)
   (f) (c) forced to fp32 (``INSTRUCTLAB_DTYPE=float32``): the kit on a CPU without native bf16
   (g) (f) with TRL's LM head on every position: the kit's fp32 path before the compact head
@@ -29,7 +32,7 @@ layer on the real tokens, the vocabulary head only on the tokens with a label) a
 this machine's matmul rate *in the set-up's precision* (bf16 and fp32 matmuls are measured in the same run,
 before and after). Then the measured gain of each kept change, c/b, and last the c/a ratio.
 
-    .venv/bin/python benchmarks/train_throughput.py [--steps 4] [--batch-size 4] [--pool 256] [--setups abchldsrwfg]
+    .venv/bin/python benchmarks/train_throughput.py [--steps 4] [--batch-size 4] [--pool 256] [--setups abchldsrewfg]
                                                     [--all-linear]
 
 ``--all-linear`` puts LoRA on every linear layer (the quick profile's choice) instead of q/v in every set-up.
@@ -160,11 +163,12 @@ class StepTimer:
         self.callback = _CB()
 
 
-KIT_SETUPS = "chldsrwfg"  # the kit's settings, with one change undone in h, l, d, s, r, w, f, g
+KIT_SETUPS = "chldsrewfg"  # the kit's settings, with one change undone in h, l, d, s, r, e, w, f, g
 
 
 def build(setup: str, model_name: str, examples, batch_size: int, steps: int, out: Path, targets=("q_proj", "v_proj")):
-    """A trainer for set-up a / b / c / h / l / d / s / r / w / f / g on the same data; returns (trainer, checkpointing_on)."""
+    """A trainer for set-up a / b / c / h / l / d / s / r / e / w / f / g on the same data; returns (trainer,
+    checkpointing_on)."""
     from peft import LoraConfig
     from transformers import set_seed
     from trl import SFTConfig
@@ -200,8 +204,16 @@ def build(setup: str, model_name: str, examples, batch_size: int, steps: int, ou
                                processing_class=tok, peft_config=lora, data_collator=collator)
     trainer.kit_group_by_length = kit and TrainConfig().batching == "group_by_length"
     use_cpu_kernels(trainer, kit, compact_head=setup not in "hg", lean_head=setup != "l", fast_dropout=setup != "d",
-                    short_attention=setup != "s", lean_lora=setup != "r")
+                    short_attention=setup != "s", lean_lora=setup != "r", fused_elementwise=setup != "e")
     return trainer, bool(args.activation_checkpointing or args.gradient_checkpointing)
+
+
+def cpu_fused_on(model) -> bool:
+    """Whether ``model`` trains with ``instructlab.cpu_fused``'s kernels: its modules switched, and the kernels
+    built (they are not where this machine has no C compiler)."""
+    from instructlab import cpu_fused
+
+    return cpu_fused.library() is not None and any(type(m).__name__.startswith("FusedLlama") for m in model.modules())
 
 
 def run(setup: str, model_name: str, examples, batch_size: int, steps: int, out: Path,
@@ -233,6 +245,7 @@ def run(setup: str, model_name: str, examples, batch_size: int, steps: int, out:
             "fast_dropout": any(type(m).__name__ == "FastDropout" for m in trainer.model.modules()),
             "attention": trainer.model.get_base_model().config._attn_implementation,
             "lean_lora": any(type(m).__name__ == "LeanLoraLinear" for m in trainer.model.modules()),
+            "fused": trainer.kit_fused_rotary and cpu_fused_on(trainer.model),
             "s_per_step_all": timer.times}
 
 
@@ -303,7 +316,7 @@ def main(argv=None) -> float:
     p.add_argument("--steps-a", type=int, default=3, help="steps for (a), which is ~17x slower on CPU")
     p.add_argument("--batch-size", type=int, default=4)
     p.add_argument("--pool", type=int, default=256, help="examples the samplers draw batches from")
-    p.add_argument("--setups", default=None, help="default: abchldsrwfg where the kit trains in bf16, else abchldsr "
+    p.add_argument("--setups", default=None, help="default: abchldsrewfg where the kit trains in bf16, else abchldsre "
                    "(without bf16, (w) and (f) equal (c) and (g) equals (h))")
     p.add_argument("--all-linear", action="store_true", help="LoRA on every linear layer (the quick profile's) "
                    "instead of q_proj/v_proj")
@@ -319,7 +332,7 @@ def main(argv=None) -> float:
     torch.manual_seed(0)
     examples = load_examples(a.model, a.data, a.pool)
     hw = models.device_settings()
-    setups = a.setups or ("abchldsrwfg" if hw.bf16 else "abchldsr")
+    setups = a.setups or ("abchldsrewfg" if hw.bf16 else "abchldsre")
     targets = lora_targets(a.all_linear)
     peak = matmul_peaks()
     print(f"machine: {os.cpu_count()} CPU threads (torch uses {torch.get_num_threads()}), matmul 1024^3: "
@@ -338,6 +351,7 @@ def main(argv=None) -> float:
             prec = "bf16" if r["bf16"] else "fp32"
             print(f"({s}) bf16={r['bf16']!s:5} weights={r['weights']:8} compact_head={r['compact_head']!s:5} "
                   f"lean_head={r['lean_head']!s:5} fast_dropout={r['fast_dropout']!s:5} lean_lora={r['lean_lora']!s:5} "
+                  f"fused={r['fused']!s:5} "
                   f"attention={r['attention']} "
                   f"checkpointing={r['checkpointing']!s:5} steps={r['steps']} {r['s_per_step']:7.2f} s/step "
                   f"{r['tokens_per_s']:8.1f} tokens/s  padding {r['padding_fraction']:5.1%}  {r['gflops']:6.1f} "
@@ -358,6 +372,7 @@ def main(argv=None) -> float:
              ("c", "d", "cpu_kernels.FastDropout instead of nn.Dropout for LoRA dropout"),
              ("c", "s", "cpu_kernels.short_attention_forward instead of SDPA for sequences <= 256 tokens"),
              ("c", "r", "cpu_kernels.lean_lora_forward instead of PEFT's LoRA forward"),
+             ("c", "e", "cpu_fused's RMSNorm, SwiGLU and rotary kernels instead of PyTorch's operations"),
              ("c", "w", f"frozen base stored in {base.get('c')} rather than {base.get('w')}"),
              ("c", "f", "bf16 autocast instead of fp32"), ("f", "g", "LM head on labelled positions only, fp32"))
     for new, old, what in gains:

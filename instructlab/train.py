@@ -569,11 +569,14 @@ def _trainer_class():
         kit_group_by_length = False
         kit_compact_head = False  # build_trainer turns it on for CPU runs (see compact_lm_head_on_cpu)
         kit_lean_head = False  # and this one (see cpu_kernels.lean_lm_head_on_cpu)
+        kit_fused_rotary = False  # and this one (see cpu_fused.fused_rotary)
 
         def compute_loss(self, model, inputs, *args, **kwargs):
+            from .cpu_fused import fused_rotary
             from .cpu_kernels import lean_lm_head_on_cpu
 
-            with compact_lm_head_on_cpu(self.kit_compact_head), lean_lm_head_on_cpu(self.kit_lean_head):
+            with compact_lm_head_on_cpu(self.kit_compact_head), lean_lm_head_on_cpu(self.kit_lean_head), \
+                    fused_rotary(self.model, self.kit_fused_rotary):
                 return super().compute_loss(model, inputs, *args, **kwargs)
 
         def train(self, *args, **kwargs):
@@ -699,20 +702,25 @@ def build_trainer(model_name: str, train_ds: Any, eval_ds: Any, config: TrainCon
 
 
 def use_cpu_kernels(trainer: Any, enabled: bool = True, compact_head: bool = True, lean_head: bool = True,
-                    fast_dropout: bool = True, short_attention: bool = True, lean_lora: bool = True) -> None:
+                    fast_dropout: bool = True, short_attention: bool = True, lean_lora: bool = True,
+                    fused_elementwise: bool = True) -> None:
     """Turn on the kit's CPU training kernels on a trainer from ``_trainer_class()`` (each one measured and
-    tested to give the same loss; see :func:`compact_lm_head_on_cpu` and :mod:`instructlab.cpu_kernels`).
+    tested to give the same loss; see :func:`compact_lm_head_on_cpu`, :mod:`instructlab.cpu_kernels` and
+    :mod:`instructlab.cpu_fused`).
 
     Args:
         trainer: the trainer, with its PEFT model built.
         enabled: False leaves TRL's and PyTorch's kernels (GPU runs).
-        compact_head / lean_head / fast_dropout / short_attention / lean_lora: each kernel on its own (the
-            benchmark turns one off at a time).
+        compact_head / lean_head / fast_dropout / short_attention / lean_lora / fused_elementwise: each kernel on
+            its own (the benchmark turns one off at a time).
     """
+    from .cpu_fused import use_fused_elementwise
     from .cpu_kernels import use_fast_dropout, use_lean_lora, use_short_attention
 
     trainer.kit_compact_head = enabled and compact_head
     trainer.kit_lean_head = enabled and lean_head
+    trainer.kit_fused_rotary = enabled and fused_elementwise
+    use_fused_elementwise(trainer.model, enabled and fused_elementwise)
     if enabled and fast_dropout:
         use_fast_dropout(trainer.model)
     if enabled and short_attention:

@@ -1,0 +1,167 @@
+/* Element-wise kernels for LoRA training on a CPU: a Llama-family decoder layer's RMSNorm, SwiGLU gating and
+ * rotary embedding, forward and backward, each in one pass over its tensors instead of one pass per PyTorch
+ * operation (and one autograd node per operation).
+ *
+ * Compiled at first use by instructlab/cpu_fused.py (cc -O3 -march=native, with PyTorch's own OpenMP runtime,
+ * so the kernels share its threads and follow torch.set_num_threads) and called through ctypes. Each kernel
+ * computes what the PyTorch operations it replaces compute, in fp32, and rounds where they round: in bf16,
+ * PyTorch's CPU kernels compute every operation in fp32 and round its result to bf16, so these round after the
+ * same operations (bf16 variants), or not at all (fp32 variants). Plain C: the loops are written so that the
+ * compiler vectorizes them (no branches, no library calls inside them).
+ */
+#include <math.h>
+#include <stdint.h>
+#include <string.h>
+
+typedef uint16_t bf16;
+
+static inline float bf16_load(bf16 v) {
+    uint32_t u = (uint32_t)v << 16;
+    float f;
+    memcpy(&f, &u, 4);
+    return f;
+}
+
+static inline bf16 bf16_store(float f) { /* round to nearest even, as c10::BFloat16 does; NaN stays NaN */
+    uint32_t u;
+    memcpy(&u, &f, 4);
+    uint32_t rounded = (u + 0x7fffu + ((u >> 16) & 1u)) >> 16;
+    uint32_t nan = (u >> 16) | 0x40u;
+    return (bf16)(((u & 0x7fffffffu) > 0x7f800000u) ? nan : rounded);
+}
+
+static inline float bf16_round(float f) { return bf16_load(bf16_store(f)); }
+static inline float f32_load(float v) { return v; }
+static inline float f32_store(float f) { return f; }
+static inline float f32_round(float f) { return f; }
+
+/* exp(x) in fp32 without a library call (so that loops vectorize): 2^n * p(r), r = x - n ln 2, |r| <= ln2 / 2,
+ * p the Cephes degree-6 polynomial (within 2 ulp of expf); overflow and underflow clamped to the fp32 range. */
+static inline float exp_f32(float x) {
+    x = x < -87.33654f ? -87.33654f : x;
+    x = x > 88.72283f ? 88.72283f : x;
+    float n = (x * 1.44269504088896341f + 12582912.0f) - 12582912.0f; /* nearest integer, |n| < 2^22 */
+    float r = fmaf(n, -0.693145751953125f, x);
+    r = fmaf(n, -1.428606765330187045e-06f, r);
+    float p = 1.9875691500e-4f;
+    p = fmaf(p, r, 1.3981999507e-3f);
+    p = fmaf(p, r, 8.3334519073e-3f);
+    p = fmaf(p, r, 4.1665795894e-2f);
+    p = fmaf(p, r, 1.6666665459e-1f);
+    p = fmaf(p, r, 5.0000001201e-1f);
+    p = fmaf(p * r, r, r) + 1.0f;
+    int32_t bits = ((int32_t)n + 127) << 23;
+    float scale;
+    memcpy(&scale, &bits, 4);
+    return p * scale;
+}
+
+#define KERNELS(T, SUFFIX, LOAD, STORE, ROUND)                                                                      \
+                                                                                                                    \
+/* transformers' LlamaRMSNorm: h = x * rsqrt(mean(x^2) + eps) in fp32, rounded to x's dtype, y = w * h; the     \
+ * per-row rsqrt is kept for the backward. x, y: rows x d, contiguous. */                                          \
+void rmsnorm_forward_##SUFFIX(const T *x, const T *w, T *y, float *rstd, int64_t rows, int64_t d, float eps) {     \
+    _Pragma("omp parallel for schedule(static)")                                                                    \
+    for (int64_t r = 0; r < rows; ++r) {                                                                            \
+        const T *xr = x + r * d;                                                                                    \
+        T *yr = y + r * d;                                                                                          \
+        float sum = 0.0f;                                                                                           \
+        _Pragma("omp simd reduction(+:sum)")                                                                        \
+        for (int64_t i = 0; i < d; ++i) {                                                                           \
+            float v = LOAD(xr[i]);                                                                                  \
+            sum += v * v;                                                                                           \
+        }                                                                                                           \
+        float rs = 1.0f / sqrtf(sum / (float)d + eps);                                                              \
+        rstd[r] = rs;                                                                                               \
+        _Pragma("omp simd")                                                                                         \
+        for (int64_t i = 0; i < d; ++i) yr[i] = STORE(LOAD(w[i]) * ROUND(LOAD(xr[i]) * rs));                        \
+    }                                                                                                               \
+}                                                                                                                   \
+                                                                                                                    \
+/* its gradient with respect to x, the weight frozen: with gh = g * w (rounded as PyTorch's product is),       \
+ * dx = gh * rs - x * rs^3 * sum(gh * x) / d */                                                                     \
+void rmsnorm_backward_##SUFFIX(const T *g, const T *x, const T *w, const float *rstd, T *dx, int64_t rows,         \
+                               int64_t d) {                                                                         \
+    _Pragma("omp parallel for schedule(static)")                                                                    \
+    for (int64_t r = 0; r < rows; ++r) {                                                                            \
+        const T *gr = g + r * d, *xr = x + r * d;                                                                   \
+        T *dxr = dx + r * d;                                                                                        \
+        float rs = rstd[r], dot = 0.0f;                                                                             \
+        _Pragma("omp simd reduction(+:dot)")                                                                        \
+        for (int64_t i = 0; i < d; ++i) dot += ROUND(LOAD(gr[i]) * LOAD(w[i])) * LOAD(xr[i]);                       \
+        float c = -dot * rs * rs * rs / (float)d;                                                                   \
+        _Pragma("omp simd")                                                                                         \
+        for (int64_t i = 0; i < d; ++i) dxr[i] = STORE(ROUND(LOAD(gr[i]) * LOAD(w[i])) * rs + c * LOAD(xr[i]));    \
+    }                                                                                                               \
+}                                                                                                                   \
+                                                                                                                    \
+/* SwiGLU gating: out = silu(gate) * up, silu(x) = x / (1 + exp(-x)); n elements, contiguous */                    \
+void swiglu_forward_##SUFFIX(const T *gate, const T *up, T *out, int64_t n) {                                      \
+    _Pragma("omp parallel for simd schedule(static)")                                                               \
+    for (int64_t i = 0; i < n; ++i) {                                                                               \
+        float x = LOAD(gate[i]);                                                                                    \
+        out[i] = STORE(ROUND(x / (1.0f + exp_f32(-x))) * LOAD(up[i]));                                              \
+    }                                                                                                               \
+}                                                                                                                   \
+                                                                                                                    \
+/* and its gradients: d_up = grad * silu(gate), d_gate = (grad * up) * s * (1 + gate * (1 - s)), s = sigmoid */    \
+void swiglu_backward_##SUFFIX(const T *grad, const T *gate, const T *up, T *d_gate, T *d_up, int64_t n) {          \
+    _Pragma("omp parallel for simd schedule(static)")                                                               \
+    for (int64_t i = 0; i < n; ++i) {                                                                               \
+        float x = LOAD(gate[i]), g = LOAD(grad[i]);                                                                 \
+        float s = 1.0f / (1.0f + exp_f32(-x));                                                                      \
+        d_up[i] = STORE(g * ROUND(x / (1.0f + exp_f32(-x))));                                                       \
+        d_gate[i] = STORE(ROUND(g * LOAD(up[i])) * s * (1.0f + x * (1.0f - s)));                                    \
+    }                                                                                                               \
+}                                                                                                                   \
+                                                                                                                    \
+/* transformers' rotary embedding of one tensor, x * cos + rotate_half(x) * sin, rotate_half(x) = (-x2, x1):      \
+ * x and out are b x heads x length x d with any strides but the last (1), cos and sin are b x length x d (the     \
+ * same for every head; last stride 1). */                                                                          \
+void rope_forward_##SUFFIX(const T *x, const T *cos, const T *sin, T *out, int64_t b, int64_t heads,               \
+                           int64_t length, int64_t d, int64_t xb, int64_t xh, int64_t xl, int64_t ob, int64_t oh,  \
+                           int64_t ol, int64_t cb, int64_t cl) {                                                    \
+    int64_t half = d / 2;                                                                                           \
+    _Pragma("omp parallel for schedule(static)")                                                                    \
+    for (int64_t row = 0; row < b * heads * length; ++row) {                                                        \
+        int64_t i = row / (heads * length), h = (row / length) % heads, l = row % length;                          \
+        const T *xr = x + i * xb + h * xh + l * xl, *c = cos + i * cb + l * cl, *s = sin + i * cb + l * cl;        \
+        T *o = out + i * ob + h * oh + l * ol;                                                                      \
+        _Pragma("omp simd")                                                                                         \
+        for (int64_t k = 0; k < half; ++k) {                                                                        \
+            float x1 = LOAD(xr[k]), x2 = LOAD(xr[k + half]);                                                        \
+            o[k] = STORE(ROUND(x1 * LOAD(c[k])) + ROUND(-x2 * LOAD(s[k])));                                         \
+            o[k + half] = STORE(ROUND(x2 * LOAD(c[k + half])) + ROUND(x1 * LOAD(s[k + half])));                     \
+        }                                                                                                           \
+    }                                                                                                               \
+}                                                                                                                   \
+                                                                                                                    \
+/* and its gradient: dx = g * cos + rotate_half^T(g * sin), rotate_half^T(t) = (t2, -t1) */                        \
+void rope_backward_##SUFFIX(const T *g, const T *cos, const T *sin, T *dx, int64_t b, int64_t heads,              \
+                            int64_t length, int64_t d, int64_t gb, int64_t gh, int64_t gl, int64_t ob, int64_t oh, \
+                            int64_t ol, int64_t cb, int64_t cl) {                                                   \
+    int64_t half = d / 2;                                                                                           \
+    _Pragma("omp parallel for schedule(static)")                                                                    \
+    for (int64_t row = 0; row < b * heads * length; ++row) {                                                        \
+        int64_t i = row / (heads * length), h = (row / length) % heads, l = row % length;                          \
+        const T *gr = g + i * gb + h * gh + l * gl, *c = cos + i * cb + l * cl, *s = sin + i * cb + l * cl;        \
+        T *o = dx + i * ob + h * oh + l * ol;                                                                       \
+        _Pragma("omp simd")                                                                                         \
+        for (int64_t k = 0; k < half; ++k) {                                                                        \
+            float g1 = LOAD(gr[k]), g2 = LOAD(gr[k + half]);                                                        \
+            o[k] = STORE(ROUND(g1 * LOAD(c[k])) + ROUND(g2 * LOAD(s[k + half])));                                   \
+            o[k + half] = STORE(ROUND(g2 * LOAD(c[k + half])) - ROUND(g1 * LOAD(s[k])));                            \
+        }                                                                                                           \
+    }                                                                                                               \
+}
+
+KERNELS(bf16, bf16, bf16_load, bf16_store, bf16_round)
+KERNELS(float, f32, f32_load, f32_store, f32_round)
+
+/* how many threads the kernels' parallel loops use now (PyTorch's setting, when they share its runtime) */
+#ifdef _OPENMP
+#include <omp.h>
+int fused_threads(void) { return omp_get_max_threads(); }
+#else
+int fused_threads(void) { return 1; }
+#endif
