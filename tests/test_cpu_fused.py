@@ -1,8 +1,8 @@
 """The fused CPU kernels (instructlab/csrc/cpu_fused.c) compute what the PyTorch operations they replace compute:
-the same bits for SwiGLU and the rotary embedding (forward and backward) and RMSNorm's forward in bf16, a bf16
-rounding apart on a few elements of RMSNorm's gradient, fp32 rounding apart in fp32. They run only where they
-apply, fall back to PyTorch's operations where they cannot be built, and a trainer with them on gives the loss
-and LoRA gradients of one without them."""
+the same bits for SwiGLU and the rotary embedding (forward and backward) in bf16, a bf16 rounding apart on rare
+elements of RMSNorm (forward and backward), fp32 rounding apart in fp32. They run only where they apply, fall
+back to PyTorch's operations where they cannot be built, and a trainer with them on gives the loss and LoRA
+gradients of one without them (on SmolLM2: as close to fp32 as PyTorch's bf16 operations)."""
 
 import copy
 import pickle
@@ -69,9 +69,8 @@ def test_rms_norm_is_transformers_llama_rms_norm(fused, dtype):
         y = cpu_fused.rms_norm(x, norm.weight, norm.variance_epsilon) if use else norm(x)
         y.backward(grad)
         outs.append((y, x.grad))
-    (y_eager, dx_eager), (y_fused, dx_fused) = outs
-    _close(y_fused, y_eager, dtype, exact=True)
-    _close(dx_fused, dx_eager, dtype, exact=False)  # the row's sum in another order
+    for eager, fused_out in zip(*outs):
+        _close(fused_out, eager, dtype, exact=False)  # each row's sum in another order
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
