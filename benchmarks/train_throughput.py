@@ -64,6 +64,19 @@ def matmul_peaks() -> dict[str, float]:
     return {"fp32": matmul_gflops(torch.float32, reps=8), "bf16": matmul_gflops(torch.bfloat16, reps=8)}
 
 
+def one_thread_bf16() -> float:
+    """The bf16 1024^3 matmul rate on one thread: where it equals the rate on all of them, oneDNN ran that
+    matmul on one core (seen with AMX: its blocking keeps some shapes, 1024^3 among them, on one thread)."""
+    from instructlab.models import matmul_gflops
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return matmul_gflops(torch.bfloat16, reps=8)
+    finally:
+        torch.set_num_threads(threads)
+
+
 ALL_LINEAR = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 
 
@@ -336,8 +349,11 @@ def main(argv=None) -> float:
     targets = lora_targets(a.all_linear)
     peak = matmul_peaks()
     print(f"machine: {os.cpu_count()} CPU threads (torch uses {torch.get_num_threads()}), matmul 1024^3: "
-          f"bf16 {peak['bf16']:.1f} GFLOP/s, fp32 {peak['fp32']:.1f} GFLOP/s")
+          f"bf16 {peak['bf16']:.1f} GFLOP/s (one thread: {one_thread_bf16():.1f}), fp32 {peak['fp32']:.1f} GFLOP/s")
     print(f"precision path: {hw.precision} ({hw.description})")
+    from instructlab import cpu_fused
+
+    print(f"fused CPU kernels (instructlab.cpu_fused): {cpu_fused.status()}")
     print(f"model {a.model}, {len(examples)} examples in the pool, batch {a.batch_size}, LoRA r=16 on "
           f"{'/'.join(t.split('_')[0] for t in targets)}")
     print("set-ups run in turns, one optimizer step each, with the matmul rates measured between rounds, so that "
