@@ -3,10 +3,10 @@ of a shared machine's load drifting between two runs.
 
 Builds ``benchmarks/train_throughput.py``'s set-up (c) (the kit's defaults: same model, data, batch and LoRA),
 takes its first training batch, and times ``--reps`` forward-and-backward passes of the trainer's loss on that
-batch, in the trainer's precision (its bf16 autocast where the kit trains in bf16), with the kernel on, and as many
-with it off, interleaved (on, off, off, on, on, off, ...), so that a change
-in the machine's load hits both alike. Prints each pass's time, the medians and their ratio (off / on: above 1
-means the kernel pays off), and the same for the process's CPU time.
+batch, in the trainer's precision (its bf16 autocast where the kit trains in bf16), with the kernel on, and as
+many with it off, interleaved (on, off, off, on, on, off, ...), so that a change in the machine's load hits both
+alike. Prints each pass's time, the medians and their ratio (off / on: above 1 means the kernel pays off), and
+the same for the process's CPU time.
 
     .venv/bin/python benchmarks/kernel_ab.py [--kernel dropout|dropout-draw|attention|lora|fused] [--reps 12]
                                              [--all-linear]

@@ -144,6 +144,22 @@ def test_without_a_working_compiler_nothing_changes(tmp_path, monkeypatch):
         cpu_fused._load.cache_clear()  # the next test builds (or finds) the real library again
 
 
+def test_without_pytorchs_openmp_runtime_the_kernels_run_on_one_thread(fused, tmp_path, monkeypatch):
+    """Where PyTorch bundles no libgomp (another OpenMP runtime, or none), the kernels are built without OpenMP,
+    so that two runtimes never share the process: one thread, the same results."""
+    monkeypatch.setenv(models.CACHE_ENV, str(tmp_path))
+    monkeypatch.setattr(cpu_fused, "_torch_openmp", lambda: None)
+    x = torch.randn(6, 40, 64, dtype=torch.bfloat16, requires_grad=True)
+    threaded = cpu_fused.swiglu(x, x * 2)
+    cpu_fused._load.cache_clear()
+    try:
+        serial = cpu_fused.library()
+        assert serial is not None and serial is not fused and serial.fused_threads() == 1
+        assert torch.equal(cpu_fused.swiglu(x, x * 2), threaded)
+    finally:
+        cpu_fused._load.cache_clear()
+
+
 def test_use_fused_elementwise_switches_llama_modules_and_back(fused):
     from peft import LoraConfig, get_peft_model
 
