@@ -653,12 +653,39 @@ def invariant_attention_forward(module: torch.nn.Module, query: torch.Tensor, ke
     return out, None
 
 
-def _two_row_linear(linear: torch.nn.Linear, x: torch.Tensor) -> torch.Tensor:
-    """``nn.Linear.forward``, a single row computed as the first of two equal rows (see batch_invariant)."""
-    if x.dim() >= 2 and x.numel() == x.shape[-1]:
-        return torch.nn.functional.linear(x.expand(*x.shape[:-2], 2, x.shape[-1]), linear.weight,
-                                          linear.bias)[..., :1, :]
-    return torch.nn.functional.linear(x, linear.weight, linear.bias)
+# Rows per matmul call inside batch_invariant, so that every row is computed in a call of the same shape: a
+# decoding step's rows (one per sequence) 16 at a time, a prompt's (prefill) 128 at a time (measured on AMX:
+# fewer, larger calls for the prompt's many rows; 16 for the batch of a decoding step, where larger blocks would
+# be mostly padding).
+INVARIANT_ROWS = 16
+INVARIANT_PREFILL_ROWS = 128
+
+
+def _invariant_linear(linear: torch.nn.Linear, x: torch.Tensor) -> torch.Tensor:
+    """``nn.Linear.forward`` computed a block of rows at a time, the last block padded with zeros: every row meets
+    the same matmul call, whatever the batch (see batch_invariant). A prompt's forward (its KV cache empty, as
+    :func:`_note_prompt` saw it) takes blocks of :data:`INVARIANT_PREFILL_ROWS`, a decoding step's of
+    :data:`INVARIANT_ROWS`: a prompt token's row is always in a prompt's forward, a generated token's always in a
+    decoding step's, batched or alone (without a cache in sight, one position per sequence counts as a step)."""
+    rows = x.reshape(-1, x.shape[-1])
+    prompt = getattr(_MEMO, "prompt", None)
+    if prompt is None:
+        prompt = (x.shape[-2] if x.dim() >= 3 else rows.shape[0]) > 1
+    n, block = rows.shape[0], INVARIANT_PREFILL_ROWS if prompt else INVARIANT_ROWS
+    if n == block:
+        return torch.nn.functional.linear(x, linear.weight, linear.bias)
+    padded = rows.new_zeros(-(-n // block) * block, rows.shape[1])
+    padded[:n] = rows
+    out = torch.cat([torch.nn.functional.linear(padded[i:i + block], linear.weight, linear.bias)
+                     for i in range(0, padded.shape[0], block)])
+    return out[:n].view(*x.shape[:-1], out.shape[-1])
+
+
+def _note_prompt(module: torch.nn.Module, args: tuple, kwargs: dict) -> None:
+    """Forward pre-hook of the model inside batch_invariant: whether this forward is a prompt's (a KV cache that
+    holds nothing yet) or a decoding step's; None without a cache (the linear layers then go by shape)."""
+    cache = kwargs.get("past_key_values")
+    _MEMO.prompt = None if cache is None or not hasattr(cache, "get_seq_length") else int(cache.get_seq_length()) == 0
 
 
 _LOCK = threading.RLock()  # re-entrant: a nested context (same thread) finds the model already switched
@@ -668,16 +695,22 @@ _LOCK = threading.RLock()  # re-entrant: a nested context (same thread) finds th
 def batch_invariant(model: torch.nn.Module) -> Iterator[None]:
     """Inside: ``model``'s greedy answers are the same bits at any batch size (CPU, bf16 or fp16 weights).
 
-    Two sources of batch dependence are removed, each measured on SmolLM2-135M in bf16 (2-core AVX512-BF16):
+    Two sources of batch dependence are removed, each measured on SmolLM2-135M in bf16 (2-core CPUs):
 
     * attention, by :func:`invariant_attention_forward` (padding and cache slots sliced away per sequence);
-    * the one-row matmul: oneDNN computes ``linear`` on a single row (a decoding step of one sequence) with
-      another kernel than on several, which rounds some outputs differently (33 of 299 rows of the
-      1536 -> 576 down projection). Each plain ``nn.Linear`` (not a subclass, nor one whose forward was
-      already replaced) computes a single row as the first of two equal rows, as it does inside a batch.
+    * the matmul's dependence on its number of rows: oneDNN blocks a matmul by its shape, and the blocking
+      decides the order in which a row's products are summed. With AVX512-BF16 (AMD EPYC) only one row
+      differed from two or more (33 of 299 rows of the 1536 -> 576 down projection); with AMX (Intel Xeon)
+      a row of the 576 -> 1536 projections differed between a call of 2 rows and one of 700 (9 rows in
+      100), and a row of the 49,152-entry head between calls of up to 32 rows and longer ones. Each plain
+      ``nn.Linear`` (not a subclass, nor one whose forward was already replaced) computes its rows
+      in blocks of a fixed size (the last one padded; :func:`_invariant_linear`), so every row meets the same
+      call whatever the batch: probed on both machines, a row's bits did not depend on its block's other rows
+      or its place in the block. A prompt's rows cost more calls (a 1,600-row prefill: 13 per linear layer,
+      about 1.7x the time of one call), decoding at batch 16 none.
 
-    Layer norms, activations, rotary embeddings and linear layers on 2 to 700 rows gave each row the same
-    bits whatever the batch (probed op by op). fp32 generation needs none of this: its rounding differences
+    Layer norms, activations and rotary embeddings gave each row the same bits whatever the batch (probed op
+    by op on the AVX512-BF16 machine). fp32 generation needs none of this: its rounding differences
     stay ~1e-7 and did not change a greedy answer (32 of 32 identical), so the fp32 path is left as it is.
     A model whose attention is neither SDPA nor the kit's keeps its attention (a warning says so). One model
     is in one such context at a time (a lock; the kit generates with one model at a time anyway).
@@ -705,15 +738,19 @@ def batch_invariant(model: torch.nn.Module) -> Iterator[None]:
                           "depend on the batch", stacklevel=3)
         linears = [m for m in model.modules() if type(m) is torch.nn.Linear and "forward" not in m.__dict__]
         for linear in linears:
-            linear.forward = types.MethodType(_two_row_linear, linear)
+            linear.forward = types.MethodType(_invariant_linear, linear)
+        hook = base.register_forward_pre_hook(_note_prompt, with_kwargs=True) if linears else None
         try:
             yield
         finally:
             for linear in linears:
                 del linear.forward
+            if hook is not None:
+                hook.remove()
             if swap:
                 base.set_attn_implementation(previous)
             _MEMO.__dict__.pop("ranges", None)
+            _MEMO.__dict__.pop("prompt", None)
 
 
 def needs_batch_invariance(model: torch.nn.Module) -> bool:

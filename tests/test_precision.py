@@ -316,6 +316,52 @@ def test_batched_equals_one_by_one_within_each_dtype_on_smollm2(dtype):
 from test_generate import CONVS, varied_tiny  # noqa: E402
 
 
+@pytest.mark.parametrize("shape", [(576, 1536), (1536, 576), (576, 2048)])  # SmolLM2's MLP; a wide head
+def test_invariant_linear_gives_a_row_the_same_bits_in_any_batch(shape):
+    """Inside ``batch_invariant`` a linear layer computes its rows in blocks of one fixed size, so a row's bits do
+    not depend on how many rows share its call: oneDNN blocks a matmul by its shape, and on an AMX CPU a row of
+    SmolLM2's 576 -> 1536 projection came out differently in a call of 700 rows than in one of 2. A prompt's
+    forward (the model's KV cache empty) and a decoding step's take blocks of their own sizes, a one-token
+    prompt's too."""
+    from instructlab import cpu_kernels
+    from instructlab.cpu_kernels import _invariant_linear
+
+    g = torch.Generator().manual_seed(0)
+    linear = torch.nn.Linear(*shape, bias=False).to(torch.bfloat16)
+    with torch.no_grad():
+        linear.weight.normal_(0, 0.05, generator=g)
+        rows = torch.randn(700, shape[0], generator=g).to(torch.bfloat16)
+        prompt = _invariant_linear(linear, rows[None])[0]  # one long prompt (prefill)
+        for start, length in ((0, 37), (5, 128), (300, 211), (699, 1)):  # shorter prompts, one of one token
+            cpu_kernels._MEMO.prompt = True  # as the model's hook sees an empty cache
+            try:
+                alone = _invariant_linear(linear, rows[None, start:start + length])[0]
+            finally:
+                del cpu_kernels._MEMO.prompt
+            assert torch.equal(alone, prompt[start:start + length])
+        step = _invariant_linear(linear, rows[:40, None])[:, 0]  # a decoding step of 40 sequences
+        for batch in (1, 3, 16, 17):
+            assert torch.equal(_invariant_linear(linear, rows[:batch, None])[:, 0], step[:batch])
+        torch.testing.assert_close(prompt.float(), linear(rows).float(), rtol=1e-2, atol=1e-2)
+
+
+def test_batch_invariant_tells_the_linear_layers_a_prompt_from_a_decoding_step(monkeypatch):
+    """The model's forward pre-hook reads its KV cache: empty for the prompt's forward, filled for each step."""
+    from instructlab import cpu_kernels
+    from instructlab.generate import generate_answers
+
+    tok, m = models.load_tokenizer(TINY), varied_tiny("bfloat16")
+    seen = []
+    original = cpu_kernels._invariant_linear
+    monkeypatch.setattr(cpu_kernels, "_invariant_linear", lambda linear, x: seen.append(
+        (cpu_kernels._MEMO.prompt, x.shape[-2])) or original(linear, x))
+    generate_answers(m, tok, CONVS[:3], max_new_tokens=4, batch_size=3, progress=False)
+    assert seen[0][0] is True and seen[0][1] > 1  # the prompts' forward (its head sees the last position only)
+    assert {flag for flag, _ in seen} == {True, False}
+    assert all(length == 1 for flag, length in seen if flag is False)  # each step: one position per sequence
+    assert "prompt" not in cpu_kernels._MEMO.__dict__  # cleared on exit
+
+
 def test_invariant_kernels_compute_the_same_attention_as_sdpa():
     """In fp32, inside ``batch_invariant``: a left-padded batch's logits on its real tokens, and the greedy
     answers (prefill and cached decoding steps), are those of transformers' own SDPA path."""
