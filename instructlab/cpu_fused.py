@@ -9,8 +9,8 @@ rounding differs on about 1 element in 10,000, forward and backward). Tested aga
 ``tests/test_cpu_fused.py``; on SmolLM2 the loss and LoRA gradients are as close to the fp32 computation as
 PyTorch's bf16 operations' are.
 
-The C file is compiled once per machine with the system's C compiler (``$CC``, else ``cc`` or ``gcc``:
-``-O3 -march=native``, about a second) into ``cache_dir()`` and loaded with ``ctypes``. Its loops use
+The C file is compiled once per machine and PyTorch install with the system's C compiler (``$CC``, else ``cc``
+or ``gcc``: ``-O3 -march=native``, about a second) into ``cache_dir()`` and loaded with ``ctypes``. Its loops use
 PyTorch's own OpenMP runtime (the ``libgomp`` in torch's ``lib`` folder), so they run on PyTorch's threads and
 follow ``torch.set_num_threads``. Without a compiler, or with ``INSTRUCTLAB_CPU_FUSED=0``, nothing changes:
 :func:`library` returns None, :func:`status` says why, and the model keeps PyTorch's operations.
@@ -94,7 +94,7 @@ def _build(compiler: str, openmp: Path | None) -> Path:
         if target.exists():
             return target
         errors = []
-        with _heartbeat("compiling the fused CPU kernels (instructlab/csrc/cpu_fused.c, once per machine)"):
+        with _heartbeat("compiling the fused CPU kernels (instructlab/csrc/cpu_fused.c, once per machine and PyTorch)"):
             for flags in flag_sets:
                 with tempfile.TemporaryDirectory(dir=folder) as tmp:
                     built = Path(tmp) / target.name
@@ -324,11 +324,12 @@ def _fused_norm_forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
 
 
 def _fused_mlp_forward(self, x: torch.Tensor) -> torch.Tensor:
-    if type(self.act_fn) is torch.nn.SiLU or type(self.act_fn).__name__ == "SiLUActivation":
-        gated = swiglu(self.gate_proj(x), self.up_proj(x))
-        if gated is not None:
-            return self.down_proj(gated)
-    return super(type(self), self).forward(x)
+    silu = type(self.act_fn) is torch.nn.SiLU or type(self.act_fn).__name__ == "SiLUActivation"
+    if not silu or _usable(x) is None:  # decided before the projections, so that none runs twice
+        return super(type(self), self).forward(x)
+    gate, up = self.gate_proj(x), self.up_proj(x)
+    gated = swiglu(gate, up)
+    return self.down_proj(gated if gated is not None else self.act_fn(gate) * up)
 
 
 @functools.cache
