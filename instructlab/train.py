@@ -928,11 +928,15 @@ def _write_start(run_dir: Path, model_name: str, config: TrainConfig, hw: Any, a
                  selected: list, masked: Any, n_eval: int, provenance: dict[str, Any],
                  data: dict[str, str | None]) -> None:
     """config.json, mask_report.json and the manifest's data fingerprints (rank 0 only)."""
+    from . import cpu_fused
+
     runs.write_json(run_dir / "config.json", {
         "model_name": model_name, "config": config.to_dict(), "data": data,
         "hardware": {"device": hw.device, "dtype": str(hw.dtype), "bf16": hw.bf16, "fp16": hw.fp16,
                      "use_cpu": hw.use_cpu, "description": hw.description, "world_size": args.world_size,
-                     "precision": hw.precision, "precision_source": hw.precision_source},
+                     "precision": hw.precision, "precision_source": hw.precision_source,
+                     # which element-wise kernels a CPU run trains with (compiled, or PyTorch's and why)
+                     "cpu_fused": cpu_fused.status() if hw.device == "cpu" else "off (not a CPU run)"},
         "sft_config": json.loads(json.dumps(args.to_dict(), default=str))})
     runs.write_json(run_dir / "mask_report.json", mask_report_dict(masked.report))
     runs.write_manifest(run_dir, kind="train", model=model_name, n_train_records=len(selected),
