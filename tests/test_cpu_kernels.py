@@ -236,6 +236,22 @@ def _relative_error(grads, reference):
                  / sum(r.norm() ** 2 for r in reference) ** 0.5)
 
 
+def _errors_against_fp32(trainer, batch, lora, out, reference_path, seed=None):
+    """How far the reference path's (``out[False]``) and the kit's (``out[True]``) bf16 results are from the fp32
+    computation on the same weights: ((reference's, kit's) relative LoRA-gradient errors, (their loss errors)).
+    The model is cast to fp32 and run without autocast, ``reference_path()`` having switched the trainer to the
+    reference path; ``seed`` re-seeds first (the same dropout masks as the bf16 passes)."""
+    from test_precision import _loss_and_lora_grads
+
+    trainer.model.float()
+    reference_path()
+    if seed is not None:
+        torch.manual_seed(seed)
+    loss, reference = _loss_and_lora_grads(trainer, batch, lora, autocast=False)
+    return (tuple(_relative_error(out[k][1], reference) for k in (False, True)),
+            tuple(float(abs(out[k][0] - loss)) for k in (False, True)))
+
+
 @pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
 @pytest.mark.parametrize("head", ["kept", "recomputed"])  # LeanLogProb's two backward paths
 def test_trainer_with_the_cpu_kernels_gives_the_loss_and_lora_gradients_of_trl_and_sdpa(dtype, head, monkeypatch):
@@ -279,13 +295,10 @@ def test_trainer_with_the_cpu_kernels_gives_the_loss_and_lora_gradients_of_trl_a
         for g_lean, g_trl in zip(out[True][1], out[False][1]):
             torch.testing.assert_close(g_lean, g_trl, **tol)
         return
-    trainer.model.float()  # the same weights in fp32, no autocast: the reference both bf16 paths round
-    trl_and_sdpa()
-    loss, reference = _loss_and_lora_grads(trainer, batch, lora, autocast=False)
-    trl_error, kit_error = (_relative_error(out[k][1], reference) for k in (False, True))
+    (trl_error, kit_error), (trl_loss, kit_loss) = _errors_against_fp32(trainer, batch, lora, out, trl_and_sdpa)
     assert 0 < trl_error < 1e-2
     assert kit_error < 1.25 * trl_error, (kit_error, trl_error)
-    assert abs(out[True][0] - loss) < 2 * abs(out[False][0] - loss) + 1e-4
+    assert kit_loss < 2 * trl_loss + 1e-4
 
 
 @pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
@@ -320,14 +333,11 @@ def test_lean_lora_forward_gives_peft_loss_and_lora_gradients(dtype):
         for g_lean, g_peft in zip(out[True][1], out[False][1]):
             torch.testing.assert_close(g_lean, g_peft, **tol)
         return
-    trainer.model.float()  # the same weights in fp32, no autocast: the reference both bf16 paths round
-    use_cpu_kernels(trainer, lean_lora=False)
-    torch.manual_seed(11)
-    loss, reference = _loss_and_lora_grads(trainer, batch, lora, autocast=False)
-    peft_error, kit_error = (_relative_error(out[k][1], reference) for k in (False, True))
+    (peft_error, kit_error), (peft_loss, kit_loss) = _errors_against_fp32(
+        trainer, batch, lora, out, lambda: use_cpu_kernels(trainer, lean_lora=False), seed=11)
     assert 0 < peft_error < 1e-2
     assert kit_error < 1.5 * peft_error, (kit_error, peft_error)
-    assert abs(out[True][0] - loss) < 2 * abs(out[False][0] - loss) + 2e-4
+    assert kit_loss < 2 * peft_loss + 2e-4
 
 
 @pytest.mark.parametrize("options", [{}, {"lora_bias": True}, {"use_rslora": True}])
