@@ -685,7 +685,8 @@ def _note_prompt(module: torch.nn.Module, args: tuple, kwargs: dict) -> None:
     """Forward pre-hook of the model inside batch_invariant: whether this forward is a prompt's (a KV cache that
     holds nothing yet) or a decoding step's; None without a cache (the linear layers then go by shape)."""
     cache = kwargs.get("past_key_values")
-    _MEMO.prompt = None if cache is None or not hasattr(cache, "get_seq_length") else int(cache.get_seq_length()) == 0
+    has_length = cache is not None and hasattr(cache, "get_seq_length")
+    _MEMO.prompt = int(cache.get_seq_length()) == 0 if has_length else None
 
 
 _LOCK = threading.RLock()  # re-entrant: a nested context (same thread) finds the model already switched
@@ -705,8 +706,9 @@ def batch_invariant(model: torch.nn.Module) -> Iterator[None]:
       100), and a row of the 49,152-entry head between calls of up to 32 rows and longer ones. Each plain
       ``nn.Linear`` (not a subclass, nor one whose forward was already replaced) computes its rows
       in blocks of a fixed size (the last one padded; :func:`_invariant_linear`), so every row meets the same
-      call whatever the batch: probed on both machines, a row's bits did not depend on its block's other rows
-      or its place in the block. A prompt's rows cost more calls (a 1,600-row prefill: 13 per linear layer,
+      call whatever the batch: on the AMX machine, at block sizes 16 to 256, a row's bits did not depend on its
+      block's other rows or its place in the block (on the AVX512-BF16 machine any call of two rows or more
+      already gave a row the same bits). A prompt's rows cost more calls (a 1,600-row prefill: 13 per linear layer,
       about 1.7x the time of one call), decoding at batch 16 none.
 
     Layer norms, activations and rotary embeddings gave each row the same bits whatever the batch (probed op
