@@ -5,6 +5,7 @@ and against the fp32 path.
     python benchmarks/generation_speed.py --model tiny-random --n 8 --max-new-tokens 16
     INSTRUCTLAB_GENERATION_DTYPE=float32 python benchmarks/generation_speed.py  # the fp32 path alone
                                         # (a CPU with native bf16 generates in bf16: see docs/training.md)
+    python benchmarks/generation_speed.py --profile   # and where each batched path's time goes
 
 Every run answers the same eval prompts with the same greedy settings, interleaved chunk by chunk (the order
 rotating) so that the load of a shared machine affects all alike; throughput counts the new tokens of the
@@ -17,7 +18,9 @@ answers (not padding). Runs, in the precision ``models.device_settings()`` chose
   one-by-one ratio.
 
 Also printed: the bf16 and fp32 matmul rates of this CPU, measured in the same run. ``--out`` writes the
-numbers as JSON.
+numbers as JSON. ``--profile`` then runs the first batch once more in each precision under ``torch.profiler``
+and prints the operations that took the most CPU time, with their call counts (where the time of a decoding
+step goes: matmul calls, attention calls, the rest).
 """
 
 from __future__ import annotations
@@ -42,6 +45,8 @@ def main(argv=None) -> dict:
     ap.add_argument("--fp32-one-by-one", action="store_true",
                     help="where the path is bf16, also time fp32 one-by-one generation (slow)")
     ap.add_argument("--out", default=None, help="write the result as JSON here")
+    ap.add_argument("--profile", action="store_true",
+                    help="afterwards, profile one batch in each precision and print the top operations")
     args = ap.parse_args(argv)
 
     from pathlib import Path
@@ -122,6 +127,13 @@ def main(argv=None) -> dict:
     if "batched_vs_fp32_batched" in result:
         print(f"  {chosen} batched / float32 batched: {result['batched_vs_fp32_batched']:.2f}x (target >= 2x); "
               f"answers identical across the two precisions: {result['identical_to_fp32_batched']}/{len(records)}")
+    if args.profile:
+        for dtype in dtypes:
+            with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+                generate_answers(lm[dtype], tok, records[:args.batch_size], max_new_tokens=args.max_new_tokens,
+                                 batch_size=args.batch_size, progress=False)
+            print(f"\n{dtype} batched, the first {min(args.batch_size, len(records))} prompts, by self CPU time:")
+            print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=12))
     if args.out:
         Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
     return result
