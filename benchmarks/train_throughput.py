@@ -221,17 +221,11 @@ def build(setup: str, model_name: str, examples, batch_size: int, steps: int, ou
     return trainer, bool(args.activation_checkpointing or args.gradient_checkpointing)
 
 
-def cpu_fused_on(model) -> bool:
-    """Whether ``model`` trains with ``instructlab.cpu_fused``'s kernels: its modules switched, and the kernels
-    built (they are not where this machine has no C compiler)."""
-    from instructlab import cpu_fused
-
-    return cpu_fused.library() is not None and any(type(m).__name__.startswith("FusedLlama") for m in model.modules())
-
-
 def run(setup: str, model_name: str, examples, batch_size: int, steps: int, out: Path,
         turns: Turns | None = None, targets=("q_proj", "v_proj")) -> dict:
     """Build and train set-up ``setup``, timing each step (taking turns with the others when ``turns``)."""
+    from instructlab import cpu_fused
+
     if turns is not None:
         turns.wait(setup)
     try:
@@ -258,7 +252,7 @@ def run(setup: str, model_name: str, examples, batch_size: int, steps: int, out:
             "fast_dropout": any(type(m).__name__ == "FastDropout" for m in trainer.model.modules()),
             "attention": trainer.model.get_base_model().config._attn_implementation,
             "lean_lora": any(type(m).__name__ == "LeanLoraLinear" for m in trainer.model.modules()),
-            "fused": trainer.kit_fused_rotary and cpu_fused_on(trainer.model),
+            "fused": trainer.kit_fused_rotary and cpu_fused.status(trainer.model).startswith("on"),
             "s_per_step_all": timer.times}
 
 

@@ -41,7 +41,7 @@ from typing import Any, Iterator
 import torch
 
 __all__ = ["SOURCE", "DISABLE_ENV", "library", "status", "rms_norm", "swiglu", "rotary", "use_fused_elementwise",
-           "fused_rotary"]
+           "fused_modules", "fused_rotary"]
 
 SOURCE = Path(__file__).with_name("csrc") / "cpu_fused.c"
 DISABLE_ENV = "INSTRUCTLAB_CPU_FUSED"  # "0" (or "false", "no", "off") keeps PyTorch's operations
@@ -150,10 +150,14 @@ def library() -> ctypes.CDLL | None:
     return None if _disabled() else _load()
 
 
-def status() -> str:
-    """One line: whether the fused kernels are in use, and why not where they are not."""
+def status(model: torch.nn.Module | None = None) -> str:
+    """One line: whether the fused kernels are in use, and why not where they are not. Given ``model``, whether
+    *its* training uses them: off where none of its modules was switched to them (not a Llama-family model, or
+    kernels not turned on for it: see :func:`use_fused_elementwise`), without building them for nothing."""
     if _disabled():
         return f"off ({DISABLE_ENV}={os.environ[DISABLE_ENV]})"
+    if model is not None and not fused_modules(model):
+        return "off: none of this model's modules was switched to them (Llama-family RMSNorm and MLP only)"
     return ("on: " if _load() is not None else "off: ") + _reason
 
 
@@ -363,6 +367,12 @@ def use_fused_elementwise(model: torch.nn.Module, enabled: bool = True) -> int:
             module.__class__ = _fused_class(original, classes[original]) if enabled else original
             changed += 1
     return changed
+
+
+def fused_modules(model: torch.nn.Module) -> int:
+    """How many of ``model``'s modules have the fused forward (see :func:`use_fused_elementwise`)."""
+    fused = {_fused_class(original, forward) for original, forward in _module_classes().items()}
+    return sum(type(m) in fused for m in model.modules())
 
 
 def __getattr__(name: str) -> Any:  # ``cpu_fused.FusedLlamaRMSNorm`` / ``FusedLlamaMLP``, for pickle and for users

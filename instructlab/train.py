@@ -915,28 +915,27 @@ def _gather_ranks(trainer: Any) -> list[dict[str, Any]]:
 
 
 def _throughput(trainer: Any, runtime: float, ranks: list[dict[str, Any]]) -> dict[str, Any]:
-    """Tokens per second (all ranks) and padding fraction (this rank's batches) of the train() call."""
+    """Tokens per second (all ranks) and padding fraction (this rank's batches) of the train() call, and which
+    element-wise kernels it ran (``cpu_fused.status`` of the trained model: compiled, or PyTorch's and why)."""
+    from .cpu_fused import status
+
     c = trainer.__dict__.get("kit_tokens", Counter())
     tokens = sum(r["tokens"] for r in ranks)
     return {"train_runtime_s": round(runtime, 3), "tokens": tokens, "tokens_per_s": tokens / runtime if runtime else None,
             "positions_rank0": c["positions"], "trained_tokens_rank0": c["trained"],
             "padding_fraction": 1 - c["real"] / c["positions"] if c["positions"] else 0.0,
-            "world_size": trainer.args.world_size}
+            "world_size": trainer.args.world_size, "cpu_fused": status(trainer.model)}
 
 
 def _write_start(run_dir: Path, model_name: str, config: TrainConfig, hw: Any, args: Any,
                  selected: list, masked: Any, n_eval: int, provenance: dict[str, Any],
                  data: dict[str, str | None]) -> None:
     """config.json, mask_report.json and the manifest's data fingerprints (rank 0 only)."""
-    from . import cpu_fused
-
     runs.write_json(run_dir / "config.json", {
         "model_name": model_name, "config": config.to_dict(), "data": data,
         "hardware": {"device": hw.device, "dtype": str(hw.dtype), "bf16": hw.bf16, "fp16": hw.fp16,
                      "use_cpu": hw.use_cpu, "description": hw.description, "world_size": args.world_size,
-                     "precision": hw.precision, "precision_source": hw.precision_source,
-                     # which element-wise kernels a CPU run trains with (compiled, or PyTorch's and why)
-                     "cpu_fused": cpu_fused.status() if hw.device == "cpu" else "off (not a CPU run)"},
+                     "precision": hw.precision, "precision_source": hw.precision_source},
         "sft_config": json.loads(json.dumps(args.to_dict(), default=str))})
     runs.write_json(run_dir / "mask_report.json", mask_report_dict(masked.report))
     runs.write_manifest(run_dir, kind="train", model=model_name, n_train_records=len(selected),

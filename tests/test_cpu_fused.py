@@ -168,12 +168,14 @@ def test_use_fused_elementwise_switches_llama_modules_and_back(fused):
     names = [type(m).__name__ for m in model.modules()]
     n = names.count("LlamaRMSNorm") + names.count("LlamaMLP")
     assert n > 0
+    assert cpu_fused.fused_modules(model) == 0 and cpu_fused.status(model).startswith("off: none of this model's")
     ids = torch.tensor([[1, 5, 9, 14, 3, 7]])
     model.eval()
     with torch.no_grad():
         before = model(input_ids=ids).logits
     assert cpu_fused.use_fused_elementwise(model) == n
     assert {type(m).__name__ for m in model.modules()} >= {"FusedLlamaRMSNorm", "FusedLlamaMLP"}
+    assert cpu_fused.fused_modules(model) == n and cpu_fused.status(model) == cpu_fused.status()  # on: compiled
     calls = []
     gate = next(m for n, m in model.named_modules() if n.endswith("mlp.gate_proj"))
     hook = gate.register_forward_hook(lambda *a: calls.append(1))
@@ -188,6 +190,7 @@ def test_use_fused_elementwise_switches_llama_modules_and_back(fused):
         assert sum(type(m).__name__.startswith("FusedLlama") for m in twin.modules()) == n
     assert cpu_fused.use_fused_elementwise(model, enabled=False) == n
     assert not any(type(m).__name__.startswith("Fused") for m in model.modules())
+    assert cpu_fused.fused_modules(model) == 0
 
 
 @pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
