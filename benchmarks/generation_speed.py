@@ -15,7 +15,9 @@ answers (not padding). Runs, in the precision ``models.device_settings()`` chose
 * where the path is bf16 (batch-invariant kernels, ``cpu_kernels.batch_invariant``), also batched generation
   in fp32 (the kit's path before bf16 generation, and the path of a CPU without native bf16): the bf16 / fp32
   ratio (target >= 2x). ``--fp32-one-by-one`` adds fp32 one-by-one generation, for the fp32 batched /
-  one-by-one ratio.
+  one-by-one ratio. ``--plain-batched`` adds batched generation in the path's precision *without* the
+  batch-invariant kernels (PyTorch's own batched attention and matmuls; answers may then depend on the batch):
+  what those kernels allow at best, so how much of the bf16 / fp32 ratio batch invariance costs.
 
 Also printed: the bf16 and fp32 matmul rates of this CPU, measured in the same run. ``--out`` writes the
 numbers as JSON. ``--profile`` then runs the first batch once more in each precision under ``torch.profiler``
@@ -44,6 +46,8 @@ def main(argv=None) -> dict:
                     help="torch CPU threads (0 = torch's default); on a shared, busy CPU 1 gives steadier timings")
     ap.add_argument("--fp32-one-by-one", action="store_true",
                     help="where the path is bf16, also time fp32 one-by-one generation (slow)")
+    ap.add_argument("--plain-batched", action="store_true",
+                    help="where the path is bf16, also time batched generation without the batch-invariant kernels")
     ap.add_argument("--out", default=None, help="write the result as JSON here")
     ap.add_argument("--profile", action="store_true",
                     help="afterwards, profile one batch in each precision and print the top operations")
@@ -78,6 +82,8 @@ def main(argv=None) -> dict:
         runs_.append(("batched", "float32", generate_answers, {"batch_size": args.batch_size}))
         if args.fp32_one_by_one:
             runs_.append(("one_by_one", "float32", generate_one_by_one, {}))
+    if chosen != "float32" and args.plain_batched:
+        runs_.append(("plain_batched", chosen, plain_batched, {"batch_size": args.batch_size}))
     answers = {(r[0], r[1]): [] for r in runs_}
     seconds = {(r[0], r[1]): 0.0 for r in runs_}
     # Interleaved, chunk by chunk, rotating which goes first, so that a change in the load of a shared
@@ -127,6 +133,12 @@ def main(argv=None) -> dict:
     if "batched_vs_fp32_batched" in result:
         print(f"  {chosen} batched / float32 batched: {result['batched_vs_fp32_batched']:.2f}x (target >= 2x); "
               f"answers identical across the two precisions: {result['identical_to_fp32_batched']}/{len(records)}")
+    if ("plain_batched", chosen) in answers:
+        p, f = ("plain_batched", chosen), ("batched", "float32")
+        print(f"  {chosen} batched without the batch-invariant kernels: {seconds[p]:7.1f} s  {rate(p):8.1f} tokens/s "
+              f"= {rate(p) / rate(f):.2f}x float32 batched; identical to one-by-one: {same(p, s)}/{len(records)}")
+        result.update(plain_batched_tokens_per_s=round(rate(p), 1), plain_batched_vs_fp32_batched=round(rate(p) / rate(f), 2),
+                      plain_batched_identical_answers=same(p, s))
     if args.profile:
         for dtype in dtypes:
             with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
@@ -137,6 +149,17 @@ def main(argv=None) -> dict:
     if args.out:
         Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
     return result
+
+
+def plain_batched(model, tokenizer, records, **kwargs):
+    """``generate_answers`` with the batch-invariant kernels off (``--plain-batched``): PyTorch's batched kernels."""
+    from unittest import mock
+
+    from instructlab import cpu_kernels
+    from instructlab.generate import generate_answers
+
+    with mock.patch.object(cpu_kernels, "needs_batch_invariance", lambda _model: False):
+        return generate_answers(model, tokenizer, records, **kwargs)
 
 
 if __name__ == "__main__":

@@ -5,7 +5,9 @@ LoRA), trains ``--steps`` optimizer steps in this process's main thread with not
 each step's wall time and tokens. With ``--profile``, steps 4 to ``steps - 1`` are profiled and their self CPU
 time is grouped by kind, per step: the frozen base's matmuls by shape, the vocabulary head's matmuls, LoRA's
 rank-r matmuls, the attention's batched matmuls, element-wise work on attention scores and on the head's
-``tokens x vocabulary`` tiles, and every other operator by name.
+``tokens x vocabulary`` tiles, and every other operator by name. Then the step's useful FLOPs per second
+(``train_throughput.py``'s count) as a share of the 1024^3 matmul rate measured right after, over the profiled
+time and over the matmuls' time alone (the share the step would reach if everything else were free).
 
     .venv/bin/python benchmarks/step_profile.py [--setup c] [--steps 10] [--all-linear] [--profile]
 
@@ -75,15 +77,18 @@ def main(argv=None) -> None:
     prof = torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU], record_shapes=True)
     profiled = range(4, a.steps) if a.profile else range(0)
     times: list[float] = []
+    step_tokens: list[collections.Counter] = []  # real and trained tokens of each step
 
     class Timer(TrainerCallback):
         def on_step_begin(self, args, state, control, **kw):
             if len(times) + 1 == profiled.start:
                 prof.__enter__()
+            self.before = collections.Counter(trainer.__dict__.get("kit_tokens", {}))
             self.t = time.perf_counter()
 
         def on_step_end(self, args, state, control, **kw):
             times.append(time.perf_counter() - self.t)
+            step_tokens.append(collections.Counter(trainer.kit_tokens) - self.before)
             if len(times) == profiled.stop - 1:
                 prof.__exit__(None, None, None)
 
@@ -114,6 +119,17 @@ def main(argv=None) -> None:
         print(f"{name:44s} {ms:8.1f} {ms / total:6.1%} {calls[name]:7.0f}")
     matmul = sum(ms for name, ms in per_kind.items() if name.startswith("matmul"))
     print(f"{'all matmuls':44s} {matmul:8.1f} {matmul / total:6.1%}")
+    # The step's useful FLOPs (train_throughput.py's count) over its profiled time, and over its matmuls' time
+    # alone: the share of the 1024^3 matmul rate the step would reach if everything but the matmuls were free.
+    done = step_tokens[profiled.start - 1:profiled.stop - 1]
+    real, trained = sum(t["real"] for t in done), sum(t["trained"] for t in done)
+    flops = tt.useful_flops(trainer.model.get_base_model(), real, trained, real / (len(done) * a.batch_size)) / steps
+    precision = torch.bfloat16 if trainer.args.bf16 else torch.float32
+    peak = models.matmul_gflops(precision, reps=8)
+    name = "bf16" if trainer.args.bf16 else "fp32"
+    print(f"useful GFLOP/s over the profiled time: {flops / total / 1e6:.1f} = {flops / total / 1e6 / peak:.1%} of the "
+          f"{name} 1024^3 matmul rate measured now ({peak:.1f} GFLOP/s); with everything but the matmuls free: "
+          f"{flops / matmul / 1e6:.1f} = {flops / matmul / 1e6 / peak:.1%}")
 
 
 if __name__ == "__main__":
