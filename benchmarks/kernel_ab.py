@@ -14,7 +14,8 @@ the same for the process's CPU time.
 Kernels: ``dropout`` (``FastDropout`` against ``nn.Dropout``), ``dropout-draw`` (``FastDropout``, which draws the
 dropped positions, against its previous version, a mask of 16-bit random lanes: :class:`LaneMaskDropout`), ``attention`` (``short_attention_forward``
 against SDPA), ``lora`` (``lean_lora_forward`` against PEFT's forward), ``fused`` (``cpu_fused``: the fused RMSNorm,
-SwiGLU and rotary kernels against PyTorch's operations).
+SwiGLU and rotary kernels against PyTorch's operations; ``INSTRUCTLAB_CPU_FUSED_MARCH=haswell`` measures the code
+a CPU with AVX2 alone would run, ``INSTRUCTLAB_DTYPE=float32`` the fp32 path such a CPU takes).
 """
 
 from __future__ import annotations
@@ -154,6 +155,10 @@ def main(argv=None) -> None:
                 cpu[on].append(used)
     print(f"kernel {a.kernel}: set-up (c), LoRA on {'/'.join(t.split('_')[0] for t in tt.lora_targets(a.all_linear))}, "
           f"batch {a.batch_size} ({real} real tokens), {models.device_settings().description}")
+    if a.kernel == "fused":
+        from instructlab import cpu_fused
+
+        print(f"fused CPU kernels (instructlab.cpu_fused): {cpu_fused.status(trainer.model)}")
     for on in (True, False):
         print(f"{'on ' if on else 'off'}: " + ", ".join(f"{t:.3f}" for t in times[on]) + " s")
     on, off = statistics.median(times[True]), statistics.median(times[False])

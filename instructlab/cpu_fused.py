@@ -10,7 +10,8 @@ rounding differs on about 1 element in 10,000, forward and backward). Tested aga
 PyTorch's bf16 operations' are.
 
 The C file is compiled once per machine and PyTorch install with the system's C compiler (``$CC``, else ``cc``
-or ``gcc``: ``-O3 -march=native``, about a second) into ``cache_dir()`` and loaded with ``ctypes``. Its loops use
+or ``gcc``: ``-O3 -march=native``, about a second; ``INSTRUCTLAB_CPU_FUSED_MARCH`` names another ``-march``
+target, such as ``haswell`` for a CPU with AVX2 alone) into ``cache_dir()`` and loaded with ``ctypes``. Its loops use
 PyTorch's own OpenMP runtime (the ``libgomp`` in torch's ``lib`` folder), so they run on PyTorch's threads and
 follow ``torch.set_num_threads``. Without a compiler, or with ``INSTRUCTLAB_CPU_FUSED=0``, nothing changes:
 :func:`library` returns None, :func:`status` says why, and the model keeps PyTorch's operations.
@@ -30,6 +31,7 @@ import functools
 import hashlib
 import os
 import platform
+import re
 import shutil
 import subprocess
 import sys
@@ -40,11 +42,14 @@ from typing import Any, Iterator
 
 import torch
 
-__all__ = ["SOURCE", "DISABLE_ENV", "library", "status", "rms_norm", "swiglu", "rotary", "use_fused_elementwise",
+__all__ = ["SOURCE", "DISABLE_ENV", "MARCH_ENV", "library", "status", "rms_norm", "swiglu", "rotary", "use_fused_elementwise",
            "fused_modules", "fused_rotary"]
 
 SOURCE = Path(__file__).with_name("csrc") / "cpu_fused.c"
 DISABLE_ENV = "INSTRUCTLAB_CPU_FUSED"  # "0" (or "false", "no", "off") keeps PyTorch's operations
+# the compiler's -march target (default "native": this CPU); e.g. "haswell" or "x86-64-v3" builds the AVX2 code a
+# CPU without AVX-512 runs, "x86-64-v4" AVX-512, for a cache shared by machines or to measure another kind's code
+MARCH_ENV = "INSTRUCTLAB_CPU_FUSED_MARCH"
 _SUFFIX = {torch.bfloat16: "bf16", torch.float32: "f32"}
 _reason = "not built yet"
 
@@ -63,12 +68,23 @@ def _torch_openmp() -> Path | None:
     return found[0] if found else None
 
 
+def _march() -> str:
+    """The ``-march`` target: :data:`MARCH_ENV`, else ``native``."""
+    march = os.environ.get(MARCH_ENV, "").strip() or "native"
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._+-]*", march):
+        raise ValueError(f"{MARCH_ENV}={march!r} is not a compiler -march target: use a name such as native, "
+                         "haswell, x86-64-v3 or x86-64-v4 (letters, digits, '.', '_', '+', '-'), or unset it")
+    return march
+
+
 def _flag_sets(openmp: Path | None) -> list[list[str]]:
-    """Compiler flags to try, best first: tuned for this CPU and on PyTorch's threads, then portable, then on one
-    thread (a compiler without OpenMP: the loops still vectorize, ``-fopenmp-simd``)."""
+    """Compiler flags to try, best first: tuned (``-march``, see :data:`MARCH_ENV`) and on PyTorch's threads,
+    then portable, then on one thread (a compiler without OpenMP: the loops still vectorize, ``-fopenmp-simd``)."""
     base = ["-O3", "-fPIC", "-shared", "-fno-math-errno", "-fno-trapping-math", "-ffp-contract=off",
             "-Wno-unknown-pragmas"]
-    tuned = ["-march=native"] + (["-mprefer-vector-width=512"] if platform.machine() in ("x86_64", "AMD64") else [])
+    march = _march()
+    wide = march == "native" and platform.machine() in ("x86_64", "AMD64")  # 512-bit vectors where AVX-512 is
+    tuned = [f"-march={march}"] + (["-mprefer-vector-width=512"] if wide else [])
     serial = base + tuned + ["-fopenmp-simd"]
     if openmp is None:
         return [serial, base + ["-fopenmp-simd"]]
@@ -78,7 +94,8 @@ def _flag_sets(openmp: Path | None) -> list[list[str]]:
 
 
 def _build(compiler: str, openmp: Path | None) -> Path:
-    """The compiled library for this source, compiler, CPU and PyTorch: from the cache, or built now."""
+    """The compiled library for this source, compiler, CPU and PyTorch: from the cache, or built now. Beside it,
+    ``<name>.flags`` holds the flags that built it (see :func:`_built_with`)."""
     from .models import _cpu_info, _file_lock, _heartbeat, cache_dir
 
     source = SOURCE.read_bytes()
@@ -86,7 +103,7 @@ def _build(compiler: str, openmp: Path | None) -> Path:
     flag_sets = _flag_sets(openmp)
     cpu_model, cpu_flags = _cpu_info()
     key = hashlib.sha256(repr((source, compiler, version, flag_sets, cpu_model, sorted(cpu_flags), torch.__version__,
-                               platform.machine())).encode()).hexdigest()[:16]
+                               platform.machine(), "flags recorded")).encode()).hexdigest()[:16]
     folder = cache_dir() / "cpu_fused"
     folder.mkdir(parents=True, exist_ok=True)
     target = folder / f"cpu_fused-{key}.so"
@@ -101,10 +118,22 @@ def _build(compiler: str, openmp: Path | None) -> Path:
                     run = subprocess.run([compiler, *flags, str(SOURCE), "-o", str(built), "-lm"],
                                          capture_output=True, text=True, timeout=300)
                     if run.returncode == 0:
+                        target.with_suffix(".flags").write_text(" ".join(flags) + "\n")
                         os.replace(built, target)
                         return target
                     errors.append(f"{' '.join(flags)}: {run.stderr.strip()[-500:]}")
         raise RuntimeError("the C compiler failed: " + " | ".join(errors))
+
+
+def _built_with(path: Path) -> str:
+    """How the library at ``path`` was built, in a few words: its ``-march`` target, or portable; one thread
+    where it has no OpenMP."""
+    try:
+        flags = (path.with_suffix(".flags")).read_text().split()
+    except OSError:
+        return "build flags not recorded"
+    march = next((f for f in flags if f.startswith("-march=")), "portable, no -march")
+    return march + ("" if "-fopenmp" in flags else ", one thread (no OpenMP)")
 
 
 def _declare(lib: ctypes.CDLL) -> ctypes.CDLL:
@@ -134,13 +163,14 @@ def _load() -> ctypes.CDLL | None:
         _reason = "no C compiler found (set CC, or install gcc)"
         return None
     try:
-        lib = _declare(ctypes.CDLL(str(_build(compiler, _torch_openmp()))))
+        path = _build(compiler, _torch_openmp())
+        lib = _declare(ctypes.CDLL(str(path)))
     except (OSError, RuntimeError, subprocess.SubprocessError) as exc:
         _reason = f"could not be built or loaded: {exc}"
         warnings.warn(f"instructlab.cpu_fused: the fused CPU kernels {_reason}; training keeps PyTorch's "
                       "operations", RuntimeWarning, stacklevel=3)
         return None
-    _reason = f"compiled ({lib._name}, {lib.fused_threads()} threads now)"
+    _reason = f"compiled ({lib._name}, {_built_with(path)}, {lib.fused_threads()} threads now)"
     return lib
 
 

@@ -6,6 +6,7 @@ gradients of one without them (on SmolLM2: as close to fp32 as PyTorch's bf16 op
 
 import copy
 import pickle
+import platform
 import shutil
 
 import pytest
@@ -156,6 +157,42 @@ def test_without_pytorchs_openmp_runtime_the_kernels_run_on_one_thread(fused, tm
         serial = cpu_fused.library()
         assert serial is not None and serial is not fused and serial.fused_threads() == 1
         assert torch.equal(cpu_fused.swiglu(x, x * 2), threaded)
+    finally:
+        cpu_fused._load.cache_clear()
+
+
+def test_the_march_target_is_native_unless_named_and_a_bad_name_is_refused(monkeypatch):
+    monkeypatch.delenv(cpu_fused.MARCH_ENV, raising=False)
+    assert "-march=native" in cpu_fused._flag_sets(None)[0]
+    monkeypatch.setenv(cpu_fused.MARCH_ENV, "x86-64-v3")
+    tuned = cpu_fused._flag_sets(None)[0]
+    assert "-march=x86-64-v3" in tuned and "-march=native" not in tuned
+    assert "-mprefer-vector-width=512" not in tuned  # only where native AVX-512 is there to prefer
+    assert all(not f.startswith("-march") for f in cpu_fused._flag_sets(None)[1])  # the portable fallback
+    monkeypatch.setenv(cpu_fused.MARCH_ENV, "native -O0")  # a flag smuggled in: refused, naming the variable
+    with pytest.raises(ValueError, match=cpu_fused.MARCH_ENV):
+        cpu_fused._flag_sets(None)
+
+
+@pytest.mark.skipif(platform.machine() not in ("x86_64", "AMD64"), reason="haswell is an x86 target")
+def test_an_avx2_build_computes_what_the_native_build_computes(fused, tmp_path, monkeypatch):
+    """The code a CPU with AVX2 alone runs (``-march=haswell``), built and run on this machine: SwiGLU the same
+    bits as the native build, RMSNorm a bf16 rounding apart on rare elements at most (its row sums are
+    vectorized at another width); the status line says which target was built."""
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(6, 40, 64, dtype=torch.bfloat16, generator=g).requires_grad_()
+    up = torch.randn(6, 40, 64, dtype=torch.bfloat16, generator=g)
+    w = torch.randn(64, dtype=torch.bfloat16, generator=g)
+    native = cpu_fused.swiglu(x, up), cpu_fused.rms_norm(x, w, 1e-5)
+    monkeypatch.setenv(models.CACHE_ENV, str(tmp_path))
+    monkeypatch.setenv(cpu_fused.MARCH_ENV, "haswell")
+    cpu_fused._load.cache_clear()
+    try:
+        avx2 = cpu_fused.library()
+        assert avx2 is not None and avx2 is not fused
+        assert "-march=haswell" in cpu_fused.status()
+        assert torch.equal(cpu_fused.swiglu(x, up), native[0])
+        _close(cpu_fused.rms_norm(x, w, 1e-5), native[1], torch.bfloat16, exact=False)
     finally:
         cpu_fused._load.cache_clear()
 
