@@ -77,6 +77,39 @@ def _march() -> str:
     return march
 
 
+# the compiler's predefined macros for an x86 target's instruction sets, and the /proc/cpuinfo flag of each
+_X86_FEATURES = {"__AVX__": "avx", "__AVX2__": "avx2", "__FMA__": "fma", "__F16C__": "f16c", "__BMI__": "bmi1",
+                 "__BMI2__": "bmi2", "__AVX512F__": "avx512f", "__AVX512BW__": "avx512bw", "__AVX512VL__": "avx512vl",
+                 "__AVX512DQ__": "avx512dq", "__AVX512CD__": "avx512cd", "__AVX512VNNI__": "avx512_vnni",
+                 "__AVX512BF16__": "avx512_bf16", "__AVX512FP16__": "avx512fp16", "__AMX_TILE__": "amx_tile",
+                 "__AMX_BF16__": "amx_bf16"}
+
+
+def _check_target(compiler: str, march: str) -> None:
+    """Refuse a named ``-march`` target that the compiler does not know (rather than quietly building the
+    portable fallback), or whose instruction sets this CPU lacks: the library would build, and then stop the
+    process with an illegal instruction at its first call. The instruction sets are checked on x86 where
+    /proc/cpuinfo lists the CPU's flags, from the compiler's predefined macros for the target."""
+    from .models import _cpu_info
+
+    if march == "native":
+        return
+    run = subprocess.run([compiler, f"-march={march}", "-dM", "-E", "-x", "c", os.devnull],
+                         capture_output=True, text=True, timeout=60)
+    if run.returncode != 0:
+        raise ValueError(f"{MARCH_ENV}={march!r}: the C compiler ({compiler}) does not take this -march target: "
+                         f"{(run.stderr.strip().splitlines() or ['no message'])[0][:300]}")
+    _, cpu_flags = _cpu_info()
+    if platform.machine() not in ("x86_64", "AMD64") or "avx" not in cpu_flags:
+        return
+    defined = {line.split()[1] for line in run.stdout.splitlines() if line.startswith("#define ")}
+    missing = sorted(flag for macro, flag in _X86_FEATURES.items() if macro in defined and flag not in cpu_flags)
+    if missing:
+        raise ValueError(f"{MARCH_ENV}={march!r} targets instruction sets this CPU does not have ({', '.join(missing)}): "
+                         "the compiled kernels would stop the process with an illegal instruction. Unset it (the "
+                         "kernels are then built for this CPU), or name a target this CPU runs, such as haswell")
+
+
 def _flag_sets(openmp: Path | None) -> list[list[str]]:
     """Compiler flags to try, best first: tuned (``-march``, see :data:`MARCH_ENV`) and on PyTorch's threads,
     then portable, then on one thread (a compiler without OpenMP: the loops still vectorize, ``-fopenmp-simd``)."""
@@ -101,6 +134,7 @@ def _build(compiler: str, openmp: Path | None) -> Path:
     source = SOURCE.read_bytes()
     version = subprocess.run([compiler, "--version"], capture_output=True, text=True, timeout=60).stdout
     flag_sets = _flag_sets(openmp)
+    _check_target(compiler, _march())
     cpu_model, cpu_flags = _cpu_info()
     key = hashlib.sha256(repr((source, compiler, version, flag_sets, cpu_model, sorted(cpu_flags), torch.__version__,
                                platform.machine(), "flags recorded")).encode()).hexdigest()[:16]

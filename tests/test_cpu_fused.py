@@ -174,6 +174,28 @@ def test_the_march_target_is_native_unless_named_and_a_bad_name_is_refused(monke
         cpu_fused._flag_sets(None)
 
 
+@pytest.mark.skipif(platform.machine() not in ("x86_64", "AMD64") or not HAS_COMPILER,
+                    reason="x86 targets, checked with the C compiler")
+def test_a_target_this_cpu_cannot_run_is_refused_before_building(tmp_path, monkeypatch):
+    """``x86-64-v4`` (AVX-512) on a CPU with AVX2 alone would build, then die of an illegal instruction."""
+    avx2_cpu = {"avx", "avx2", "fma", "f16c", "bmi1", "bmi2", "sse4_2"}
+    monkeypatch.setattr(models, "_cpu_info", lambda: ("an AVX2 CPU", avx2_cpu))
+    monkeypatch.setenv(cpu_fused.MARCH_ENV, "x86-64-v4")
+    with pytest.raises(ValueError, match=r"INSTRUCTLAB_CPU_FUSED_MARCH='x86-64-v4'.*avx512f"):
+        cpu_fused._check_target(cpu_fused._compiler(), "x86-64-v4")
+    cpu_fused._check_target(cpu_fused._compiler(), "haswell")  # AVX2 code on that CPU: fine
+    with pytest.raises(ValueError, match="does not take this -march target"):  # not the portable build instead
+        cpu_fused._check_target(cpu_fused._compiler(), "no-such-cpu")
+    monkeypatch.setenv(models.CACHE_ENV, str(tmp_path))
+    cpu_fused._load.cache_clear()
+    try:
+        with pytest.raises(ValueError, match="illegal instruction"):
+            cpu_fused.library()
+        assert not list((tmp_path / "cpu_fused").glob("*.so"))  # refused before anything was built
+    finally:
+        cpu_fused._load.cache_clear()
+
+
 @pytest.mark.skipif(platform.machine() not in ("x86_64", "AMD64"), reason="haswell is an x86 target")
 def test_an_avx2_build_computes_what_the_native_build_computes(fused, tmp_path, monkeypatch):
     """The code a CPU with AVX2 alone runs (``-march=haswell``), built and run on this machine: SwiGLU the same
