@@ -85,13 +85,11 @@ _X86_FEATURES = {"__AVX__": "avx", "__AVX2__": "avx2", "__FMA__": "fma", "__F16C
                  "__AMX_BF16__": "amx_bf16"}
 
 
-def _check_target(compiler: str, march: str) -> None:
+def _check_target(compiler: str, march: str, cpu_flags: set[str]) -> None:
     """Refuse a named ``-march`` target that the compiler does not know (rather than quietly building the
-    portable fallback), or whose instruction sets this CPU lacks: the library would build, and then stop the
-    process with an illegal instruction at its first call. The instruction sets are checked on x86 where
-    /proc/cpuinfo lists the CPU's flags, from the compiler's predefined macros for the target."""
-    from .models import _cpu_info
-
+    portable fallback), or whose instruction sets this CPU (``cpu_flags``, as /proc/cpuinfo lists them) lacks:
+    the library would build, and then stop the process with an illegal instruction at its first call. The
+    instruction sets are checked on x86 where the flags are known, from the compiler's predefined macros."""
     if march == "native":
         return
     run = subprocess.run([compiler, f"-march={march}", "-dM", "-E", "-x", "c", os.devnull],
@@ -99,7 +97,6 @@ def _check_target(compiler: str, march: str) -> None:
     if run.returncode != 0:
         raise ValueError(f"{MARCH_ENV}={march!r}: the C compiler ({compiler}) does not take this -march target: "
                          f"{(run.stderr.strip().splitlines() or ['no message'])[0][:300]}")
-    _, cpu_flags = _cpu_info()
     if platform.machine() not in ("x86_64", "AMD64") or "avx" not in cpu_flags:
         return
     defined = {line.split()[1] for line in run.stdout.splitlines() if line.startswith("#define ")}
@@ -134,8 +131,8 @@ def _build(compiler: str, openmp: Path | None) -> Path:
     source = SOURCE.read_bytes()
     version = subprocess.run([compiler, "--version"], capture_output=True, text=True, timeout=60).stdout
     flag_sets = _flag_sets(openmp)
-    _check_target(compiler, _march())
     cpu_model, cpu_flags = _cpu_info()
+    _check_target(compiler, _march(), cpu_flags)
     key = hashlib.sha256(repr((source, compiler, version, flag_sets, cpu_model, sorted(cpu_flags), torch.__version__,
                                platform.machine(), "flags recorded")).encode()).hexdigest()[:16]
     folder = cache_dir() / "cpu_fused"

@@ -182,10 +182,10 @@ def test_a_target_this_cpu_cannot_run_is_refused_before_building(tmp_path, monke
     monkeypatch.setattr(models, "_cpu_info", lambda: ("an AVX2 CPU", avx2_cpu))
     monkeypatch.setenv(cpu_fused.MARCH_ENV, "x86-64-v4")
     with pytest.raises(ValueError, match=r"INSTRUCTLAB_CPU_FUSED_MARCH='x86-64-v4'.*avx512f"):
-        cpu_fused._check_target(cpu_fused._compiler(), "x86-64-v4")
-    cpu_fused._check_target(cpu_fused._compiler(), "haswell")  # AVX2 code on that CPU: fine
+        cpu_fused._check_target(cpu_fused._compiler(), "x86-64-v4", avx2_cpu)
+    cpu_fused._check_target(cpu_fused._compiler(), "haswell", avx2_cpu)  # AVX2 code on that CPU: fine
     with pytest.raises(ValueError, match="does not take this -march target"):  # not the portable build instead
-        cpu_fused._check_target(cpu_fused._compiler(), "no-such-cpu")
+        cpu_fused._check_target(cpu_fused._compiler(), "no-such-cpu", avx2_cpu)
     monkeypatch.setenv(models.CACHE_ENV, str(tmp_path))
     cpu_fused._load.cache_clear()
     try:
