@@ -18,6 +18,9 @@ answers (not padding). Runs, in the precision ``models.device_settings()`` chose
   one-by-one ratio. ``--plain-batched`` adds batched generation in the path's precision *without* the
   batch-invariant kernels (PyTorch's own batched attention and matmuls; answers may then depend on the batch):
   what those kernels allow at best, so how much of the bf16 / fp32 ratio batch invariance costs.
+  ``--without-speedups`` adds the kit's bf16 batched path with its two bit-identical speed-ups off (the weights
+  packed once for oneDNN inside ``batch_invariant``, and ``cpu_fused.fused_generation``'s SwiGLU and rotary
+  kernels): their measured gain, and a check that the answers are the same.
 
 Also printed: the bf16 and fp32 matmul rates of this CPU, measured in the same run. ``--out`` writes the
 numbers as JSON. ``--profile`` then runs the first batch once more in each precision under ``torch.profiler``
@@ -48,6 +51,9 @@ def main(argv=None) -> dict:
                     help="where the path is bf16, also time fp32 one-by-one generation (slow)")
     ap.add_argument("--plain-batched", action="store_true",
                     help="where the path is bf16, also time batched generation without the batch-invariant kernels")
+    ap.add_argument("--without-speedups", action="store_true",
+                    help="where the path is bf16, also time batched generation with the packed weights and the fused "
+                         "generation kernels off (same answers expected)")
     ap.add_argument("--out", default=None, help="write the result as JSON here")
     ap.add_argument("--profile", action="store_true",
                     help="afterwards, profile one batch in each precision and print the top operations")
@@ -84,6 +90,8 @@ def main(argv=None) -> dict:
             runs_.append(("one_by_one", "float32", generate_one_by_one, {}))
     if chosen != "float32" and args.plain_batched:
         runs_.append(("plain_batched", chosen, plain_batched, {"batch_size": args.batch_size}))
+    if chosen != "float32" and args.without_speedups:
+        runs_.append(("without_speedups", chosen, without_speedups, {"batch_size": args.batch_size}))
     answers = {(r[0], r[1]): [] for r in runs_}
     seconds = {(r[0], r[1]): 0.0 for r in runs_}
     # Interleaved, chunk by chunk, rotating which goes first, so that a change in the load of a shared
@@ -139,6 +147,13 @@ def main(argv=None) -> dict:
               f"= {rate(p) / rate(f):.2f}x float32 batched; identical to one-by-one: {same(p, s)}/{len(records)}")
         result.update(plain_batched_tokens_per_s=round(rate(p), 1), plain_batched_vs_fp32_batched=round(rate(p) / rate(f), 2),
                       plain_batched_identical_answers=same(p, s))
+    if ("without_speedups", chosen) in answers:
+        w = ("without_speedups", chosen)
+        print(f"  {chosen} batched without the packed weights and fused generation kernels: {seconds[w]:7.1f} s  "
+              f"{rate(w):8.1f} tokens/s; with them {rate(b) / rate(w):.2f}x faster, identical answers "
+              f"{same(w, b)}/{len(records)}")
+        result.update(without_speedups_tokens_per_s=round(rate(w), 1), speedups_gain=round(rate(b) / rate(w), 2),
+                      without_speedups_identical_answers=same(w, b))
     if args.profile:
         for dtype in dtypes:
             with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
@@ -159,6 +174,19 @@ def plain_batched(model, tokenizer, records, **kwargs):
     from instructlab.generate import generate_answers
 
     with mock.patch.object(cpu_kernels, "needs_batch_invariance", lambda _model: False):
+        return generate_answers(model, tokenizer, records, **kwargs)
+
+
+def without_speedups(model, tokenizer, records, **kwargs):
+    """``generate_answers`` with the packed weights and the fused generation kernels off (``--without-speedups``)."""
+    import contextlib
+    from unittest import mock
+
+    from instructlab import cpu_fused, cpu_kernels
+    from instructlab.generate import generate_answers
+
+    with (mock.patch.object(cpu_kernels, "_packing_matches_plain", lambda: False),
+          mock.patch.object(cpu_fused, "fused_generation", lambda _model, enabled=True: contextlib.nullcontext())):
         return generate_answers(model, tokenizer, records, **kwargs)
 
 

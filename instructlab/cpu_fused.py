@@ -20,7 +20,9 @@ follow ``torch.set_num_threads``. Without a compiler, or with ``INSTRUCTLAB_CPU_
 to the fused forward; :func:`fused_rotary` swaps transformers' ``apply_rotary_pos_emb`` while training (the
 kit's trainer enters it around its loss). The fused path runs only where gradients are recorded (a training
 forward) on CPU tensors in bf16 or fp32 with a frozen norm weight; anything else, evaluation and generation
-included, runs PyTorch's operations unchanged.
+included, runs PyTorch's operations unchanged. The exception is :func:`fused_generation`, which the kit enters
+around bf16 generation: there SwiGLU and the rotary embedding (PyTorch's bits in bf16) run the kernels
+without gradients.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import types
 import warnings
 from pathlib import Path
 from typing import Any, Iterator
@@ -43,7 +46,7 @@ from typing import Any, Iterator
 import torch
 
 __all__ = ["SOURCE", "DISABLE_ENV", "MARCH_ENV", "library", "status", "rms_norm", "swiglu", "rotary", "use_fused_elementwise",
-           "fused_modules", "fused_rotary"]
+           "fused_modules", "fused_rotary", "fused_generation"]
 
 SOURCE = Path(__file__).with_name("csrc") / "cpu_fused.c"
 DISABLE_ENV = "INSTRUCTLAB_CPU_FUSED"  # "0" (or "false", "no", "off") keeps PyTorch's operations
@@ -222,10 +225,11 @@ def status(model: torch.nn.Module | None = None) -> str:
     return ("on: " if _load() is not None else "off: ") + _reason
 
 
-def _usable(*tensors: torch.Tensor) -> ctypes.CDLL | None:
-    """The library, when these tensors are for it: CPU, one dtype it has kernels for, a graph being recorded."""
+def _usable(*tensors: torch.Tensor, grad: bool = True) -> ctypes.CDLL | None:
+    """The library, when these tensors are for it: CPU, one dtype it has kernels for, a graph being recorded
+    (``grad=False``: none being recorded, as in generation)."""
     first = tensors[0]
-    if not (torch.is_grad_enabled() and first.device.type == "cpu" and first.dtype in _SUFFIX
+    if not (torch.is_grad_enabled() == grad and first.device.type == "cpu" and first.dtype in _SUFFIX
             and all(t.device.type == "cpu" and t.dtype == first.dtype for t in tensors)):
         return None
     return library()
@@ -273,12 +277,18 @@ def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor 
 
 # ----------------------------------------------------------------------------- SwiGLU
 
+def _swiglu_out(lib: ctypes.CDLL, gate: torch.Tensor, up: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """(``silu(gate) * up``, contiguous gate, contiguous up): the kernel's forward alone."""
+    gate, up = gate.contiguous(), up.contiguous()
+    out = torch.empty_like(gate)
+    getattr(lib, f"swiglu_forward_{_SUFFIX[gate.dtype]}")(_ptr(gate), _ptr(up), _ptr(out), gate.numel())
+    return out, gate, up
+
+
 class _SwiGLU(torch.autograd.Function):
     @staticmethod
     def forward(ctx, gate, up, lib):  # type: ignore[override]
-        gate, up = gate.contiguous(), up.contiguous()
-        out = torch.empty_like(gate)
-        getattr(lib, f"swiglu_forward_{_SUFFIX[gate.dtype]}")(_ptr(gate), _ptr(up), _ptr(out), gate.numel())
+        out, gate, up = _swiglu_out(lib, gate, up)
         ctx.save_for_backward(gate, up)
         ctx.lib = lib
         return out
@@ -308,12 +318,17 @@ def _rope_args(x: torch.Tensor, cos: torch.Tensor, out: torch.Tensor) -> list[in
     return [b, heads, length, d, *x.stride()[:3], *out.stride()[:3], cos.stride(0), cos.stride(1)]
 
 
+def _rotary_out(lib: ctypes.CDLL, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    out = torch.empty_like(x)  # x's layout (a transposed view of the projection), as PyTorch's result has
+    getattr(lib, f"rope_forward_{_SUFFIX[x.dtype]}")(_ptr(x), _ptr(cos), _ptr(sin), _ptr(out),
+                                                     *_rope_args(x, cos, out))
+    return out
+
+
 class _Rotary(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, cos, sin, lib):  # type: ignore[override]
-        out = torch.empty_like(x)  # x's layout (a transposed view of the projection), as PyTorch's result has
-        getattr(lib, f"rope_forward_{_SUFFIX[x.dtype]}")(_ptr(x), _ptr(cos), _ptr(sin), _ptr(out),
-                                                         *_rope_args(x, cos, out))
+        out = _rotary_out(lib, x, cos, sin)
         ctx.save_for_backward(cos, sin)
         ctx.lib = lib
         return out
@@ -334,13 +349,18 @@ def rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tenso
     ``b x heads x length x d`` and ``cos``, ``sin`` of shape ``b x length x d`` (``unsqueeze_dim=1``), as one
     fused operation; None where it does not apply (then run transformers' function)."""
     lib = _usable(x, cos, sin)
-    if (lib is None or x.dim() != 4 or cos.dim() != 3 or cos.shape != sin.shape or x.shape[-1] % 2
-            or cos.shape[-1] != x.shape[-1] or cos.shape[1] != x.shape[2] or cos.shape[0] not in (1, x.shape[0])
-            or x.stride(-1) != 1 or cos.stride() != sin.stride() or cos.stride(-1) != 1):
+    if lib is None or not _rotary_shapes(x, cos, sin):
         return None
     if cos.shape[0] != x.shape[0]:  # one set of positions for the whole batch
         cos, sin = cos.expand(x.shape[0], -1, -1), sin.expand(x.shape[0], -1, -1)
     return _Rotary.apply(x, cos, sin, lib)
+
+
+def _rotary_shapes(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> bool:
+    """Whether the rotary kernel takes these shapes and layouts (see :func:`rotary`)."""
+    return not (x.dim() != 4 or cos.dim() != 3 or cos.shape != sin.shape or x.shape[-1] % 2
+                or cos.shape[-1] != x.shape[-1] or cos.shape[1] != x.shape[2] or cos.shape[0] not in (1, x.shape[0])
+                or x.stride(-1) != 1 or cos.stride() != sin.stride() or cos.stride(-1) != 1)
 
 
 @contextlib.contextmanager
@@ -388,9 +408,12 @@ def _fused_norm_forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
     return out if out is not None else super(type(self), self).forward(hidden_states)
 
 
+def _is_silu(act_fn: Any) -> bool:
+    return type(act_fn) is torch.nn.SiLU or type(act_fn).__name__ == "SiLUActivation"
+
+
 def _fused_mlp_forward(self, x: torch.Tensor) -> torch.Tensor:
-    silu = type(self.act_fn) is torch.nn.SiLU or type(self.act_fn).__name__ == "SiLUActivation"
-    if not silu or _usable(x) is None:  # decided before the projections, so that none runs twice
+    if not _is_silu(self.act_fn) or _usable(x) is None:  # decided before the projections, so that none runs twice
         return super(type(self), self).forward(x)
     gate, up = self.gate_proj(x), self.up_proj(x)
     gated = swiglu(gate, up)
@@ -434,6 +457,59 @@ def fused_modules(model: torch.nn.Module) -> int:
     """How many of ``model``'s modules have the fused forward (see :func:`use_fused_elementwise`)."""
     fused = {_fused_class(original, forward) for original, forward in _module_classes().items()}
     return sum(type(m) in fused for m in model.modules())
+
+
+# ----------------------------------------------------------------------------- generation
+
+def _generation_mlp_forward(self, x: torch.Tensor) -> torch.Tensor:
+    """An MLP module's forward inside :func:`fused_generation`: the gating by the kernel where no gradient is
+    recorded, else the module's own forward."""
+    lib = _usable(x, grad=False) if _is_silu(self.act_fn) and x.dtype == torch.bfloat16 else None
+    if lib is None:
+        return type(self).forward(self, x)
+    gate, up = self.gate_proj(x), self.up_proj(x)
+    if gate.shape != up.shape or gate.dtype != up.dtype or gate.dtype != x.dtype:
+        return self.down_proj(self.act_fn(gate) * up)
+    return self.down_proj(_swiglu_out(lib, gate, up)[0])
+
+
+@contextlib.contextmanager
+def fused_generation(model: torch.nn.Module, enabled: bool = True) -> Iterator[None]:
+    """While active, ``model``'s SwiGLU gatings and rotary embeddings (Llama-family models: transformers'
+    ``LlamaMLP`` and ``apply_rotary_pos_emb``) run the compiled kernels on bf16 tensors in forwards that record
+    no gradient, such as ``generate``: PyTorch's bits (the kernels round where PyTorch's bf16 operations round;
+    tested), from one pass instead of a few operations each. fp32 keeps PyTorch's operations (there the
+    kernels are an fp32 rounding apart, and gave no measurable gain), and so does RMSNorm (its kernel sums a
+    row in another order). The kit enters it around bf16 generation (``generate._generate_batch``). Anything
+    the kernels do not take runs the original code; both are restored on exit. A no-op for other models,
+    without the library, or with ``enabled=False``.
+    """
+    module = _llama_module(model) if enabled else None
+    original = getattr(module, "apply_rotary_pos_emb", None)
+    if original is None or getattr(original, "_instructlab_generation", False) or library() is None:
+        yield
+        return
+    mlp_classes = (module.LlamaMLP, _fused_class(module.LlamaMLP, _fused_mlp_forward))
+    mlps = [m for m in model.modules() if type(m) in mlp_classes and "forward" not in m.__dict__]
+
+    def apply_rotary_pos_emb(q, k, cos, sin, unsqueeze_dim=1):
+        lib = _usable(q, k, cos, sin, grad=False) if q.dtype == torch.bfloat16 else None
+        if lib is not None and unsqueeze_dim == 1 and _rotary_shapes(q, cos, sin) and _rotary_shapes(k, cos, sin):
+            if cos.shape[0] != q.shape[0]:  # one set of positions for the whole batch
+                cos, sin = cos.expand(q.shape[0], -1, -1), sin.expand(q.shape[0], -1, -1)
+            return _rotary_out(lib, q, cos, sin), _rotary_out(lib, k, cos, sin)
+        return original(q, k, cos, sin, unsqueeze_dim)
+
+    apply_rotary_pos_emb._instructlab_generation = True  # type: ignore[attr-defined]
+    module.apply_rotary_pos_emb = apply_rotary_pos_emb
+    for mlp in mlps:
+        mlp.forward = types.MethodType(_generation_mlp_forward, mlp)
+    try:
+        yield
+    finally:
+        for mlp in mlps:
+            del mlp.forward
+        module.apply_rotary_pos_emb = original
 
 
 def __getattr__(name: str) -> Any:  # ``cpu_fused.FusedLlamaRMSNorm`` / ``FusedLlamaMLP``, for pickle and for users

@@ -324,3 +324,47 @@ def test_on_smollm2_the_fused_kernels_are_as_accurate_as_pytorchs_bf16_operation
     assert 0 < eager_error < 0.1
     assert fused_error < 1.25 * eager_error, (fused_error, eager_error)
     assert fused_loss < 2e-3 * float(out[False][0])  # bf16 rounding: a wrong kernel is off by far more
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_fused_generation_gives_pytorchs_bits_in_bf16_generation_and_restores(fused, dtype, monkeypatch):
+    """Inside ``fused_generation`` a Llama model's SwiGLU and rotary embeddings run the kernels in bf16 forwards
+    without gradients, with PyTorch's bits: the same logits and the same greedy tokens. fp32, and a forward that
+    records gradients (training), keep their own path; everything is restored on exit."""
+    from test_generate import varied_tiny
+
+    model = varied_tiny(str(dtype).replace("torch.", "")).eval()
+    calls = {"swiglu": 0, "rotary": 0}
+    for name, attr in (("swiglu", "_swiglu_out"), ("rotary", "_rotary_out")):
+        original = getattr(cpu_fused, attr)
+
+        def counted(*args, _name=name, _original=original):
+            calls[_name] += 1
+            return _original(*args)
+        monkeypatch.setattr(cpu_fused, attr, counted)
+    ids = torch.tensor([[1, 5, 9, 14, 3, 7], [2, 8, 8, 4, 11, 6]])
+    rope, mlp_forward = modeling_llama.apply_rotary_pos_emb, modeling_llama.LlamaMLP.forward
+
+    def run():
+        with torch.no_grad():
+            logits = model(input_ids=ids).logits
+            tokens = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=6,
+                                    do_sample=False, pad_token_id=0)
+        return logits, tokens
+    before = run()
+    with cpu_fused.fused_generation(model):
+        assert modeling_llama.apply_rotary_pos_emb is not rope
+        after = run()
+        n = dict(calls)
+        model(input_ids=ids).logits.float().sum().backward()  # a training forward: not the no-gradient path
+        assert calls == n
+    layers = model.config.num_hidden_layers
+    if dtype == torch.bfloat16:  # a forward, then generate's prompt forward and 5 steps: each layer once each
+        assert calls == {"swiglu": 7 * layers, "rotary": 2 * 7 * layers}
+    else:
+        assert calls == {"swiglu": 0, "rotary": 0}
+    assert torch.equal(after[0], before[0]) and torch.equal(after[1], before[1])
+    assert modeling_llama.apply_rotary_pos_emb is rope and modeling_llama.LlamaMLP.forward is mlp_forward
+    assert not any("forward" in m.__dict__ for m in model.modules())
+    with cpu_fused.fused_generation(model, enabled=False):
+        assert modeling_llama.apply_rotary_pos_emb is rope

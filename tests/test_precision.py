@@ -362,6 +362,40 @@ def test_batch_invariant_tells_the_linear_layers_a_prompt_from_a_decoding_step(m
     assert "prompt" not in cpu_kernels._MEMO.__dict__  # cleared on exit
 
 
+def test_batch_invariant_packs_bf16_weights_for_the_plain_paths_bits(monkeypatch):
+    """Inside ``batch_invariant`` a bf16 linear layer multiplies by its weight packed once for oneDNN, where the
+    once-per-process probe finds that this gives ``F.linear``'s bits: the same answers as the plain path, at
+    any batch size. The packs exist only while the context lasts, and a layer outside it is not packed."""
+    from instructlab import cpu_kernels
+    from instructlab.generate import generate_answers
+
+    if not cpu_kernels._packing_matches_plain():
+        pytest.skip("oneDNN's packed bf16 linear is not available here, or not F.linear's bits: the plain path runs")
+    tok, m = models.load_tokenizer(TINY), varied_tiny("bfloat16")
+    packed = []
+    original = cpu_kernels._block_matmul
+
+    def watched(linear, weight_is_bf16):
+        matmul = original(linear, weight_is_bf16)
+        packed.append(isinstance(linear.__dict__.get(cpu_kernels._PACK), torch.Tensor))
+        return matmul
+    monkeypatch.setattr(cpu_kernels, "_block_matmul", watched)
+    answers = {}
+    for pack in (True, False):
+        monkeypatch.setattr(cpu_kernels, "_packing_matches_plain", lambda pack=pack: pack)
+        answers[pack] = [generate_answers(m, tok, CONVS, max_new_tokens=12, batch_size=b, progress=False)
+                         for b in (len(CONVS), 2)]
+    assert answers[True] == answers[False] and answers[True][0] == answers[True][1]
+    assert len({a for a in answers[True][0]}) > 1  # varied text: a real comparison
+    n = len(packed) // 2
+    assert all(packed[:n]) and not any(packed[n:])  # every call packed, then none with packing off
+    assert not any(cpu_kernels._PACK in mod.__dict__ for mod in m.modules())  # dropped on exit
+    linear = next(mod for mod in m.modules() if type(mod) is torch.nn.Linear)
+    with torch.no_grad():
+        cpu_kernels._invariant_linear(linear, torch.randn(3, 1, linear.in_features).to(torch.bfloat16))
+    assert cpu_kernels._PACK not in linear.__dict__  # outside the context: F.linear, nothing kept
+
+
 def test_invariant_kernels_compute_the_same_attention_as_sdpa():
     """In fp32, inside ``batch_invariant``: a left-padded batch's logits on its real tokens, and the greedy
     answers (prefill and cached decoding steps), are those of transformers' own SDPA path."""
