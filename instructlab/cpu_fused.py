@@ -21,8 +21,8 @@ to the fused forward; :func:`fused_rotary` swaps transformers' ``apply_rotary_po
 kit's trainer enters it around its loss). The fused path runs only where gradients are recorded (a training
 forward) on CPU tensors in bf16 or fp32 with a frozen norm weight; anything else, evaluation and generation
 included, runs PyTorch's operations unchanged. The exception is :func:`fused_generation`, which the kit enters
-around bf16 generation: there SwiGLU and the rotary embedding (PyTorch's bits in bf16) run the kernels
-without gradients.
+around bf16 generation: there RMSNorm (:func:`rms_norm_exact`, a kernel that sums in PyTorch's order), SwiGLU
+and the rotary embedding run compiled kernels without gradients, with PyTorch's bits.
 """
 
 from __future__ import annotations
@@ -46,7 +46,7 @@ from typing import Any, Iterator
 import torch
 
 __all__ = ["SOURCE", "DISABLE_ENV", "MARCH_ENV", "library", "status", "rms_norm", "swiglu", "rotary", "use_fused_elementwise",
-           "fused_modules", "fused_rotary", "fused_generation"]
+           "fused_modules", "fused_rotary", "fused_generation", "rms_norm_exact"]
 
 SOURCE = Path(__file__).with_name("csrc") / "cpu_fused.c"
 DISABLE_ENV = "INSTRUCTLAB_CPU_FUSED"  # "0" (or "false", "no", "off") keeps PyTorch's operations
@@ -179,8 +179,11 @@ def _declare(lib: ctypes.CDLL) -> ctypes.CDLL:
         getattr(lib, f"swiglu_backward_{suffix}").argtypes = [p, p, p, p, p, n]
         for kind in ("forward", "backward"):
             getattr(lib, f"rope_{kind}_{suffix}").argtypes = [p, p, p, p] + [n] * 12
-    for name in [f"{k}_{s}" for k in ("rmsnorm_forward", "rmsnorm_backward", "swiglu_forward", "swiglu_backward",
-                                      "rope_forward", "rope_backward") for s in _SUFFIX.values()]:
+    lib.rmsnorm_forward_exact_bf16.argtypes = [p, p, p, n, n, f, n]
+    lib.sum_of_squares_bf16.argtypes = [p, p, n, n, n]
+    names = [f"{k}_{s}" for k in ("rmsnorm_forward", "rmsnorm_backward", "swiglu_forward", "swiglu_backward",
+                                  "rope_forward", "rope_backward") for s in _SUFFIX.values()]
+    for name in names + ["rmsnorm_forward_exact_bf16", "sum_of_squares_bf16"]:
         getattr(lib, name).restype = None
     lib.fused_threads.restype = ctypes.c_int
     return lib
@@ -461,6 +464,55 @@ def fused_modules(model: torch.nn.Module) -> int:
 
 # ----------------------------------------------------------------------------- generation
 
+@functools.lru_cache(maxsize=None)
+def _sum_lanes() -> int | None:
+    """How many fp32 lanes PyTorch's sum kernel adds in here (its vector width: 8 on the AVX512 machine
+    measured, whose sum kernel is PyTorch's AVX2 one), found once per process by matching the kernel's sums
+    of squares, bit for bit, with ``x.float().pow(2).sum(-1)`` on random rows of several lengths; None (the
+    exact RMSNorm unused) where no width gives PyTorch's sums."""
+    lib = library()
+    if lib is None:
+        return None
+    gen = torch.Generator().manual_seed(0)
+    cases = []
+    for d in (40, 200, 576, 2051, 9000):  # shorter than a vector, a few, many (the cascade's levels), odd tails
+        x = (torch.randn(16, d, generator=gen) * 30).to(torch.bfloat16)
+        cases.append((x, x.float().pow(2).sum(-1)))
+    for lanes in (16, 8, 4, 1):
+        def same(x, ref, lanes=lanes):
+            out = torch.empty(x.shape[0], dtype=torch.float32)
+            lib.sum_of_squares_bf16(_ptr(x), _ptr(out), x.shape[0], x.shape[1], lanes if x.shape[1] >= lanes else 1)
+            return torch.equal(out, ref)
+        if all(same(*case) for case in cases):
+            return lanes
+    return None
+
+
+def rms_norm_exact(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor | None:
+    """transformers' ``LlamaRMSNorm`` forward on bf16 tensors, without gradients, with PyTorch's bits: the row's
+    sum of squares in at::sum's own order (its cascade over vectors of the width :func:`_sum_lanes` found),
+    so the kernel can stand in for the module in generation. None where it does not apply: gradients recorded,
+    not bf16 on CPU, or no vector width that gives PyTorch's bits."""
+    lib = _usable(x, weight, grad=False)
+    if lib is None or x.dtype != torch.bfloat16 or weight.shape != x.shape[-1:] or not x.numel():
+        return None
+    lanes = _sum_lanes()
+    if lanes is None:
+        return None
+    x, weight = x.contiguous(), weight.contiguous()
+    d = x.shape[-1]
+    y = torch.empty_like(x)
+    lib.rmsnorm_forward_exact_bf16(_ptr(x), _ptr(weight), _ptr(y), x.numel() // d, d, float(eps),
+                                   lanes if d >= lanes else 1)  # a row shorter than a vector: the scalar path
+    return y
+
+
+def _generation_norm_forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+    """An RMSNorm module's forward inside :func:`fused_generation` (see :func:`rms_norm_exact`)."""
+    out = rms_norm_exact(hidden_states, self.weight, self.variance_epsilon)
+    return out if out is not None else type(self).forward(self, hidden_states)
+
+
 def _generation_mlp_forward(self, x: torch.Tensor) -> torch.Tensor:
     """An MLP module's forward inside :func:`fused_generation`: the gating by the kernel where no gradient is
     recorded, else the module's own forward."""
@@ -475,22 +527,26 @@ def _generation_mlp_forward(self, x: torch.Tensor) -> torch.Tensor:
 
 @contextlib.contextmanager
 def fused_generation(model: torch.nn.Module, enabled: bool = True) -> Iterator[None]:
-    """While active, ``model``'s SwiGLU gatings and rotary embeddings (Llama-family models: transformers'
-    ``LlamaMLP`` and ``apply_rotary_pos_emb``) run the compiled kernels on bf16 tensors in forwards that record
-    no gradient, such as ``generate``: PyTorch's bits (the kernels round where PyTorch's bf16 operations round;
-    tested), from one pass instead of a few operations each. fp32 keeps PyTorch's operations (there the
-    kernels are an fp32 rounding apart, and gave no measurable gain), and so does RMSNorm (its kernel sums a
-    row in another order). The kit enters it around bf16 generation (``generate._generate_batch``). Anything
-    the kernels do not take runs the original code; both are restored on exit. A no-op for other models,
-    without the library, or with ``enabled=False``.
+    """While active, ``model``'s RMSNorms, SwiGLU gatings and rotary embeddings (Llama-family models:
+    transformers' ``LlamaRMSNorm``, ``LlamaMLP`` and ``apply_rotary_pos_emb``) run compiled kernels on bf16
+    tensors in forwards that record no gradient, such as ``generate``, with PyTorch's bits (tested): the SwiGLU
+    and rotary kernels round where PyTorch's bf16 operations round, and the RMSNorm is
+    :func:`rms_norm_exact`, which sums a row's squares in PyTorch's own order (the training kernel does not).
+    One pass each instead of a few operations. fp32 keeps PyTorch's operations (there the SwiGLU and rotary
+    kernels are an fp32 rounding apart, and gave no measurable gain). The kit enters it around bf16
+    generation (``generate._generate_batch``). Anything the kernels do not take runs the original code;
+    everything is restored on exit. A no-op for other models, without the library, or with ``enabled=False``.
     """
     module = _llama_module(model) if enabled else None
     original = getattr(module, "apply_rotary_pos_emb", None)
     if original is None or getattr(original, "_instructlab_generation", False) or library() is None:
         yield
         return
-    mlp_classes = (module.LlamaMLP, _fused_class(module.LlamaMLP, _fused_mlp_forward))
-    mlps = [m for m in model.modules() if type(m) in mlp_classes and "forward" not in m.__dict__]
+    swaps = {cls: forward for original, training_forward, forward in (
+        (module.LlamaMLP, _fused_mlp_forward, _generation_mlp_forward),
+        (module.LlamaRMSNorm, _fused_norm_forward, _generation_norm_forward))
+        for cls in (original, _fused_class(original, training_forward))}
+    swapped = [m for m in model.modules() if type(m) in swaps and "forward" not in m.__dict__]
 
     def apply_rotary_pos_emb(q, k, cos, sin, unsqueeze_dim=1):
         lib = _usable(q, k, cos, sin, grad=False) if q.dtype == torch.bfloat16 else None
@@ -502,13 +558,13 @@ def fused_generation(model: torch.nn.Module, enabled: bool = True) -> Iterator[N
 
     apply_rotary_pos_emb._instructlab_generation = True  # type: ignore[attr-defined]
     module.apply_rotary_pos_emb = apply_rotary_pos_emb
-    for mlp in mlps:
-        mlp.forward = types.MethodType(_generation_mlp_forward, mlp)
+    for m in swapped:
+        m.forward = types.MethodType(swaps[type(m)], m)
     try:
         yield
     finally:
-        for mlp in mlps:
-            del mlp.forward
+        for m in swapped:
+            del m.forward
         module.apply_rotary_pos_emb = original
 
 

@@ -328,19 +328,20 @@ def test_on_smollm2_the_fused_kernels_are_as_accurate_as_pytorchs_bf16_operation
 
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_fused_generation_gives_pytorchs_bits_in_bf16_generation_and_restores(fused, dtype, monkeypatch):
-    """Inside ``fused_generation`` a Llama model's SwiGLU and rotary embeddings run the kernels in bf16 forwards
-    without gradients, with PyTorch's bits: the same logits and the same greedy tokens. fp32, and a forward that
+    """Inside ``fused_generation`` a Llama model's RMSNorms, SwiGLU and rotary embeddings run the kernels in bf16
+    forwards without gradients, with PyTorch's bits: the same logits and the same greedy tokens. fp32, and a forward that
     records gradients (training), keep their own path; everything is restored on exit."""
     from test_generate import varied_tiny
 
     model = varied_tiny(str(dtype).replace("torch.", "")).eval()
-    calls = {"swiglu": 0, "rotary": 0}
-    for name, attr in (("swiglu", "_swiglu_out"), ("rotary", "_rotary_out")):
+    calls = {"swiglu": 0, "rotary": 0, "rms_norm": 0}
+    for name, attr in (("swiglu", "_swiglu_out"), ("rotary", "_rotary_out"), ("rms_norm", "rms_norm_exact")):
         original = getattr(cpu_fused, attr)
 
         def counted(*args, _name=name, _original=original):
-            calls[_name] += 1
-            return _original(*args)
+            out = _original(*args)
+            calls[_name] += out is not None
+            return out
         monkeypatch.setattr(cpu_fused, attr, counted)
     ids = torch.tensor([[1, 5, 9, 14, 3, 7], [2, 8, 8, 4, 11, 6]])
     rope, mlp_forward = modeling_llama.apply_rotary_pos_emb, modeling_llama.LlamaMLP.forward
@@ -360,11 +361,40 @@ def test_fused_generation_gives_pytorchs_bits_in_bf16_generation_and_restores(fu
         assert calls == n
     layers = model.config.num_hidden_layers
     if dtype == torch.bfloat16:  # a forward, then generate's prompt forward and 5 steps: each layer once each
-        assert calls == {"swiglu": 7 * layers, "rotary": 2 * 7 * layers}
+        norms = 2 * layers + 1 if cpu_fused._sum_lanes() else 0
+        assert calls == {"swiglu": 7 * layers, "rotary": 2 * 7 * layers, "rms_norm": 7 * norms}
     else:
-        assert calls == {"swiglu": 0, "rotary": 0}
+        assert calls == {"swiglu": 0, "rotary": 0, "rms_norm": 0}
     assert torch.equal(after[0], before[0]) and torch.equal(after[1], before[1])
     assert modeling_llama.apply_rotary_pos_emb is rope and modeling_llama.LlamaMLP.forward is mlp_forward
     assert not any("forward" in m.__dict__ for m in model.modules())
     with cpu_fused.fused_generation(model, enabled=False):
         assert modeling_llama.apply_rotary_pos_emb is rope
+
+
+def test_the_exact_rms_norm_sums_in_pytorchs_order_and_gives_its_bits(fused):
+    """``rms_norm_exact`` reproduces at::sum's cascade over the vector width it found PyTorch's sum kernel to use
+    (rows shorter than a vector, several vectors, the cascade's levels, odd tails), so its RMSNorm is
+    transformers' to the bit; another width gives other sums (the probe can tell them apart)."""
+    lanes = cpu_fused._sum_lanes()
+    if lanes is None:
+        assert torch.backends.cpu.get_cpu_capability() not in ("AVX2", "AVX512")  # x86 with AVX2: a width is found
+        pytest.skip("no vector width gives PyTorch's sums here: generation keeps PyTorch's RMSNorm")
+    g = torch.Generator().manual_seed(4)
+    for d in (576, 64, 7, 33, 1000, 2051, 20000):
+        for rows, scale in ((1, 1.0), (16, 30.0), (129, 1e-3)):
+            norm = modeling_llama.LlamaRMSNorm(d, eps=1e-5).to(torch.bfloat16)
+            with torch.no_grad():
+                norm.weight.normal_(1, 0.2, generator=g)
+                x = (torch.randn(rows, d, generator=g) * scale).to(torch.bfloat16)
+                assert torch.equal(cpu_fused.rms_norm_exact(x, norm.weight, norm.variance_epsilon), norm(x))
+                assert torch.equal(cpu_fused.rms_norm_exact(x[None], norm.weight, 1e-5), norm(x[None]))
+    x = (torch.randn(64, 576, generator=g) * 30).to(torch.bfloat16)
+    sums = {}
+    for width in (16, 8):
+        sums[width] = torch.empty(64)
+        fused.sum_of_squares_bf16(x.data_ptr(), sums[width].data_ptr(), 64, 576, width)
+    assert torch.equal(sums[lanes], x.float().pow(2).sum(-1)) and not torch.equal(sums[16], sums[8])
+    w = torch.ones(576, dtype=torch.bfloat16)
+    assert cpu_fused.rms_norm_exact(x.float(), w.float(), 1e-5) is None  # fp32: PyTorch's operations
+    assert cpu_fused.rms_norm_exact(x.requires_grad_(), w, 1e-5) is None  # a graph being recorded: training's own

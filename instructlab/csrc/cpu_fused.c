@@ -158,6 +158,77 @@ void rope_backward_##SUFFIX(const T *g, const T *cos, const T *sin, T *dx, int64
 KERNELS(bf16, bf16, bf16_load, bf16_store, bf16_round)
 KERNELS(float, f32, f32_load, f32_store, f32_round)
 
+/* PyTorch's sum of a row's squares, x.float().pow(2).sum(-1), in PyTorch's order: at::sum's cascade
+ * (aten/src/ATen/native/cpu/SumKernel.cpp: vectorized_inner_sum -> row_sum -> multi_row_sum) over vectors of
+ * `lanes` floats, the float vector width of the CPU capability PyTorch dispatched to (16 for AVX512, 8 for
+ * AVX2; 1 gives its scalar path, which a row shorter than a vector takes). Each vector lane is an independent
+ * chain of fp32 additions, so plain arrays reproduce it (the file is compiled with -ffp-contract=off and no
+ * reassociation). */
+static int64_t ceil_log2(int64_t x) { /* ATen's CeilLog2: 1 up to 2, else floor(log2(x - 1)) + 1 */
+    if (x <= 2) return 1;
+    int64_t bits = 0;
+    for (uint64_t v = (uint64_t)(x - 1); v; v >>= 1) ++bits;
+    return bits;
+}
+
+static float torch_sum_of_squares_bf16(const bf16 *x, int64_t d, int64_t lanes) {
+    float acc[4][4][16];                  /* [level][interleaved row][lane] */
+    memset(acc, 0, sizeof(acc));
+    const int64_t nvec = d / lanes, size = nvec / 4; /* row_sum: the vectors as a (-1, 4) array */
+    int64_t level_power = ceil_log2(size) / 4;
+    if (level_power < 4) level_power = 4;
+    const int64_t level_step = (int64_t)1 << level_power, level_mask = level_step - 1;
+#define SQUARE(idx) (bf16_load(x[idx]) * bf16_load(x[idx]))
+    int64_t i = 0;
+    while (i + level_step <= size) {
+        for (int64_t j = 0; j < level_step; ++j, ++i)
+            for (int64_t k = 0; k < 4; ++k)
+                for (int64_t l = 0; l < lanes; ++l) acc[0][k][l] += SQUARE((i * 4 + k) * lanes + l);
+        for (int64_t j = 1; j < 4; ++j) {
+            for (int64_t k = 0; k < 4; ++k)
+                for (int64_t l = 0; l < lanes; ++l) {
+                    acc[j][k][l] += acc[j - 1][k][l];
+                    acc[j - 1][k][l] = 0.0f;
+                }
+            if ((i & (level_mask << (j * level_power))) != 0) break;
+        }
+    }
+    for (; i < size; ++i)
+        for (int64_t k = 0; k < 4; ++k)
+            for (int64_t l = 0; l < lanes; ++l) acc[0][k][l] += SQUARE((i * 4 + k) * lanes + l);
+    for (int64_t j = 1; j < 4; ++j)
+        for (int64_t k = 0; k < 4; ++k)
+            for (int64_t l = 0; l < lanes; ++l) acc[0][k][l] += acc[j][k][l];
+    for (int64_t v = size * 4; v < nvec; ++v) /* row_sum's vectors beyond a multiple of 4 */
+        for (int64_t l = 0; l < lanes; ++l) acc[0][0][l] += SQUARE(v * lanes + l);
+    for (int64_t k = 1; k < 4; ++k)
+        for (int64_t l = 0; l < lanes; ++l) acc[0][0][l] += acc[0][k][l];
+    float total = 0.0f;                   /* vectorized_inner_sum: the scalar tail, then the lanes in order */
+    for (int64_t t = nvec * lanes; t < d; ++t) total += SQUARE(t);
+    for (int64_t l = 0; l < lanes; ++l) total += acc[0][0][l];
+#undef SQUARE
+    return 0.0f + total;                  /* the output, filled with 0, accumulates the row's sum */
+}
+
+/* each row's sum of squares as above (to find which `lanes` gives PyTorch's sums) */
+void sum_of_squares_bf16(const bf16 *x, float *out, int64_t rows, int64_t d, int64_t lanes) {
+    for (int64_t r = 0; r < rows; ++r) out[r] = torch_sum_of_squares_bf16(x + r * d, d, lanes);
+}
+
+/* transformers' LlamaRMSNorm forward in bf16 with PyTorch's bits: mean(x^2) is the sum above divided by d (as
+ * at::mean does on CPU), then rsqrt(mean + eps), the product rounded to bf16, times the weight. For forwards
+ * without gradients (generation); `lanes` as above, or 1 where d < the vector width. */
+void rmsnorm_forward_exact_bf16(const bf16 *x, const bf16 *w, bf16 *y, int64_t rows, int64_t d, float eps,
+                                int64_t lanes) {
+    _Pragma("omp parallel for schedule(static)")
+    for (int64_t r = 0; r < rows; ++r) {
+        const bf16 *xr = x + r * d;
+        bf16 *yr = y + r * d;
+        float rs = 1.0f / sqrtf(torch_sum_of_squares_bf16(xr, d, lanes) / (float)d + eps);
+        for (int64_t i = 0; i < d; ++i) yr[i] = bf16_store(bf16_load(w[i]) * bf16_round(bf16_load(xr[i]) * rs));
+    }
+}
+
 /* how many threads the kernels' parallel loops use now (PyTorch's setting, when they share its runtime) */
 #ifdef _OPENMP
 #include <omp.h>
