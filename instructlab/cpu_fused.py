@@ -542,10 +542,10 @@ def fused_generation(model: torch.nn.Module, enabled: bool = True) -> Iterator[N
     if original is None or getattr(original, "_instructlab_generation", False) or library() is None:
         yield
         return
-    swaps = {cls: forward for original, training_forward, forward in (
+    swaps = {cls: forward for plain, training_forward, forward in (  # the classes, and their fused subclasses
         (module.LlamaMLP, _fused_mlp_forward, _generation_mlp_forward),
         (module.LlamaRMSNorm, _fused_norm_forward, _generation_norm_forward))
-        for cls in (original, _fused_class(original, training_forward))}
+        for cls in (plain, _fused_class(plain, training_forward))}
     swapped = [m for m in model.modules() if type(m) in swaps and "forward" not in m.__dict__]
 
     def apply_rotary_pos_emb(q, k, cos, sin, unsqueeze_dim=1):

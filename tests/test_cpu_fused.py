@@ -370,6 +370,11 @@ def test_fused_generation_gives_pytorchs_bits_in_bf16_generation_and_restores(fu
     assert not any("forward" in m.__dict__ for m in model.modules())
     with cpu_fused.fused_generation(model, enabled=False):
         assert modeling_llama.apply_rotary_pos_emb is rope
+    n = cpu_fused.use_fused_elementwise(model)  # the training kernels' module classes are swapped too
+    with cpu_fused.fused_generation(model):
+        assert sum("forward" in m.__dict__ for m in model.modules()) == n
+        assert torch.equal(run()[1], before[1])
+    assert not any("forward" in m.__dict__ for m in model.modules())
 
 
 def test_the_exact_rms_norm_sums_in_pytorchs_order_and_gives_its_bits(fused):

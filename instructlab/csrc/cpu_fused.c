@@ -160,8 +160,9 @@ KERNELS(float, f32, f32_load, f32_store, f32_round)
 
 /* PyTorch's sum of a row's squares, x.float().pow(2).sum(-1), in PyTorch's order: at::sum's cascade
  * (aten/src/ATen/native/cpu/SumKernel.cpp: vectorized_inner_sum -> row_sum -> multi_row_sum) over vectors of
- * `lanes` floats, the float vector width of the CPU capability PyTorch dispatched to (16 for AVX512, 8 for
- * AVX2; 1 gives its scalar path, which a row shorter than a vector takes). Each vector lane is an independent
+ * `lanes` floats, the width of the sum kernel PyTorch runs here (not always its dispatched capability's: on an
+ * AVX512 machine, its AVX2 sum kernel, 8 lanes; cpu_fused._sum_lanes finds it by matching sums; 1 gives the
+ * scalar path, which a row shorter than a vector takes). Each vector lane is an independent
  * chain of fp32 additions, so plain arrays reproduce it (the file is compiled with -ffp-contract=off and no
  * reassociation). */
 static int64_t ceil_log2(int64_t x) { /* ATen's CeilLog2: 1 up to 2, else floor(log2(x - 1)) + 1 */
