@@ -29,6 +29,21 @@ def fused():
     return lib
 
 
+def _count_kernel_calls(monkeypatch, functions: dict[str, str]) -> dict[str, int]:
+    """Wrap each of ``cpu_fused``'s functions named in ``functions`` (count name -> function name) so that every call
+    returning a tensor (not None: the kernel ran) adds one to its count; returns the live counts."""
+    calls = dict.fromkeys(functions, 0)
+    for name, attr in functions.items():
+        original = getattr(cpu_fused, attr)
+
+        def counted(*args, _name=name, _original=original):
+            out = _original(*args)
+            calls[_name] += out is not None
+            return out
+        monkeypatch.setattr(cpu_fused, attr, counted)
+    return calls
+
+
 def _close(fused_out, eager_out, dtype, exact):
     """bf16: the same bits where ``exact``, else at most one bf16 rounding apart on under 0.1% of the elements;
     fp32: within fp32 rounding."""
@@ -265,15 +280,7 @@ def test_trainer_with_the_fused_kernels_gives_the_loss_and_lora_gradients_withou
                       lora_dropout=0.1, dtype=dtype)
     trainer = _tiny_trainer(cfg, dtype)
     assert trainer.kit_fused_rotary
-    calls = {"rms_norm": 0, "swiglu": 0, "rotary": 0}
-    for name in calls:
-        original = getattr(cpu_fused, name)
-
-        def counted(*args, _name=name, _original=original):
-            out = _original(*args)
-            calls[_name] += out is not None
-            return out
-        monkeypatch.setattr(cpu_fused, name, counted)
+    calls = _count_kernel_calls(monkeypatch, {"rms_norm": "rms_norm", "swiglu": "swiglu", "rotary": "rotary"})
     batch, lora = _batch_and_lora(trainer)
     out = {}
     for use in (False, True):
@@ -334,15 +341,8 @@ def test_fused_generation_gives_pytorchs_bits_in_bf16_generation_and_restores(fu
     from test_generate import varied_tiny
 
     model = varied_tiny(str(dtype).replace("torch.", "")).eval()
-    calls = {"swiglu": 0, "rotary": 0, "rms_norm": 0}
-    for name, attr in (("swiglu", "_swiglu_out"), ("rotary", "_rotary_out"), ("rms_norm", "rms_norm_exact")):
-        original = getattr(cpu_fused, attr)
-
-        def counted(*args, _name=name, _original=original):
-            out = _original(*args)
-            calls[_name] += out is not None
-            return out
-        monkeypatch.setattr(cpu_fused, attr, counted)
+    calls = _count_kernel_calls(monkeypatch, {"swiglu": "_swiglu_out", "rotary": "_rotary_out",
+                                              "rms_norm": "rms_norm_exact"})
     ids = torch.tensor([[1, 5, 9, 14, 3, 7], [2, 8, 8, 4, 11, 6]])
     rope, mlp_forward = modeling_llama.apply_rotary_pos_emb, modeling_llama.LlamaMLP.forward
 
