@@ -19,8 +19,9 @@ answers (not padding). Runs, in the precision ``models.device_settings()`` chose
   batch-invariant kernels (PyTorch's own batched attention and matmuls; answers may then depend on the batch):
   what those kernels allow at best, so how much of the bf16 / fp32 ratio batch invariance costs.
   ``--without-speedups`` adds the kit's bf16 batched path with its two bit-identical speed-ups off (the weights
-  packed once for oneDNN inside ``batch_invariant``, and ``cpu_fused.fused_generation``'s SwiGLU and rotary
-  kernels): their measured gain, and a check that the answers are the same.
+  packed once for oneDNN inside ``batch_invariant``, and ``cpu_fused.fused_generation``'s RMSNorm, SwiGLU and
+  rotary kernels; the attention loop's cheaper views stay): their measured gain, and a check that the answers
+  are the same.
 
 Also printed: the bf16 and fp32 matmul rates of this CPU, measured in the same run. ``--out`` writes the
 numbers as JSON. ``--profile`` then runs the first batch once more in each precision under ``torch.profiler``

@@ -15,8 +15,8 @@ CPU idle (a 135M model is dominated by per-step overhead), so :func:`generate_an
   ``benchmarks/generation_speed.py``). In fp32 that holds up to rounding that has not changed an answer
   (tested); with bf16 or fp16 weights on CPU, where such rounding does change answers, generation runs
   inside :func:`instructlab.cpu_kernels.batch_invariant`, which makes every answer the same bits at any
-  batch size, and :func:`instructlab.cpu_fused.fused_generation`, whose compiled SwiGLU and rotary kernels
-  give PyTorch's bits in less time.
+  batch size, and :func:`instructlab.cpu_fused.fused_generation`, whose compiled RMSNorm, SwiGLU and
+  rotary kernels give PyTorch's bits in less time.
 
 Works for base models (with the chat template :func:`instructlab.models.load_tokenizer` gives them),
 instruct models and ``peft.PeftModel`` (base + LoRA adapter).
