@@ -354,9 +354,14 @@ def rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tenso
     lib = _usable(x, cos, sin)
     if lib is None or not _rotary_shapes(x, cos, sin):
         return None
-    if cos.shape[0] != x.shape[0]:  # one set of positions for the whole batch
+    return _Rotary.apply(x, *_per_sequence(x, cos, sin), lib)
+
+
+def _per_sequence(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``cos`` and ``sin`` with one entry per sequence of ``x`` (one set of positions may serve the whole batch)."""
+    if cos.shape[0] != x.shape[0]:
         cos, sin = cos.expand(x.shape[0], -1, -1), sin.expand(x.shape[0], -1, -1)
-    return _Rotary.apply(x, cos, sin, lib)
+    return cos, sin
 
 
 def _rotary_shapes(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> bool:
@@ -551,8 +556,7 @@ def fused_generation(model: torch.nn.Module, enabled: bool = True) -> Iterator[N
     def apply_rotary_pos_emb(q, k, cos, sin, unsqueeze_dim=1):
         lib = _usable(q, k, cos, sin, grad=False) if q.dtype == torch.bfloat16 else None
         if lib is not None and unsqueeze_dim == 1 and _rotary_shapes(q, cos, sin) and _rotary_shapes(k, cos, sin):
-            if cos.shape[0] != q.shape[0]:  # one set of positions for the whole batch
-                cos, sin = cos.expand(q.shape[0], -1, -1), sin.expand(q.shape[0], -1, -1)
+            cos, sin = _per_sequence(q, cos, sin)
             return _rotary_out(lib, q, cos, sin), _rotary_out(lib, k, cos, sin)
         return original(q, k, cos, sin, unsqueeze_dim)
 

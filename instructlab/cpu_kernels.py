@@ -693,14 +693,14 @@ def _packing_matches_plain() -> bool:
 _PACK = "_kit_packed_weight"  # where batch_invariant keeps a linear layer's packed weight while it is active
 
 
-def _block_matmul(linear: torch.nn.Linear, weight_is_bf16: bool) -> Any:
-    """``rows -> linear(rows)`` for one block: inside batch_invariant (which marks the layer), with the weight
-    packed at first use for oneDNN where that gives the plain bits (:func:`_packing_matches_plain`), else
-    ``F.linear``. Packing skips re-laying the weight out on every call: on the AMX machine a decoding step's 211
+def _block_matmul(linear: torch.nn.Linear, dtype: torch.dtype) -> Any:
+    """``rows -> linear(rows)`` for one block of rows of ``dtype``: for a layer batch_invariant marked (a bf16
+    weight, where :func:`_packing_matches_plain`) and bf16 rows, with the weight packed at first use for oneDNN,
+    else ``F.linear``. Packing skips re-laying the weight out on every call: on the AMX machine a decoding step's 211
     SmolLM2 linears took 17.6 ms packed against 24.8 ms plain (16 rows each; 34.9 against 43.7 ms at a prompt's
     128), for 88 ms of packing per ``batch_invariant`` context (one batch) and a copy of the weights while it
     lasts."""
-    if _PACK in linear.__dict__ and weight_is_bf16 and _packing_matches_plain():
+    if dtype == torch.bfloat16 and _PACK in linear.__dict__:
         pack = linear.__dict__[_PACK]
         if pack is None:
             pack = linear.__dict__[_PACK] = torch.ops.mkldnn._reorder_linear_weight(linear.weight.detach(),
@@ -721,7 +721,7 @@ def _invariant_linear(linear: torch.nn.Linear, x: torch.Tensor) -> torch.Tensor:
     if prompt is None:
         prompt = (x.shape[-2] if x.dim() >= 3 else rows.shape[0]) > 1
     n, block = rows.shape[0], INVARIANT_PREFILL_ROWS if prompt else INVARIANT_ROWS
-    matmul = _block_matmul(linear, linear.weight.dtype == torch.bfloat16 == x.dtype)
+    matmul = _block_matmul(linear, x.dtype)
     if n == block:
         return matmul(rows.contiguous()).view(*x.shape[:-1], -1)
     padded = rows.new_zeros(-(-n // block) * block, rows.shape[1])
@@ -788,9 +788,11 @@ def batch_invariant(model: torch.nn.Module) -> Iterator[None]:
             warnings.warn(f"batch_invariant: the model's attention ({previous!r}) is kept; its bf16 answers may "
                           "depend on the batch", stacklevel=3)
         linears = [m for m in model.modules() if type(m) is torch.nn.Linear and "forward" not in m.__dict__]
+        pack = bool(linears) and _packing_matches_plain()  # probed once per process, asked once per context
         for linear in linears:
             linear.forward = types.MethodType(_invariant_linear, linear)
-            linear.__dict__[_PACK] = None  # its weight packed at first use, dropped on exit (see _block_matmul)
+            if pack and linear.weight.dtype == torch.bfloat16:
+                linear.__dict__[_PACK] = None  # its weight packed at first use, dropped on exit (see _block_matmul)
         hook = base.register_forward_pre_hook(_note_prompt, with_kwargs=True) if linears else None
         try:
             yield

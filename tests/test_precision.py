@@ -375,8 +375,8 @@ def test_batch_invariant_packs_bf16_weights_for_the_plain_paths_bits(monkeypatch
     packed = []
     original = cpu_kernels._block_matmul
 
-    def watched(linear, weight_is_bf16):
-        matmul = original(linear, weight_is_bf16)
+    def watched(linear, dtype):
+        matmul = original(linear, dtype)
         packed.append(isinstance(linear.__dict__.get(cpu_kernels._PACK), torch.Tensor))
         return matmul
     monkeypatch.setattr(cpu_kernels, "_block_matmul", watched)
