@@ -20,8 +20,10 @@ answers (not padding). Runs, in the precision ``models.device_settings()`` chose
   what those kernels allow at best, so how much of the bf16 / fp32 ratio batch invariance costs.
   ``--without-speedups`` adds the kit's bf16 batched path with its two bit-identical speed-ups off (the weights
   packed once for oneDNN inside ``batch_invariant``, and ``cpu_fused.fused_generation``'s RMSNorm, SwiGLU and
-  rotary kernels; the attention loop's cheaper views stay): their measured gain, and a check that the answers
-  are the same.
+  rotary kernels; the compiled decoding attention stays): their measured gain, and a check that the answers
+  are the same. ``--sdpa-decoding`` adds the kit's bf16 batched path with the decoding steps' attention by
+  PyTorch's SDPA, one call per sequence, instead of the compiled kernel (``cpu_fused.decode_attention``): the
+  kernel's gain. Both are batch-invariant, but they round differently, so their answers differ in places.
 
 Also printed: the bf16 and fp32 matmul rates of this CPU, measured in the same run. ``--out`` writes the
 numbers as JSON. ``--profile`` then runs the first batch once more in each precision under ``torch.profiler``
@@ -55,6 +57,10 @@ def main(argv=None) -> dict:
     ap.add_argument("--without-speedups", action="store_true",
                     help="where the path is bf16, also time batched generation with the packed weights and the fused "
                          "generation kernels off (same answers expected)")
+    ap.add_argument("--sdpa-decoding", action="store_true",
+                    help="where the path is bf16, also time batched generation with the decoding steps' attention by "
+                         "PyTorch's SDPA, one call per sequence (the kit's path before its compiled decoding kernel; "
+                         "other answers expected, each path batch-invariant)")
     ap.add_argument("--out", default=None, help="write the result as JSON here")
     ap.add_argument("--profile", action="store_true",
                     help="afterwards, profile one batch in each precision and print the top operations")
@@ -93,6 +99,8 @@ def main(argv=None) -> dict:
         runs_.append(("plain_batched", chosen, plain_batched, {"batch_size": args.batch_size}))
     if chosen != "float32" and args.without_speedups:
         runs_.append(("without_speedups", chosen, without_speedups, {"batch_size": args.batch_size}))
+    if chosen != "float32" and args.sdpa_decoding:
+        runs_.append(("sdpa_decoding", chosen, sdpa_decoding, {"batch_size": args.batch_size}))
     answers = {(r[0], r[1]): [] for r in runs_}
     seconds = {(r[0], r[1]): 0.0 for r in runs_}
     # Interleaved, chunk by chunk, rotating which goes first, so that a change in the load of a shared
@@ -155,6 +163,13 @@ def main(argv=None) -> dict:
               f"{same(w, b)}/{len(records)}")
         result.update(without_speedups_tokens_per_s=round(rate(w), 1), speedups_gain=round(rate(b) / rate(w), 2),
                       without_speedups_identical_answers=same(w, b))
+    if ("sdpa_decoding", chosen) in answers:
+        a = ("sdpa_decoding", chosen)
+        print(f"  {chosen} batched with SDPA per sequence for decoding's attention: {seconds[a]:7.1f} s  "
+              f"{rate(a):8.1f} tokens/s = {rate(a) / rate(f):.2f}x float32 batched; the compiled decoding kernel "
+              f"{rate(b) / rate(a):.2f}x faster; identical answers {same(a, b)}/{len(records)} (other bf16 roundings)")
+        result.update(sdpa_decoding_tokens_per_s=round(rate(a), 1), sdpa_decoding_vs_fp32_batched=round(rate(a) / rate(f), 2),
+                      decode_kernel_gain=round(rate(b) / rate(a), 2), sdpa_decoding_identical_answers=same(a, b))
     if args.profile:
         for dtype in dtypes:
             with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
@@ -188,6 +203,17 @@ def without_speedups(model, tokenizer, records, **kwargs):
 
     with (mock.patch.object(cpu_kernels, "_packing_matches_plain", lambda: False),
           mock.patch.object(cpu_fused, "fused_generation", lambda _model, enabled=True: contextlib.nullcontext())):
+        return generate_answers(model, tokenizer, records, **kwargs)
+
+
+def sdpa_decoding(model, tokenizer, records, **kwargs):
+    """``generate_answers`` with the decoding steps' attention by SDPA, a call per sequence (``--sdpa-decoding``)."""
+    from unittest import mock
+
+    from instructlab import cpu_fused
+    from instructlab.generate import generate_answers
+
+    with mock.patch.object(cpu_fused, "decode_attention", lambda *args, **kw: None):
         return generate_answers(model, tokenizer, records, **kwargs)
 
 

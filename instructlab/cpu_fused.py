@@ -22,7 +22,11 @@ kit's trainer enters it around its loss). The fused path runs only where gradien
 forward) on CPU tensors in bf16 or fp32 with a frozen norm weight; anything else, evaluation and generation
 included, runs PyTorch's operations unchanged. The exception is :func:`fused_generation`, which the kit enters
 around bf16 generation: there RMSNorm (:func:`rms_norm_exact`, a kernel that sums in PyTorch's order), SwiGLU
-and the rotary embedding run compiled kernels without gradients, with PyTorch's bits.
+and the rotary embedding run compiled kernels without gradients, with PyTorch's bits. One kernel is not
+element-wise: :func:`decode_attention`, a decoding step's attention for the whole batch in one call, each
+sequence alone on its keys (``cpu_kernels.batch_invariant``'s attention runs it on bf16); it rounds its own way,
+not SDPA's, so switching the kernels off changes some bf16 answers (each path gives the same answers at any
+batch size).
 """
 
 from __future__ import annotations
@@ -46,7 +50,7 @@ from typing import Any, Iterator
 import torch
 
 __all__ = ["SOURCE", "DISABLE_ENV", "MARCH_ENV", "library", "status", "rms_norm", "swiglu", "rotary", "use_fused_elementwise",
-           "fused_modules", "fused_rotary", "fused_generation", "rms_norm_exact"]
+           "fused_modules", "fused_rotary", "fused_generation", "rms_norm_exact", "decode_attention"]
 
 SOURCE = Path(__file__).with_name("csrc") / "cpu_fused.c"
 DISABLE_ENV = "INSTRUCTLAB_CPU_FUSED"  # "0" (or "false", "no", "off") keeps PyTorch's operations
@@ -180,6 +184,8 @@ def _declare(lib: ctypes.CDLL) -> ctypes.CDLL:
         for kind in ("forward", "backward"):
             getattr(lib, f"rope_{kind}_{suffix}").argtypes = [p, p, p, p] + [n] * 12
     lib.rmsnorm_forward_exact_bf16.argtypes = [p, p, p, n, n, f, n]
+    lib.decode_attention_bf16.argtypes = [p] * 6 + [n] * 10 + [f, p, n]
+    lib.decode_attention_bf16.restype = ctypes.c_int
     lib.sum_of_squares_bf16.argtypes = [p, p, n, n, n]
     names = [f"{k}_{s}" for k in ("rmsnorm_forward", "rmsnorm_backward", "swiglu_forward", "swiglu_backward",
                                   "rope_forward", "rope_backward") for s in _SUFFIX.values()]
@@ -510,6 +516,40 @@ def rms_norm_exact(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.T
     lib.rmsnorm_forward_exact_bf16(_ptr(x), _ptr(weight), _ptr(y), x.numel() // d, d, float(eps),
                                    lanes if d >= lanes else 1)  # a row shorter than a vector: the scalar path
     return y
+
+
+def decode_attention(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, lo: list[int], hi: list[int],
+                     scale: float) -> torch.Tensor | None:
+    """A decoding step's attention in bf16, each sequence alone on its own keys, in a summation order fixed by
+    the code (``decode_attention_bf16`` in ``csrc/cpu_fused.c``), so a sequence's result has the same bits in any
+    batch, at any offset of the cache, on any number of threads. One call for the whole batch, where PyTorch's
+    SDPA would need a call per sequence to give those guarantees.
+
+    Args:
+        query: ``[b, kv_heads, groups, d]``: per sequence and key/value head, the query heads that share it.
+        key, value: ``[b, kv_heads, slots, d]`` (a static cache's tensors), their last dimension contiguous.
+        lo, hi: per sequence, its keys are the slots ``lo[i]`` to ``hi[i] - 1``.
+        scale: the scores' factor (``1 / sqrt(d)`` for most models).
+    Returns:
+        ``[b, kv_heads, groups, d]`` in bf16, or None where the kernel does not apply (not bf16 on CPU, gradients
+        recorded, strides or sizes it does not take, the kernels off): the caller then computes it otherwise.
+    """
+    lib = _usable(query, key, value, grad=False)
+    b, kv_heads, groups, d = query.shape
+    if (lib is None or query.dtype != torch.bfloat16 or key.shape[:2] != (b, kv_heads) or value.shape != key.shape
+            or key.shape[-1] != d or key.stride(-1) != 1 or value.stride(-1) != 1 or len(lo) != b or len(hi) != b
+            or not all(0 <= a <= z <= key.shape[2] for a, z in zip(lo, hi))):
+        return None
+    query = query.contiguous()
+    out = torch.empty_like(query)
+    room = max(max(z - a for a, z in zip(lo, hi)), 1)
+    scratch = torch.empty(b * kv_heads * groups * room, dtype=torch.float32)
+    bounds = torch.tensor([lo, hi], dtype=torch.int64)
+    if lib.decode_attention_bf16(_ptr(query), _ptr(key), _ptr(value), _ptr(out), _ptr(bounds[0]), _ptr(bounds[1]),
+                                 b, kv_heads, groups, d, *key.stride()[:3], *value.stride()[:3], float(scale),
+                                 _ptr(scratch), room) != 0:
+        return None  # more query heads per key/value head, or larger heads, than the kernel holds
+    return out
 
 
 def _generation_norm_forward(self, hidden_states: torch.Tensor) -> torch.Tensor:

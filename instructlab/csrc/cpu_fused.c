@@ -230,6 +230,96 @@ void rmsnorm_forward_exact_bf16(const bf16 *x, const bf16 *w, bf16 *y, int64_t r
     }
 }
 
+/* Attention for a decoding step in bf16: one query position per sequence, each sequence alone on its own keys, so
+ * that its result has the same bits whatever the batch (batch-invariant generation; see
+ * cpu_kernels.invariant_attention_forward). The loop over a sequence's keys and the summation order are fixed
+ * by the code alone, not by the batch, the cache's length or the thread count:
+ *   score_j = sum over e of (q_e * scale) * k_je: 16 lanes, lane l summing elements l, l + 16, ... in order,
+ *             then the lanes halved 8, 4, 2, 1 (a fixed tree);
+ *   p_j = exp(score_j - max_j score_j) (exp_f32), in fp32; the sum of p_j in key order;
+ *   out_e = (sum over j of p_j * v_je, in key order) / sum, rounded to bf16 once.
+ * q: [tasks = b * kv_heads][groups][d], contiguous (the query heads that share a key/value head, as rows);
+ * k, v: [b][kv_heads][slots][d] with strides (s_b, s_h, s_l) and d contiguous; the keys of sequence i are its
+ * slots lo[i] to hi[i] - 1. out: as q. scratch: per task, groups rows of `room` floats, room >= hi - lo. */
+#define DECODE_TASK(NAME, D_ARG, D)                                                                              \
+static void NAME(const bf16 *q, const bf16 *k, const bf16 *v, bf16 *out, int64_t n, int64_t groups, D_ARG,     \
+                 int64_t k_step, int64_t v_step, float scale, float *s, int64_t room) {                          \
+    float qs[DECODE_MAX_GROUPS][D], acc[DECODE_MAX_GROUPS][D], kv[D], sums[DECODE_MAX_GROUPS];                   \
+    for (int64_t g = 0; g < groups; ++g)                                                                         \
+        for (int64_t e = 0; e < D; ++e) {                                                                        \
+            qs[g][e] = bf16_load(q[g * D + e]) * scale;                                                          \
+            acc[g][e] = 0.0f;                                                                                    \
+        }                                                                                                        \
+    for (int64_t j = 0; j < n; ++j) {                                                                            \
+        _Pragma("omp simd")                                                                                      \
+        for (int64_t e = 0; e < D; ++e) kv[e] = bf16_load(k[j * k_step + e]);                                   \
+        for (int64_t g = 0; g < groups; ++g) {                                                                   \
+            float t[16] = {0.0f};                                                                                \
+            for (int64_t c = 0; c < D; c += 16) {                                                                \
+                int64_t m = D - c < 16 ? D - c : 16;                                                             \
+                _Pragma("omp simd")                                                                              \
+                for (int64_t l = 0; l < m; ++l) t[l] += qs[g][c + l] * kv[c + l];                                \
+            }                                                                                                    \
+            for (int64_t w = 8; w >= 1; w /= 2) {                                                                \
+                _Pragma("omp simd")                                                                              \
+                for (int64_t l = 0; l < w; ++l) t[l] += t[l + w];                                                \
+            }                                                                                                    \
+            s[g * room + j] = t[0];                                                                              \
+        }                                                                                                        \
+    }                                                                                                            \
+    for (int64_t g = 0; g < groups; ++g) {                                                                       \
+        float *sg = s + g * room, top = -INFINITY, sum = 0.0f;                                                   \
+        for (int64_t j = 0; j < n; ++j) top = sg[j] > top ? sg[j] : top;                                         \
+        _Pragma("omp simd")                                                                                      \
+        for (int64_t j = 0; j < n; ++j) sg[j] = exp_f32(sg[j] - top);                                            \
+        for (int64_t j = 0; j < n; ++j) sum += sg[j];                                                            \
+        sums[g] = sum;                                                                                           \
+    }                                                                                                            \
+    for (int64_t j = 0; j < n; ++j) {                                                                            \
+        _Pragma("omp simd")                                                                                      \
+        for (int64_t e = 0; e < D; ++e) kv[e] = bf16_load(v[j * v_step + e]);                                   \
+        for (int64_t g = 0; g < groups; ++g) {                                                                   \
+            float p = s[g * room + j];                                                                           \
+            _Pragma("omp simd")                                                                                  \
+            for (int64_t e = 0; e < D; ++e) acc[g][e] += p * kv[e];                                              \
+        }                                                                                                        \
+    }                                                                                                            \
+    for (int64_t g = 0; g < groups; ++g) {                                                                       \
+        float inv = n > 0 ? 1.0f / sums[g] : 0.0f;                                                               \
+        _Pragma("omp simd")                                                                                      \
+        for (int64_t e = 0; e < D; ++e) out[g * D + e] = bf16_store(acc[g][e] * inv);                            \
+    }                                                                                                            \
+}
+
+#define DECODE_MAX_GROUPS 16
+#define DECODE_MAX_D 512
+/* the head sizes of the kit's models with their size known to the compiler (unrolled); any other up to 512 */
+DECODE_TASK(decode_task_64, int64_t unused, 64)
+DECODE_TASK(decode_task_128, int64_t unused, 128)
+DECODE_TASK(decode_task_256, int64_t unused, 256)
+DECODE_TASK(decode_task_any, int64_t d, d)
+
+/* returns 0, or -1 where groups or d is beyond what the kernel holds (nothing is written then) */
+int decode_attention_bf16(const bf16 *q, const bf16 *k, const bf16 *v, bf16 *out, const int64_t *lo,
+                          const int64_t *hi, int64_t b, int64_t kv_heads, int64_t groups, int64_t d, int64_t k_sb,
+                          int64_t k_sh, int64_t k_sl, int64_t v_sb, int64_t v_sh, int64_t v_sl, float scale,
+                          float *scratch, int64_t room) {
+    if (groups < 1 || groups > DECODE_MAX_GROUPS || d < 1 || d > DECODE_MAX_D) return -1;
+    _Pragma("omp parallel for schedule(static)")
+    for (int64_t task = 0; task < b * kv_heads; ++task) {
+        int64_t i = task / kv_heads, h = task % kv_heads, n = hi[i] - lo[i];
+        const bf16 *kt = k + i * k_sb + h * k_sh + lo[i] * k_sl, *vt = v + i * v_sb + h * v_sh + lo[i] * v_sl;
+        const bf16 *qt = q + task * groups * d;
+        bf16 *ot = out + task * groups * d;
+        float *s = scratch + task * groups * room;
+        if (d == 64) decode_task_64(qt, kt, vt, ot, n, groups, 0, k_sl, v_sl, scale, s, room);
+        else if (d == 128) decode_task_128(qt, kt, vt, ot, n, groups, 0, k_sl, v_sl, scale, s, room);
+        else if (d == 256) decode_task_256(qt, kt, vt, ot, n, groups, 0, k_sl, v_sl, scale, s, room);
+        else decode_task_any(qt, kt, vt, ot, n, groups, d, k_sl, v_sl, scale, s, room);
+    }
+    return 0;
+}
+
 /* how many threads the kernels' parallel loops use now (PyTorch's setting, when they share its runtime) */
 #ifdef _OPENMP
 #include <omp.h>
