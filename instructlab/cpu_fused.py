@@ -534,7 +534,8 @@ def decode_attention(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor
         ``[b, kv_heads, groups, d]`` in bf16, or None where the kernel does not apply (not bf16 on CPU, gradients
         recorded, strides or sizes it does not take, the kernels off): the caller then computes it otherwise.
     """
-    lib = _usable(query, key, value, grad=False)
+    recording = torch.is_grad_enabled() and any(t.requires_grad for t in (query, key, value))  # no backward here
+    lib = None if recording else _usable(query, key, value, grad=torch.is_grad_enabled())
     b, kv_heads, groups, d = query.shape
     if (lib is None or query.dtype != torch.bfloat16 or key.shape[:2] != (b, kv_heads) or value.shape != key.shape
             or key.shape[-1] != d or key.stride(-1) != 1 or value.stride(-1) != 1 or len(lo) != b or len(hi) != b

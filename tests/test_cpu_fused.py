@@ -213,14 +213,15 @@ def test_a_target_this_cpu_cannot_run_is_refused_before_building(tmp_path, monke
 
 @pytest.mark.skipif(platform.machine() not in ("x86_64", "AMD64"), reason="haswell is an x86 target")
 def test_an_avx2_build_computes_what_the_native_build_computes(fused, tmp_path, monkeypatch):
-    """The code a CPU with AVX2 alone runs (``-march=haswell``), built and run on this machine: SwiGLU the same
-    bits as the native build, RMSNorm a bf16 rounding apart on rare elements at most (its row sums are
-    vectorized at another width); the status line says which target was built."""
+    """The code a CPU with AVX2 alone runs (``-march=haswell``), built and run on this machine: SwiGLU and the
+    decoding attention the same bits as the native build, RMSNorm a bf16 rounding apart on rare elements at most
+    (its row sums are vectorized at another width); the status line says which target was built."""
     g = torch.Generator().manual_seed(0)
     x = torch.randn(6, 40, 64, dtype=torch.bfloat16, generator=g).requires_grad_()
     up = torch.randn(6, 40, 64, dtype=torch.bfloat16, generator=g)
     w = torch.randn(64, dtype=torch.bfloat16, generator=g)
-    native = cpu_fused.swiglu(x, up), cpu_fused.rms_norm(x, w, 1e-5)
+    case = _decode_case(slots=120)
+    native = cpu_fused.swiglu(x, up), cpu_fused.rms_norm(x, w, 1e-5), cpu_fused.decode_attention(*case, 0.125)
     monkeypatch.setenv(models.CACHE_ENV, str(tmp_path))
     monkeypatch.setenv(cpu_fused.MARCH_ENV, "haswell")
     cpu_fused._load.cache_clear()
@@ -230,6 +231,7 @@ def test_an_avx2_build_computes_what_the_native_build_computes(fused, tmp_path, 
         assert "-march=haswell" in cpu_fused.status()
         assert torch.equal(cpu_fused.swiglu(x, up), native[0])
         _close(cpu_fused.rms_norm(x, w, 1e-5), native[1], torch.bfloat16, exact=False)
+        assert torch.equal(cpu_fused.decode_attention(*case, 0.125), native[2])  # no reassociation: the same bits
     finally:
         cpu_fused._load.cache_clear()
 
@@ -403,3 +405,103 @@ def test_the_exact_rms_norm_sums_in_pytorchs_order_and_gives_its_bits(fused):
     w = torch.ones(576, dtype=torch.bfloat16)
     assert cpu_fused.rms_norm_exact(x.float(), w.float(), 1e-5) is None  # fp32: PyTorch's operations
     assert cpu_fused.rms_norm_exact(x.requires_grad_(), w, 1e-5) is None  # a graph being recorded: training's own
+
+
+def _decode_case(b=5, kv_heads=3, groups=3, d=64, slots=37, seed=0):
+    """A decoding step's query, a static cache's keys and values (bf16), and each sequence's key range."""
+    g = torch.Generator().manual_seed(seed)
+    q = torch.randn(b, kv_heads, groups, d, generator=g).to(torch.bfloat16)
+    k = (torch.randn(b, kv_heads, slots, d, generator=g) * 2).to(torch.bfloat16)
+    v = torch.randn(b, kv_heads, slots, d, generator=g).to(torch.bfloat16)
+    lo = torch.randint(0, slots // 2, (b,), generator=g).tolist()
+    hi = [min(slots, a + 1 + int(torch.randint(0, slots // 2 + 1, (1,), generator=g))) for a in lo]
+    return q, k, v, lo, hi
+
+
+@pytest.mark.parametrize("groups,d", [(3, 64), (4, 256), (1, 128), (2, 8), (3, 40)])
+def test_decode_attention_is_each_sequences_attention_on_its_keys(fused, groups, d):
+    """The compiled decoding attention is softmax(q k^T / sqrt(d)) v over each sequence's own slots, for every
+    query head that shares a key/value head: within one bf16 rounding of fp32 attention on the same bf16 inputs
+    (the head sizes the kit's models use, unrolled, and others)."""
+    q, k, v, lo, hi = _decode_case(groups=groups, d=d)
+    scale = d ** -0.5
+    out = cpu_fused.decode_attention(q, k, v, lo, hi, scale)
+    assert out is not None and out.dtype == torch.bfloat16 and out.shape == q.shape
+    for i, (a, z) in enumerate(zip(lo, hi)):
+        ref = torch.nn.functional.scaled_dot_product_attention(q[i].float(), k[i, :, a:z].float(), v[i, :, a:z].float(),
+                                                               scale=scale)
+        torch.testing.assert_close(out[i].float(), ref, rtol=2 ** -8, atol=1e-5)
+
+
+def test_decode_attention_gives_a_sequence_the_same_bits_in_any_batch(fused):
+    """A sequence's result does not depend on its batch: alone or among others, at another offset in a longer
+    cache, on one thread or two, the same bits (what batch-invariant greedy generation needs)."""
+    q, k, v, lo, hi = _decode_case(b=6, slots=300, seed=1)
+    scale = 0.125
+    batched = cpu_fused.decode_attention(q, k, v, lo, hi, scale)
+    threads = torch.get_num_threads()
+    try:
+        for n_threads in (1, 2):
+            torch.set_num_threads(n_threads)
+            for i, (a, z) in enumerate(zip(lo, hi)):
+                shift = 17 + i  # the same keys later in a longer cache, in a batch of one
+                k2 = torch.zeros(1, 3, 340, 64, dtype=torch.bfloat16)
+                v2 = torch.zeros_like(k2)
+                k2[0, :, a + shift:z + shift], v2[0, :, a + shift:z + shift] = k[i, :, a:z], v[i, :, a:z]
+                alone = cpu_fused.decode_attention(q[i:i + 1], k2, v2, [a + shift], [z + shift], scale)
+                assert torch.equal(alone[0], batched[i])
+            assert torch.equal(cpu_fused.decode_attention(q[:2], k[:2], v[:2], lo[:2], hi[:2], scale), batched[:2])
+    finally:
+        torch.set_num_threads(threads)
+
+
+def test_decode_attention_declines_what_it_does_not_take(fused):
+    """None (the caller then runs SDPA) for fp32 or fp16, a graph being recorded, more than 16 query heads per
+    key/value head, heads over 512, keys not contiguous in their last dimension, or a key range beyond the cache."""
+    q, k, v, lo, hi = _decode_case()
+    assert cpu_fused.decode_attention(q, k, v, lo, hi, 0.125) is not None
+    assert cpu_fused.decode_attention(q.float(), k.float(), v.float(), lo, hi, 0.125) is None
+    assert cpu_fused.decode_attention(q.half(), k.half(), v.half(), lo, hi, 0.125) is None
+    assert cpu_fused.decode_attention(q.clone().requires_grad_(), k, v, lo, hi, 0.125) is None
+    many, _, _, _, _ = _decode_case(groups=17)
+    assert cpu_fused.decode_attention(many, k, v, lo, hi, 0.125) is None
+    wide = _decode_case(d=520)
+    assert cpu_fused.decode_attention(*wide, 0.125) is None
+    assert cpu_fused.decode_attention(q, k.transpose(2, 3).contiguous().transpose(2, 3), v, lo, hi, 0.125) is None
+    assert cpu_fused.decode_attention(q, k, v, lo, [h + 100 for h in hi], 0.125) is None
+
+
+def test_batch_invariant_decoding_runs_the_kernel_and_sdpa_for_a_row_with_gaps(fused, monkeypatch):
+    """Inside ``batch_invariant`` a bf16 decoding step's attention is the compiled kernel, one call for the batch;
+    a row whose keys have gaps (a mask with holes) is redone by SDPA with its mask. Generation with the kernels off
+    (``INSTRUCTLAB_CPU_FUSED=0``) takes SDPA for every row, and is batch-invariant too."""
+    from types import SimpleNamespace
+
+    from instructlab import cpu_kernels
+    from instructlab.generate import generate_answers, generate_one_by_one
+    from test_generate import CONVS, varied_tiny
+
+    q, k, v, _, _ = _decode_case(b=3, slots=20, seed=2)
+    mask = torch.zeros(3, 1, 1, 20, dtype=torch.bool)
+    mask[0, ..., 4:15] = True                       # left padding, then the keys so far
+    mask[1, ..., 2:15] = True
+    mask[1, ..., 6] = False                         # a hole: SDPA with the mask
+    mask[2, ..., 0:15] = True
+    query = q.reshape(3, 9, 1, 64)
+    out, _ = cpu_kernels.invariant_attention_forward(SimpleNamespace(is_causal=True), query, k, v, mask, scaling=0.125)
+    assert out.shape == (3, 1, 9, 64)
+    kernel = cpu_fused.decode_attention(q, k, v, [4, 2, 0], [15, 15, 15], 0.125)
+    assert torch.equal(out[0, 0], kernel[0].reshape(9, 64)) and torch.equal(out[2, 0], kernel[2].reshape(9, 64))
+    holes = torch.nn.functional.scaled_dot_product_attention(q[1:2], k[1:2, :, 2:15], v[1:2, :, 2:15],
+                                                             attn_mask=mask[1:2, :, :, 2:15], scale=0.125)
+    assert torch.equal(out[1, 0], holes[0].reshape(9, 64))
+
+    tok, m = models.load_tokenizer("tiny-random"), varied_tiny("bfloat16")
+    calls = _count_kernel_calls(monkeypatch, {"decode": "decode_attention"})
+    assert all(generate_answers(m, tok, CONVS, max_new_tokens=8, batch_size=3, progress=False))
+    assert calls["decode"] > 0
+    monkeypatch.setenv(cpu_fused.DISABLE_ENV, "0")
+    seen = calls["decode"]
+    single = generate_one_by_one(m, tok, CONVS, max_new_tokens=8)
+    assert generate_answers(m, tok, CONVS, max_new_tokens=8, batch_size=3, progress=False) == single
+    assert calls["decode"] == seen  # the kernels off: not one decoding step ran it
