@@ -50,7 +50,8 @@ from typing import Any, Iterator
 import torch
 
 __all__ = ["SOURCE", "DISABLE_ENV", "MARCH_ENV", "library", "status", "rms_norm", "swiglu", "rotary", "use_fused_elementwise",
-           "fused_modules", "fused_rotary", "fused_generation", "rms_norm_exact", "decode_attention"]
+           "fused_modules", "fused_rotary", "fused_generation", "rms_norm_exact", "decode_attention",
+           "decode_bounds"]
 
 SOURCE = Path(__file__).with_name("csrc") / "cpu_fused.c"
 DISABLE_ENV = "INSTRUCTLAB_CPU_FUSED"  # "0" (or "false", "no", "off") keeps PyTorch's operations
@@ -184,7 +185,7 @@ def _declare(lib: ctypes.CDLL) -> ctypes.CDLL:
         for kind in ("forward", "backward"):
             getattr(lib, f"rope_{kind}_{suffix}").argtypes = [p, p, p, p] + [n] * 12
     lib.rmsnorm_forward_exact_bf16.argtypes = [p, p, p, n, n, f, n]
-    lib.decode_attention_bf16.argtypes = [p] * 6 + [n] * 10 + [f, p, n]
+    lib.decode_attention_bf16.argtypes = [p] * 6 + [n] * 11 + [f]
     lib.decode_attention_bf16.restype = ctypes.c_int
     lib.sum_of_squares_bf16.argtypes = [p, p, n, n, n]
     names = [f"{k}_{s}" for k in ("rmsnorm_forward", "rmsnorm_backward", "swiglu_forward", "swiglu_backward",
@@ -237,10 +238,14 @@ def status(model: torch.nn.Module | None = None) -> str:
 def _usable(*tensors: torch.Tensor, grad: bool = True) -> ctypes.CDLL | None:
     """The library, when these tensors are for it: CPU, one dtype it has kernels for, a graph being recorded
     (``grad=False``: none being recorded, as in generation)."""
+    # a plain loop, no generator: this runs several times per layer and decoding step
     first = tensors[0]
-    if not (torch.is_grad_enabled() == grad and first.device.type == "cpu" and first.dtype in _SUFFIX
-            and all(t.device.type == "cpu" and t.dtype == first.dtype for t in tensors)):
+    dtype = first.dtype
+    if torch.is_grad_enabled() != grad or dtype not in _SUFFIX:
         return None
+    for t in tensors:
+        if t.dtype != dtype or not t.is_cpu:
+            return None
     return library()
 
 
@@ -518,7 +523,7 @@ def rms_norm_exact(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.T
     return y
 
 
-def decode_attention(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, lo: list[int], hi: list[int],
+def decode_attention(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, bounds: torch.Tensor,
                      scale: float) -> torch.Tensor | None:
     """A decoding step's attention in bf16, each sequence alone on its own keys, in a summation order fixed by
     the code (``decode_attention_bf16`` in ``csrc/cpu_fused.c``), so a sequence's result has the same bits in any
@@ -528,29 +533,37 @@ def decode_attention(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor
     Args:
         query: ``[b, kv_heads, groups, d]``: per sequence and key/value head, the query heads that share it.
         key, value: ``[b, kv_heads, slots, d]`` (a static cache's tensors), their last dimension contiguous.
-        lo, hi: per sequence, its keys are the slots ``lo[i]`` to ``hi[i] - 1``.
+        bounds: ``[2, b]`` int64: sequence i's keys are the slots ``bounds[0, i]`` to ``bounds[1, i] - 1``
+            (:func:`decode_bounds` makes it from two lists).
         scale: the scores' factor (``1 / sqrt(d)`` for most models).
     Returns:
         ``[b, kv_heads, groups, d]`` in bf16, or None where the kernel does not apply (not bf16 on CPU, gradients
-        recorded, strides or sizes it does not take, the kernels off): the caller then computes it otherwise.
+        recorded, strides, sizes or key ranges it does not take, the kernels off): the caller then computes it
+        otherwise.
     """
-    recording = torch.is_grad_enabled() and any(t.requires_grad for t in (query, key, value))  # no backward here
-    lib = None if recording else _usable(query, key, value, grad=torch.is_grad_enabled())
+    if torch.is_grad_enabled() and (query.requires_grad or key.requires_grad or value.requires_grad):
+        return None  # no backward here
+    lib = _usable(query, key, value, grad=torch.is_grad_enabled())
     b, kv_heads, groups, d = query.shape
     if (lib is None or query.dtype != torch.bfloat16 or key.shape[:2] != (b, kv_heads) or value.shape != key.shape
-            or key.shape[-1] != d or key.stride(-1) != 1 or value.stride(-1) != 1 or len(lo) != b or len(hi) != b
-            or not all(0 <= a <= z <= key.shape[2] for a, z in zip(lo, hi))):
+            or key.shape[-1] != d or key.stride(-1) != 1 or value.stride(-1) != 1 or bounds.dtype != torch.int64
+            or bounds.shape != (2, b) or not bounds.is_contiguous()):
         return None
     query = query.contiguous()
     out = torch.empty_like(query)
-    room = max(max(z - a for a, z in zip(lo, hi)), 1)
-    scratch = torch.empty(b * kv_heads * groups * room, dtype=torch.float32)
-    bounds = torch.tensor([lo, hi], dtype=torch.int64)
-    if lib.decode_attention_bf16(_ptr(query), _ptr(key), _ptr(value), _ptr(out), _ptr(bounds[0]), _ptr(bounds[1]),
-                                 b, kv_heads, groups, d, *key.stride()[:3], *value.stride()[:3], float(scale),
-                                 _ptr(scratch), room) != 0:
-        return None  # more query heads per key/value head, or larger heads, than the kernel holds
+    k_strides, v_strides = key.stride(), value.stride()
+    lo = bounds.data_ptr()
+    if lib.decode_attention_bf16(query.data_ptr(), key.data_ptr(), value.data_ptr(), out.data_ptr(), lo, lo + 8 * b,
+                                 b, kv_heads, groups, d, key.shape[2], k_strides[0], k_strides[1], k_strides[2],
+                                 v_strides[0], v_strides[1], v_strides[2], float(scale)) != 0:
+        return None  # more query heads per key/value head or larger heads than it holds, or a range off the cache
     return out
+
+
+def decode_bounds(lo: list[int], hi: list[int]) -> torch.Tensor:
+    """The ``bounds`` argument of :func:`decode_attention`: ``[2, b]`` int64 from the first and one-past-last
+    key slot of each sequence."""
+    return torch.tensor([lo, hi], dtype=torch.int64)
 
 
 def _generation_norm_forward(self, hidden_states: torch.Tensor) -> torch.Tensor:

@@ -595,6 +595,20 @@ def _row_ranges(mask: torch.Tensor | None, q: int, k: int, b: int) -> list[tuple
     return ranges
 
 
+def _decode_bounds(ranges: list[tuple[int, int, int, bool]]) -> torch.Tensor:
+    """The key ranges of :func:`_row_ranges` as ``cpu_fused.decode_attention``'s ``[2, b]`` bounds, made once per
+    ranges list (one per mask: every layer of a decoding step shares it)."""
+    from . import cpu_fused
+
+    memo = _MEMO.__dict__.setdefault("bounds", [])
+    for seen, bounds in memo:
+        if seen is ranges:  # held here, so the identity stays unique
+            return bounds
+    bounds = cpu_fused.decode_bounds([r[1] for r in ranges], [r[2] for r in ranges])
+    memo[:] = memo[-1:] + [(ranges, bounds)]
+    return bounds
+
+
 def invariant_attention_forward(module: torch.nn.Module, query: torch.Tensor, key: torch.Tensor,
                                 value: torch.Tensor, attention_mask: torch.Tensor | None, dropout: float = 0.0,
                                 scaling: float | None = None, is_causal: bool | None = None,
@@ -643,7 +657,7 @@ def invariant_attention_forward(module: torch.nn.Module, query: torch.Tensor, ke
         from . import cpu_fused
 
         grouped = query.reshape(b, kv_heads, groups, d)
-        out = cpu_fused.decode_attention(grouped, key, value, [r[1] for r in ranges], [r[2] for r in ranges], scale)
+        out = cpu_fused.decode_attention(grouped, key, value, _decode_bounds(ranges), scale)
         if out is not None:  # the compiled kernel, every sequence in one call; a row with gaps in its keys redone
             for i in (i for i, r in enumerate(ranges) if not r[3]):
                 lo, hi = ranges[i][1:3]
@@ -820,6 +834,7 @@ def batch_invariant(model: torch.nn.Module) -> Iterator[None]:
             if swap:
                 base.set_attn_implementation(previous)
             _MEMO.__dict__.pop("ranges", None)
+            _MEMO.__dict__.pop("bounds", None)
             _MEMO.__dict__.pop("prompt", None)
 
 

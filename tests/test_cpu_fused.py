@@ -221,7 +221,7 @@ def test_an_avx2_build_computes_what_the_native_build_computes(fused, tmp_path, 
     up = torch.randn(6, 40, 64, dtype=torch.bfloat16, generator=g)
     w = torch.randn(64, dtype=torch.bfloat16, generator=g)
     case = _decode_case(slots=120)
-    native = cpu_fused.swiglu(x, up), cpu_fused.rms_norm(x, w, 1e-5), cpu_fused.decode_attention(*case, 0.125)
+    native = cpu_fused.swiglu(x, up), cpu_fused.rms_norm(x, w, 1e-5), cpu_fused.decode_attention(*case[:3], cpu_fused.decode_bounds(*case[3:]), 0.125)
     monkeypatch.setenv(models.CACHE_ENV, str(tmp_path))
     monkeypatch.setenv(cpu_fused.MARCH_ENV, "haswell")
     cpu_fused._load.cache_clear()
@@ -231,7 +231,7 @@ def test_an_avx2_build_computes_what_the_native_build_computes(fused, tmp_path, 
         assert "-march=haswell" in cpu_fused.status()
         assert torch.equal(cpu_fused.swiglu(x, up), native[0])
         _close(cpu_fused.rms_norm(x, w, 1e-5), native[1], torch.bfloat16, exact=False)
-        assert torch.equal(cpu_fused.decode_attention(*case, 0.125), native[2])  # no reassociation: the same bits
+        assert torch.equal(cpu_fused.decode_attention(*case[:3], cpu_fused.decode_bounds(*case[3:]), 0.125), native[2])  # no reassociation: the same bits
     finally:
         cpu_fused._load.cache_clear()
 
@@ -425,7 +425,7 @@ def test_decode_attention_is_each_sequences_attention_on_its_keys(fused, groups,
     (the head sizes the kit's models use, unrolled, and others)."""
     q, k, v, lo, hi = _decode_case(groups=groups, d=d)
     scale = d ** -0.5
-    out = cpu_fused.decode_attention(q, k, v, lo, hi, scale)
+    out = cpu_fused.decode_attention(q, k, v, cpu_fused.decode_bounds(lo, hi), scale)
     assert out is not None and out.dtype == torch.bfloat16 and out.shape == q.shape
     for i, (a, z) in enumerate(zip(lo, hi)):
         ref = torch.nn.functional.scaled_dot_product_attention(q[i].float(), k[i, :, a:z].float(), v[i, :, a:z].float(),
@@ -438,7 +438,7 @@ def test_decode_attention_gives_a_sequence_the_same_bits_in_any_batch(fused):
     cache, on one thread or two, the same bits (what batch-invariant greedy generation needs)."""
     q, k, v, lo, hi = _decode_case(b=6, slots=300, seed=1)
     scale = 0.125
-    batched = cpu_fused.decode_attention(q, k, v, lo, hi, scale)
+    batched = cpu_fused.decode_attention(q, k, v, cpu_fused.decode_bounds(lo, hi), scale)
     threads = torch.get_num_threads()
     try:
         for n_threads in (1, 2):
@@ -448,27 +448,34 @@ def test_decode_attention_gives_a_sequence_the_same_bits_in_any_batch(fused):
                 k2 = torch.zeros(1, 3, 340, 64, dtype=torch.bfloat16)
                 v2 = torch.zeros_like(k2)
                 k2[0, :, a + shift:z + shift], v2[0, :, a + shift:z + shift] = k[i, :, a:z], v[i, :, a:z]
-                alone = cpu_fused.decode_attention(q[i:i + 1], k2, v2, [a + shift], [z + shift], scale)
+                alone = cpu_fused.decode_attention(q[i:i + 1], k2, v2, cpu_fused.decode_bounds([a + shift], [z + shift]),
+                                                 scale)
                 assert torch.equal(alone[0], batched[i])
-            assert torch.equal(cpu_fused.decode_attention(q[:2], k[:2], v[:2], lo[:2], hi[:2], scale), batched[:2])
+            two = cpu_fused.decode_attention(q[:2], k[:2], v[:2], cpu_fused.decode_bounds(lo[:2], hi[:2]), scale)
+            assert torch.equal(two, batched[:2])
     finally:
         torch.set_num_threads(threads)
 
 
 def test_decode_attention_declines_what_it_does_not_take(fused):
     """None (the caller then runs SDPA) for fp32 or fp16, a graph being recorded, more than 16 query heads per
-    key/value head, heads over 512, keys not contiguous in their last dimension, or a key range beyond the cache."""
+    key/value head, heads over 512, keys not contiguous in their last dimension, a key range off the cache or
+    reversed, or bounds of another dtype or shape."""
     q, k, v, lo, hi = _decode_case()
-    assert cpu_fused.decode_attention(q, k, v, lo, hi, 0.125) is not None
-    assert cpu_fused.decode_attention(q.float(), k.float(), v.float(), lo, hi, 0.125) is None
-    assert cpu_fused.decode_attention(q.half(), k.half(), v.half(), lo, hi, 0.125) is None
-    assert cpu_fused.decode_attention(q.clone().requires_grad_(), k, v, lo, hi, 0.125) is None
-    many, _, _, _, _ = _decode_case(groups=17)
-    assert cpu_fused.decode_attention(many, k, v, lo, hi, 0.125) is None
+    bounds = cpu_fused.decode_bounds(lo, hi)
+    assert cpu_fused.decode_attention(q, k, v, bounds, 0.125) is not None
+    assert cpu_fused.decode_attention(q.float(), k.float(), v.float(), bounds, 0.125) is None
+    assert cpu_fused.decode_attention(q.half(), k.half(), v.half(), bounds, 0.125) is None
+    assert cpu_fused.decode_attention(q.clone().requires_grad_(), k, v, bounds, 0.125) is None
+    many = _decode_case(groups=17)[0]
+    assert cpu_fused.decode_attention(many, k, v, bounds, 0.125) is None
     wide = _decode_case(d=520)
-    assert cpu_fused.decode_attention(*wide, 0.125) is None
-    assert cpu_fused.decode_attention(q, k.transpose(2, 3).contiguous().transpose(2, 3), v, lo, hi, 0.125) is None
-    assert cpu_fused.decode_attention(q, k, v, lo, [h + 100 for h in hi], 0.125) is None
+    assert cpu_fused.decode_attention(*wide[:3], cpu_fused.decode_bounds(*wide[3:]), 0.125) is None
+    assert cpu_fused.decode_attention(q, k.transpose(2, 3).contiguous().transpose(2, 3), v, bounds, 0.125) is None
+    for bad_lo, bad_hi in ((lo, [h + 100 for h in hi]), ([-1] + lo[1:], hi), (hi, lo)):
+        assert cpu_fused.decode_attention(q, k, v, cpu_fused.decode_bounds(bad_lo, bad_hi), 0.125) is None
+    assert cpu_fused.decode_attention(q, k, v, bounds.int(), 0.125) is None
+    assert cpu_fused.decode_attention(q, k, v, bounds[:, :3], 0.125) is None
 
 
 def test_batch_invariant_decoding_runs_the_kernel_and_sdpa_for_a_row_with_gaps(fused, monkeypatch):
@@ -490,7 +497,7 @@ def test_batch_invariant_decoding_runs_the_kernel_and_sdpa_for_a_row_with_gaps(f
     query = q.reshape(3, 9, 1, 64)
     out, _ = cpu_kernels.invariant_attention_forward(SimpleNamespace(is_causal=True), query, k, v, mask, scaling=0.125)
     assert out.shape == (3, 1, 9, 64)
-    kernel = cpu_fused.decode_attention(q, k, v, [4, 2, 0], [15, 15, 15], 0.125)
+    kernel = cpu_fused.decode_attention(q, k, v, cpu_fused.decode_bounds([4, 2, 0], [15, 15, 15]), 0.125)
     assert torch.equal(out[0, 0], kernel[0].reshape(9, 64)) and torch.equal(out[2, 0], kernel[2].reshape(9, 64))
     holes = torch.nn.functional.scaled_dot_product_attention(q[1:2], k[1:2, :, 2:15], v[1:2, :, 2:15],
                                                              attn_mask=mask[1:2, :, :, 2:15], scale=0.125)

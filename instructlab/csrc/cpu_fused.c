@@ -11,6 +11,7 @@
  */
 #include <math.h>
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 
 typedef uint16_t bf16;
@@ -240,7 +241,7 @@ void rmsnorm_forward_exact_bf16(const bf16 *x, const bf16 *w, bf16 *y, int64_t r
  *   out_e = (sum over j of p_j * v_je, in key order) / sum, rounded to bf16 once.
  * q: [tasks = b * kv_heads][groups][d], contiguous (the query heads that share a key/value head, as rows);
  * k, v: [b][kv_heads][slots][d] with strides (s_b, s_h, s_l) and d contiguous; the keys of sequence i are its
- * slots lo[i] to hi[i] - 1. out: as q. scratch: per task, groups rows of `room` floats, room >= hi - lo. */
+ * slots lo[i] to hi[i] - 1, 0 <= lo[i] <= hi[i] <= slots. out: as q. */
 #define DECODE_TASK(NAME, D_ARG, D)                                                                              \
 static void NAME(const bf16 *q, const bf16 *k, const bf16 *v, bf16 *out, int64_t n, int64_t groups, D_ARG,     \
                  int64_t k_step, int64_t v_step, float scale, float *s, int64_t room) {                          \
@@ -299,12 +300,20 @@ DECODE_TASK(decode_task_128, int64_t unused, 128)
 DECODE_TASK(decode_task_256, int64_t unused, 256)
 DECODE_TASK(decode_task_any, int64_t d, d)
 
-/* returns 0, or -1 where groups or d is beyond what the kernel holds (nothing is written then) */
+/* returns 0; -1 where groups or d is beyond what the kernel holds, or a key range is off the cache; -2 where the
+ * scores' memory could not be allocated (nothing is written on an error) */
 int decode_attention_bf16(const bf16 *q, const bf16 *k, const bf16 *v, bf16 *out, const int64_t *lo,
-                          const int64_t *hi, int64_t b, int64_t kv_heads, int64_t groups, int64_t d, int64_t k_sb,
-                          int64_t k_sh, int64_t k_sl, int64_t v_sb, int64_t v_sh, int64_t v_sl, float scale,
-                          float *scratch, int64_t room) {
+                          const int64_t *hi, int64_t b, int64_t kv_heads, int64_t groups, int64_t d, int64_t slots,
+                          int64_t k_sb, int64_t k_sh, int64_t k_sl, int64_t v_sb, int64_t v_sh, int64_t v_sl,
+                          float scale) {
     if (groups < 1 || groups > DECODE_MAX_GROUPS || d < 1 || d > DECODE_MAX_D) return -1;
+    int64_t room = 1; /* the longest range: each task's scores, groups rows of `room` floats */
+    for (int64_t i = 0; i < b; ++i) {
+        if (lo[i] < 0 || lo[i] > hi[i] || hi[i] > slots) return -1;
+        room = hi[i] - lo[i] > room ? hi[i] - lo[i] : room;
+    }
+    float *scratch = malloc(sizeof(float) * (size_t)(b * kv_heads * groups * room));
+    if (scratch == NULL) return -2;
     _Pragma("omp parallel for schedule(static)")
     for (int64_t task = 0; task < b * kv_heads; ++task) {
         int64_t i = task / kv_heads, h = task % kv_heads, n = hi[i] - lo[i];
@@ -317,6 +326,7 @@ int decode_attention_bf16(const bf16 *q, const bf16 *k, const bf16 *v, bf16 *out
         else if (d == 256) decode_task_256(qt, kt, vt, ot, n, groups, 0, k_sl, v_sl, scale, s, room);
         else decode_task_any(qt, kt, vt, ot, n, groups, d, k_sl, v_sl, scale, s, room);
     }
+    free(scratch);
     return 0;
 }
 
