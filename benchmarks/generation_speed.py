@@ -8,8 +8,9 @@ and against the fp32 path.
     python benchmarks/generation_speed.py --profile   # and where each batched path's time goes
 
 Every run answers the same eval prompts with the same greedy settings, interleaved chunk by chunk (the order
-rotating) so that the load of a shared machine affects all alike; throughput counts the new tokens of the
-answers (not padding). Runs, in the precision ``models.device_settings()`` chose ("the path"):
+rotating) so that the load of a shared machine affects all alike (``--rounds 3`` repeats the batched runs three
+times and adds their times up: on a host shared in bursts one round can swing a ratio by a third); throughput
+counts the new tokens of the answers (not padding). Runs, in the precision ``models.device_settings()`` chose ("the path"):
 
 * batched and one-by-one: their ratio (the kit's target is >= 4x on CPU) and how many answers are identical;
 * where the path is bf16 (batch-invariant kernels, ``cpu_kernels.batch_invariant``), also batched generation
@@ -61,6 +62,9 @@ def main(argv=None) -> dict:
                     help="where the path is bf16, also time batched generation with the decoding steps' attention by "
                          "PyTorch's SDPA, one call per sequence (the kit's path before its compiled decoding kernel; "
                          "other answers expected, each path batch-invariant)")
+    ap.add_argument("--rounds", type=int, default=1,
+                    help="repeat the interleaved batched runs this many times (one-by-one runs once) and add up their "
+                         "times: on a shared host whose load comes in bursts, 3 gives steadier ratios")
     ap.add_argument("--out", default=None, help="write the result as JSON here")
     ap.add_argument("--profile", action="store_true",
                     help="afterwards, profile one batch in each precision and print the top operations")
@@ -102,33 +106,46 @@ def main(argv=None) -> dict:
     if chosen != "float32" and args.sdpa_decoding:
         runs_.append(("sdpa_decoding", chosen, sdpa_decoding, {"batch_size": args.batch_size}))
     answers = {(r[0], r[1]): [] for r in runs_}
+
+    def new_tokens(texts):  # the answers' new tokens, +1 per answer for its stop token
+        return sum(len(tok(a, add_special_tokens=False)["input_ids"]) + 1 for a in texts)
+
     seconds = {(r[0], r[1]): 0.0 for r in runs_}
     # Interleaved, chunk by chunk, rotating which goes first, so that a change in the load of a shared
     # machine hits every measurement alike instead of whichever happened to run last.
-    for k in range(0, len(records), args.batch_size):
-        chunk = records[k:k + args.batch_size]
-        shift = (k // args.batch_size) % len(runs_)
-        for name, dtype, fn, kw in runs_[shift:] + runs_[:shift]:
-            t0 = time.perf_counter()
-            answers[(name, dtype)] += fn(lm[dtype], tok, chunk, max_new_tokens=args.max_new_tokens, progress=False, **kw)
-            seconds[(name, dtype)] += time.perf_counter() - t0
+    # Later rounds repeat the batched runs (the slow one-by-one runs once) and their times add up; every round
+    # gives the same answers, so the first round's are compared.
+    tokens = {key: 0 for key in answers}
+    chunks = [records[k:k + args.batch_size] for k in range(0, len(records), args.batch_size)]
+    for r in range(max(1, args.rounds)):
+        for c, chunk in enumerate(chunks):
+            shift = (r * len(chunks) + c) % len(runs_)
+            for name, dtype, fn, kw in runs_[shift:] + runs_[:shift]:
+                if r and name == "one_by_one":
+                    continue
+                t0 = time.perf_counter()
+                got = fn(lm[dtype], tok, chunk, max_new_tokens=args.max_new_tokens, progress=False, **kw)
+                seconds[(name, dtype)] += time.perf_counter() - t0
+                tokens[(name, dtype)] += new_tokens(got)
+                if not r:
+                    answers[(name, dtype)] += got
 
-    def rate(key):  # new tokens per second, +1 per answer for its stop token
-        n = sum(len(tok(a, add_special_tokens=False)["input_ids"]) + 1 for a in answers[key])
-        return n / seconds[key]
+    def rate(key):  # new tokens per second over every round
+        return tokens[key] / seconds[key]
 
     def same(a, b):
         return sum(x == y for x, y in zip(answers[a], answers[b], strict=True))
 
     b, s = ("batched", chosen), ("one_by_one", chosen)
     result = {"model": args.model, "device": settings.description, "path": chosen, "threads": torch.get_num_threads(),
-              "prompts": len(records), "max_new_tokens": args.max_new_tokens, "batch_size": args.batch_size,
+              "prompts": len(records), "rounds": max(1, args.rounds), "max_new_tokens": args.max_new_tokens,
+              "batch_size": args.batch_size,
               "matmul_gflops": {k: round(v, 1) for k, v in peaks.items()},
               "batched_seconds": round(seconds[b], 2), "batched_tokens_per_s": round(rate(b), 1),
               "one_by_one_seconds": round(seconds[s], 2), "one_by_one_tokens_per_s": round(rate(s), 1),
               "ratio": round(rate(b) / rate(s), 2), "identical_answers": same(b, s)}
     print(f"{args.model} on {settings.description}, {result['threads']} torch threads: {len(records)} prompts, "
-          f"max_new_tokens={args.max_new_tokens}")
+          f"max_new_tokens={args.max_new_tokens}, batched runs x{result['rounds']} (seconds added up)")
     print(f"  matmul 1024^3: bf16 {peaks['bfloat16']:.1f} GFLOP/s, fp32 {peaks['float32']:.1f} GFLOP/s; "
           f"path: {chosen}")
     print(f"  {chosen} batched (batch {args.batch_size}): {seconds[b]:7.1f} s  {rate(b):8.1f} tokens/s")
