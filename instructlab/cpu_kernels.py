@@ -745,9 +745,9 @@ def _invariant_linear(linear: torch.nn.Linear, x: torch.Tensor) -> torch.Tensor:
     :data:`INVARIANT_ROWS`: a prompt token's row is always in a prompt's forward, a generated token's always in a
     decoding step's, batched or alone (without a cache in sight, one position per sequence counts as a step).
     bf16 weights are packed once per context (:func:`_block_matmul`: the same bits, less time). Whole blocks
-    are views of the rows; only the last, partial one is copied into a zero-padded block (copying and padding
-    every row, as before, took 1.13x the time of a batch's generation on the AMX machine: a prompt's many rows
-    went through every linear layer's copy)."""
+    are views of the rows; only the last, partial one is copied into a zero-padded block (copying every row
+    into a padded buffer, as before, made a batch's generation 1.13x slower on the AMX machine: a prompt's
+    thousands of rows were copied at every linear layer)."""
     rows = x.reshape(-1, x.shape[-1])
     prompt = getattr(_MEMO, "prompt", None)
     if prompt is None:
