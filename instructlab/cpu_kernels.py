@@ -658,21 +658,25 @@ def invariant_attention_forward(module: torch.nn.Module, query: torch.Tensor, ke
 
         grouped = query.reshape(b, kv_heads, groups, d)
         out = cpu_fused.decode_attention(grouped, key, value, _decode_bounds(ranges), scale)
-        if out is not None:  # the compiled kernel, every sequence in one call; a row with gaps in its keys redone
-            for i in (i for i, r in enumerate(ranges) if not r[3]):
-                lo, hi = ranges[i][1:3]
-                out[i] = sdpa(grouped[i:i + 1], key[i:i + 1, :, lo:hi], value[i:i + 1, :, lo:hi],
-                              attn_mask=attention_mask[i:i + 1, :, :, lo:hi], scale=scale)[0]
+        gaps = [i for i, r in enumerate(ranges) if not r[3]]
+        if out is not None and not gaps:  # the compiled kernel, every sequence in one call
             return out.view(b, 1, heads, d), None
-        # SDPA, a call per sequence; the per-sequence views made in one call each (split), then narrowed: the
-        # same views as slicing them one by one, in fewer operations (this loop runs per sequence, layer and step)
+        # SDPA, a call per sequence: every row without the kernel, else the rows whose keys have gaps (their mask).
+        # The per-sequence views made in one call each (split), then narrowed: the same views as slicing them one
+        # by one, in fewer operations (this runs per sequence, layer and step)
         queries, keys, values = grouped.split(1), key.split(1), value.split(1)
-        outs = []
-        for i, (_, lo, hi, contiguous) in enumerate(ranges):
+
+        def alone(i: int) -> torch.Tensor:
+            _, lo, hi, contiguous = ranges[i]
             mask = None if contiguous else attention_mask[i:i + 1, :, :, lo:hi]
-            outs.append(sdpa(queries[i], keys[i].narrow(2, lo, hi - lo), values[i].narrow(2, lo, hi - lo),
-                             attn_mask=mask, scale=scale))
-        return torch.cat(outs).view(b, heads, 1, d).transpose(1, 2), None
+            return sdpa(queries[i], keys[i].narrow(2, lo, hi - lo), values[i].narrow(2, lo, hi - lo),
+                        attn_mask=mask, scale=scale)
+
+        if out is not None:
+            for i in gaps:
+                out[i] = alone(i)[0]
+            return out.view(b, 1, heads, d), None
+        return torch.cat([alone(i) for i in range(b)]).view(b, heads, 1, d).transpose(1, 2), None
     out = query.new_zeros(b, q, heads, d)  # pad queries: zeros (nothing attends to them)
     for i, (q0, lo, hi, _) in enumerate(ranges):
         if attention_mask is None:
