@@ -173,7 +173,8 @@ static int64_t ceil_log2(int64_t x) { /* ATen's CeilLog2: 1 up to 2, else floor(
     return bits;
 }
 
-static float torch_sum_of_squares_bf16(const bf16 *x, int64_t d, int64_t lanes) {
+static inline __attribute__((always_inline)) float torch_sum_of_squares_lanes(const bf16 *x, int64_t d,
+                                                                              int64_t lanes) {
     float acc[4][4][16];                  /* [level][interleaved row][lane] */
     memset(acc, 0, sizeof(acc));
     const int64_t nvec = d / lanes, size = nvec / 4; /* row_sum: the vectors as a (-1, 4) array */
@@ -212,6 +213,15 @@ static float torch_sum_of_squares_bf16(const bf16 *x, int64_t d, int64_t lanes) 
     return 0.0f + total;                  /* the output, filled with 0, accumulates the row's sum */
 }
 
+/* the same, with the widths PyTorch's sum kernels have (8: AVX2, 16: AVX-512) known to the compiler, so that the
+ * loops over the lanes (independent chains of additions, one per lane) become vector instructions: the same
+ * additions in the same order, in a fraction of the time */
+static float torch_sum_of_squares_bf16(const bf16 *x, int64_t d, int64_t lanes) {
+    if (lanes == 16) return torch_sum_of_squares_lanes(x, d, 16);
+    if (lanes == 8) return torch_sum_of_squares_lanes(x, d, 8);
+    return torch_sum_of_squares_lanes(x, d, lanes);
+}
+
 /* each row's sum of squares as above (to find which `lanes` gives PyTorch's sums) */
 void sum_of_squares_bf16(const bf16 *x, float *out, int64_t rows, int64_t d, int64_t lanes) {
     for (int64_t r = 0; r < rows; ++r) out[r] = torch_sum_of_squares_bf16(x + r * d, d, lanes);
@@ -227,6 +237,7 @@ void rmsnorm_forward_exact_bf16(const bf16 *x, const bf16 *w, bf16 *y, int64_t r
         const bf16 *xr = x + r * d;
         bf16 *yr = y + r * d;
         float rs = 1.0f / sqrtf(torch_sum_of_squares_bf16(xr, d, lanes) / (float)d + eps);
+        _Pragma("omp simd")
         for (int64_t i = 0; i < d; ++i) yr[i] = bf16_store(bf16_load(w[i]) * bf16_round(bf16_load(xr[i]) * rs));
     }
 }
