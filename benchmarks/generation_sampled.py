@@ -9,8 +9,9 @@ times a second instead. Two steps (py-spy is not one of the kit's dependencies: 
 
 The first runs the kit's batched generation (``generate.generate_answers``) on the first ``--n`` eval prompts,
 ``--repeats`` times, in the precision ``models.device_settings()`` chose; the second groups the samples taken
-inside it by where they were: the compiled operations the kit calls (oneDNN's linear layers, the kit's
-kernels, SDPA, cache updates) and everything else (Python and small tensor operations), by file.
+inside it by their innermost Python frame: the functions that call the compiled operations (oneDNN's linear
+layers, the kit's kernels, SDPA, cache updates; a function's own Python lines count with it, so these shares
+are upper bounds for the compiled code), and everything else (Python and small tensor operations), by file.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ REPO = Path(__file__).resolve().parent.parent
 # A sample's innermost frame -> the compiled operation it was waiting on (py-spy shows Python frames: a
 # compiled call shows as the Python line that made it).
 COMPILED = {
-    r"OpOverloadPacket\.__call__ \(.*torch/_ops\.py": "oneDNN's linear layers (mkldnn::_linear_pointwise)",
+    r"OpOverloadPacket\.__call__ \(.*torch/_ops\.py": "torch.ops calls: oneDNN's linear layers, their weights' packing",
     r"^decode_attention \(.*cpu_fused\.py": "the compiled decoding attention",
     r"^rms_norm_exact \(.*cpu_fused\.py": "the exact RMSNorm (compiled)",
     r"^_swiglu_out \(.*cpu_fused\.py": "SwiGLU (compiled)",
@@ -63,7 +64,8 @@ def summarize(path: Path, inside: str = "generate_answers") -> str:
     if not total:
         raise SystemExit(f"{path}: no samples inside {inside!r} (was it recorded with py-spy's -f raw?)")
     lines = [f"{total} samples inside {inside}"]
-    for title, counter in (("compiled operations", compiled), ("Python and small operations, by file", other)):
+    for title, counter in (("compiled operations (with their wrappers' Python)", compiled),
+                           ("the rest: Python and small tensor operations, by file", other)):
         lines.append(f"{title}: {sum(counter.values()) / total:.1%}")
         lines += [f"  {n / total:6.1%}  {name}" for name, n in counter.most_common(12)]
     return "\n".join(lines)

@@ -24,9 +24,9 @@ def test_samples_inside_generation_are_grouped_by_operation_and_the_rest_by_file
     ]) + "\n")
     text = sampled.summarize(raw)
     assert text.splitlines()[0] == "10 samples inside generate_answers"
-    assert "compiled operations: 80.0%" in text
-    assert "60.0%  oneDNN's linear layers" in text and "20.0%  the compiled decoding attention" in text
-    assert "Python and small operations, by file: 20.0%" in text
+    assert "compiled operations (with their wrappers' Python): 80.0%" in text
+    assert "60.0%  torch.ops calls: oneDNN's linear layers" in text and "20.0%  the compiled decoding attention" in text
+    assert "the rest: Python and small tensor operations, by file: 20.0%" in text
     assert "20.0%  transformers/models/llama/modeling_llama.py" in text
 
 
