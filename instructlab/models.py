@@ -89,6 +89,9 @@ BF16_CPU_FLAGS = ("avx512_bf16", "amx_bf16", "bf16")
 # with native bf16 ~4x faster, so 1.2 separates the two even on a loaded, shared machine.
 BF16_MIN_SPEEDUP = 1.2
 PRECISION_CACHE_FILE = "cpu_precision.json"
+# Variables that change which instructions PyTorch's and oneDNN's kernels use on the same CPU (oneDNN's ISA cap,
+# ATen's dispatch level): the probe's result holds for one setting of them only, so they are part of its key.
+KERNEL_ISA_ENV = ("ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA", "ATEN_CPU_CAPABILITY")
 _PROBE_MEMO: dict[str, "CPUPrecision"] = {}
 _ANNOUNCED: set[str] = set()
 
@@ -194,7 +197,9 @@ def cpu_precision(refresh: bool = False) -> CPUPrecision:
     """Whether this CPU computes bf16 natively: its flags, confirmed by a timed bf16 vs fp32 matmul probe.
 
     The probe (about a second) runs once per machine: its result is cached in
-    ``cache_dir()/cpu_precision.json``, keyed by CPU model, flags, torch version and thread count.
+    ``cache_dir()/cpu_precision.json``, keyed by CPU model, flags, torch version, thread count, and the
+    kernels' instruction set where it is limited (:data:`KERNEL_ISA_ENV`, ATen's CPU capability): with
+    ``ONEDNN_MAX_CPU_ISA=AVX2`` an AMX CPU computes bf16 by emulation, and must be probed again.
 
     Args:
         refresh: measure again even when a cached result exists.
@@ -203,7 +208,10 @@ def cpu_precision(refresh: bool = False) -> CPUPrecision:
     """
     model, all_flags = _cpu_info()
     flags = tuple(f for f in BF16_CPU_FLAGS if f in all_flags)
-    machine = json.dumps([model, sorted(all_flags), torch.__version__, torch.get_num_threads()])
+    isa = {name: os.environ[name] for name in KERNEL_ISA_ENV if os.environ.get(name)}
+    capability = getattr(torch.backends.cpu, "get_cpu_capability", lambda: "")()
+    machine = json.dumps([model, sorted(all_flags), torch.__version__, torch.get_num_threads()]
+                         + ([isa, capability] if isa else []))  # unchanged keys where nothing is limited
     key = hashlib.sha256(machine.encode()).hexdigest()[:16]
     if not refresh and key in _PROBE_MEMO:
         return _PROBE_MEMO[key]
@@ -218,7 +226,8 @@ def cpu_precision(refresh: bool = False) -> CPUPrecision:
         fp32 = max(fp32, matmul_gflops(torch.float32))  # again after bf16: both see the same load
         entry = {"cpu": model, "bf16_flags": list(flags), "torch": torch.__version__,
                  "threads": torch.get_num_threads(), "bf16_gflops": round(bf16, 1), "fp32_gflops": round(fp32, 1),
-                 "measured_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+                 "measured_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                 **({"kernel_isa": isa} if isa else {})}
         cached[key] = entry
         tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
         tmp.write_text(json.dumps(cached, indent=2), encoding="utf-8")

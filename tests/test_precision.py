@@ -90,6 +90,27 @@ def test_probe_runs_once_per_machine_and_is_cached_on_disk(fake_cpu, monkeypatch
     assert fake_cpu["probes"] > probes and len(json.loads((models.cache_dir() / "cpu_precision.json").read_text())) == 2
 
 
+def test_a_kernel_isa_limit_is_probed_apart_from_the_cpu_it_runs_on(fake_cpu, monkeypatch):
+    """``ONEDNN_MAX_CPU_ISA=AVX2`` on an AMX CPU: the same flags, but bf16 emulated. The cached probe of the
+    unlimited kernels must not decide for it, nor its probe for them."""
+    for name in models.KERNEL_ISA_ENV:
+        monkeypatch.delenv(name, raising=False)
+    assert models.device_settings("cpu").bf16
+    probes = fake_cpu["probes"]
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX2")
+    fake_cpu.update(rates={"bf16": 1.0, "fp32": 250.0})  # what this machine measures with oneDNN capped
+    monkeypatch.setattr(models, "_PROBE_MEMO", {})
+    s = models.device_settings("cpu")
+    assert fake_cpu["probes"] > probes and not s.bf16 and s.dtype == torch.float32
+    assert "emulated (avx512_bf16 but bf16 under 1.2x fp32's speed)" in s.description
+    saved = json.loads((models.cache_dir() / models.PRECISION_CACHE_FILE).read_text())
+    assert sorted(e.get("kernel_isa", {}).get("ONEDNN_MAX_CPU_ISA", "") for e in saved.values()) == ["", "AVX2"]
+    monkeypatch.delenv("ONEDNN_MAX_CPU_ISA")  # the limit lifted: the first probe's entry again, not a new probe
+    monkeypatch.setattr(models, "_PROBE_MEMO", {})
+    probes = fake_cpu["probes"]
+    assert models.device_settings("cpu").bf16 and fake_cpu["probes"] == probes
+
+
 @pytest.mark.parametrize("name, dtype", [("bfloat16", torch.bfloat16), ("bf16", torch.bfloat16),
                                          ("float32", torch.float32), ("FP32", torch.float32)])
 def test_env_and_parameter_force_either_path(fake_cpu, monkeypatch, name, dtype):
