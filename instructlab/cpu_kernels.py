@@ -566,8 +566,21 @@ INVARIANT_ATTENTION = "kit_cpu_invariant"  # the attention implementation's name
 # Attention implementations batch_invariant replaces: SDPA, and the kit's training attention (which sends
 # anything with a cache to SDPA). Others (eager for soft-capping, flash...) are left as they are.
 _REPLACEABLE = ("sdpa", SHORT_ATTENTION)
-_MEMO = threading.local()  # per thread: (the last attention masks seen, their rows' ranges)
+_MEMO = threading.local()  # per thread: the last masks seen and their rows' ranges, the bounds made from them
 _warned: set[str] = set()
+
+
+def _recent(name: str, key: Any, make: Any) -> Any:
+    """``make(key)``, remembered in this thread's ``_MEMO.<name>`` for the last two keys, found by identity: the
+    memo holds each key, so an identity stays unique (a new mask is a new object). Every layer of one type gets
+    the same mask in a forward pass (Gemma-3 alternates two), so each is worked out once per step."""
+    memo = _MEMO.__dict__.setdefault(name, [])
+    for seen, value in memo:
+        if seen is key:
+            return value
+    value = make(key)
+    memo[:] = memo[-1:] + [(key, value)]
+    return value
 
 
 def _row_ranges(mask: torch.Tensor | None, q: int, k: int, b: int) -> list[tuple[int, int, int, bool]]:
@@ -576,23 +589,20 @@ def _row_ranges(mask: torch.Tensor | None, q: int, k: int, b: int) -> list[tuple
     Left padding puts a row's pad tokens first: its real queries are those that see any key. The key range
     covers what every query sees (a sliding window lets early queries see keys the last one does not);
     ``contiguous`` says whether every key in the range is seen, which a decoding step (one query) needs to
-    run without a mask. Computed once per mask (every layer of one type gets the same tensor in a forward
-    pass; Gemma-3 alternates two), in a few vectorised operations."""
+    run without a mask. Computed once per mask (:func:`_recent`), in a few vectorised operations."""
     if mask is None:  # no padding, prefill from position 0 (transformers skips the mask): top-left causal
         return [(0, 0, q if q > 1 else k, True)] * b
-    memo = _MEMO.__dict__.setdefault("ranges", [])
-    for seen_mask, ranges in memo:
-        if seen_mask is mask:  # holding the mask keeps its identity unique: a new mask is a new object
-            return ranges
-    allowed = mask[:, 0]                                 # [b, q, k]
-    q0 = allowed.any(-1).to(torch.int8).argmax(-1)
-    seen = allowed.any(1).to(torch.int8)                 # [b, k]: the keys any query sees
-    lo = seen.argmax(-1)
-    hi = k - seen.flip(-1).argmax(-1)
-    contiguous = seen.sum(-1) == hi - lo
-    ranges = list(zip(q0.tolist(), lo.tolist(), hi.tolist(), contiguous.tolist()))
-    memo[:] = memo[-1:] + [(mask, ranges)]  # the last two masks
-    return ranges
+
+    def ranges(mask: torch.Tensor) -> list[tuple[int, int, int, bool]]:
+        allowed = mask[:, 0]                                 # [b, q, k]
+        q0 = allowed.any(-1).to(torch.int8).argmax(-1)
+        seen = allowed.any(1).to(torch.int8)                 # [b, k]: the keys any query sees
+        lo = seen.argmax(-1)
+        hi = k - seen.flip(-1).argmax(-1)
+        contiguous = seen.sum(-1) == hi - lo
+        return list(zip(q0.tolist(), lo.tolist(), hi.tolist(), contiguous.tolist()))
+
+    return _recent("ranges", mask, ranges)
 
 
 def _decode_bounds(ranges: list[tuple[int, int, int, bool]]) -> torch.Tensor:
@@ -600,13 +610,7 @@ def _decode_bounds(ranges: list[tuple[int, int, int, bool]]) -> torch.Tensor:
     ranges list (one per mask: every layer of a decoding step shares it)."""
     from . import cpu_fused
 
-    memo = _MEMO.__dict__.setdefault("bounds", [])
-    for seen, bounds in memo:
-        if seen is ranges:  # held here, so the identity stays unique
-            return bounds
-    bounds = cpu_fused.decode_bounds([r[1] for r in ranges], [r[2] for r in ranges])
-    memo[:] = memo[-1:] + [(ranges, bounds)]
-    return bounds
+    return _recent("bounds", ranges, lambda r: cpu_fused.decode_bounds([x[1] for x in r], [x[2] for x in r]))
 
 
 def invariant_attention_forward(module: torch.nn.Module, query: torch.Tensor, key: torch.Tensor,

@@ -209,9 +209,8 @@ def cpu_precision(refresh: bool = False) -> CPUPrecision:
     model, all_flags = _cpu_info()
     flags = tuple(f for f in BF16_CPU_FLAGS if f in all_flags)
     isa = {name: os.environ[name] for name in KERNEL_ISA_ENV if os.environ.get(name)}
-    capability = getattr(torch.backends.cpu, "get_cpu_capability", lambda: "")()
-    machine = json.dumps([model, sorted(all_flags), torch.__version__, torch.get_num_threads()]
-                         + ([isa, capability] if isa else []))  # unchanged keys where nothing is limited
+    machine = json.dumps([model, sorted(all_flags), torch.__version__, torch.get_num_threads()]  # unchanged keys
+                         + ([isa, torch.backends.cpu.get_cpu_capability()] if isa else []))  # where nothing is capped
     key = hashlib.sha256(machine.encode()).hexdigest()[:16]
     if not refresh and key in _PROBE_MEMO:
         return _PROBE_MEMO[key]
