@@ -114,6 +114,18 @@ def _model_device(model: Any) -> torch.device:
     return next(model.parameters()).device
 
 
+@contextlib.contextmanager
+def _generation_kernels(model: Any) -> Iterator[None]:
+    """The kit's bf16 CPU generation path around what runs inside: :func:`cpu_kernels.batch_invariant` and
+    :func:`cpu_fused.fused_generation` where the model needs batch invariance (bf16 on CPU), else nothing. Nested,
+    the inner one finds the model already switched; entered once around many batches, the linear layers'
+    packed weights are made once for all of them instead of once per batch."""
+    invariant = cpu_kernels.needs_batch_invariance(model)  # bf16 on CPU: same bits at any batch size
+    with (cpu_kernels.batch_invariant(model) if invariant else contextlib.nullcontext(),
+          cpu_fused.fused_generation(model, enabled=invariant)):  # the same bits, in less time
+        yield
+
+
 @torch.no_grad()
 def _generate_batch(model: Any, tokenizer: Any, texts: list[str], config: Any) -> list[str]:
     """Answers for one batch of rendered prompts (left padded), new tokens only, special tokens removed."""
@@ -121,9 +133,7 @@ def _generate_batch(model: Any, tokenizer: Any, texts: list[str], config: Any) -
     with _left_padding(tokenizer):
         enc = tokenizer.pad({"input_ids": ids}, padding=True, return_attention_mask=True, return_tensors="pt")
     enc = {k: v.to(_model_device(model)) for k, v in enc.items()}
-    invariant = cpu_kernels.needs_batch_invariance(model)  # bf16 on CPU: same bits at any batch size
-    with (cpu_kernels.batch_invariant(model) if invariant else contextlib.nullcontext(),
-          cpu_fused.fused_generation(model, enabled=invariant)):  # the same bits, in less time
+    with _generation_kernels(model):
         out = model.generate(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"],
                              generation_config=config)
     new = out[:, enc["input_ids"].shape[1]:]
@@ -156,9 +166,10 @@ def generate_answers(model: Any, tokenizer: Any, conversations: Sequence[Any], m
     model.eval()
     answers: list[str | None] = [None] * len(texts)
     batches = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
-    for idx in tqdm(batches, desc="generating", disable=not progress, unit="batch"):
-        for i, answer in zip(idx, _generate_batch(model, tokenizer, [texts[i] for i in idx], config)):
-            answers[i] = answer
+    with _generation_kernels(model):  # once for every batch (see _generation_kernels)
+        for idx in tqdm(batches, desc="generating", disable=not progress, unit="batch"):
+            for i, answer in zip(idx, _generate_batch(model, tokenizer, [texts[i] for i in idx], config)):
+                answers[i] = answer
     return answers  # type: ignore[return-value]
 
 
@@ -174,5 +185,6 @@ def generate_one_by_one(model: Any, tokenizer: Any, conversations: Sequence[Any]
     texts = render_prompts(tokenizer, conversations)
     config = _greedy_config(model, tokenizer, max_new_tokens)
     model.eval()
-    return [_generate_batch(model, tokenizer, [t], config)[0]
-            for t in tqdm(texts, desc="generating", disable=not progress, unit="prompt")]
+    with _generation_kernels(model):
+        return [_generate_batch(model, tokenizer, [t], config)[0]
+                for t in tqdm(texts, desc="generating", disable=not progress, unit="prompt")]

@@ -90,3 +90,21 @@ def test_real_models_batched_equals_one_by_one_with_the_static_cache(name):
     batched = generate_answers(lm, tokenizer, records, max_new_tokens=16, batch_size=4, progress=False)
     single = generate_one_by_one(lm, tokenizer, records, max_new_tokens=16)
     assert batched == single and all(batched)
+
+
+def test_bf16_weights_are_packed_once_for_all_batches(tok, monkeypatch):
+    """generate_answers enters the batch-invariant kernels once around its batches: each linear layer's weight
+    is packed for oneDNN once per call, not once per batch; the answers stay those of one-by-one generation."""
+    from instructlab import cpu_kernels
+
+    if not cpu_kernels._packing_matches_plain():
+        pytest.skip("oneDNN's prepacked bf16 linear is not used on this machine")
+    m = varied_tiny("bfloat16")
+    layers = sum(type(x) is torch.nn.Linear and x.weight.dtype == torch.bfloat16 for x in m.modules())
+    packed = []
+    real = torch.ops.mkldnn._reorder_linear_weight
+    monkeypatch.setattr(torch.ops.mkldnn, "_reorder_linear_weight", lambda *a: packed.append(1) or real(*a))
+    batched = generate_answers(m, tok, CONVS, max_new_tokens=6, batch_size=3, progress=False)  # 3 batches
+    assert 0 < len(packed) <= layers, f"{len(packed)} packings for {layers} linear layers over 3 batches"
+    monkeypatch.undo()
+    assert batched == generate_one_by_one(m, tok, CONVS, max_new_tokens=6)
