@@ -593,8 +593,9 @@ def fused_generation(model: torch.nn.Module, enabled: bool = True) -> Iterator[N
     :func:`rms_norm_exact`, which sums a row's squares in PyTorch's own order (the training kernel does not).
     One pass each instead of a few operations. fp32 keeps PyTorch's operations (there the SwiGLU and rotary
     kernels are an fp32 rounding apart, and gave no measurable gain). The kit enters it around bf16
-    generation (``generate._generate_batch``). Anything the kernels do not take runs the original code;
-    everything is restored on exit. A no-op for other models, without the library, or with ``enabled=False``.
+    generation (``generate._generation_kernels``, once around all of a call's batches). Anything the kernels
+    do not take runs the original code; everything is restored on exit. A no-op for other models, without the
+    library, or with ``enabled=False``.
     """
     module = _llama_module(model) if enabled else None
     original = getattr(module, "apply_rotary_pos_emb", None)

@@ -735,8 +735,8 @@ def _block_matmul(linear: torch.nn.Linear, dtype: torch.dtype) -> Any:
     weight, where :func:`_packing_matches_plain`) and bf16 rows, with the weight packed at first use for oneDNN,
     else ``F.linear``. Packing skips re-laying the weight out on every call: on the AMX machine a decoding step's 211
     SmolLM2 linears took 17.6 ms packed against 24.8 ms plain (16 rows each; 34.9 against 43.7 ms at a prompt's
-    128), for 88 ms of packing per ``batch_invariant`` context (one batch) and a copy of the weights while it
-    lasts."""
+    128), for 88 ms of packing per ``batch_invariant`` context (one ``generate_answers`` call, all its batches)
+    and a copy of the weights while it lasts."""
     if dtype == torch.bfloat16 and _PACK in linear.__dict__:
         pack = linear.__dict__[_PACK]
         if pack is None:
