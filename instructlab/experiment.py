@@ -340,12 +340,13 @@ def _answers_by_batch(model: Any, tokenizer: Any, records: Sequence[dict], max_n
     batches = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
     answers: list[str] = [""] * len(records)
     start = time.perf_counter()
-    for k, idx in enumerate(batches, 1):
-        out = generate.generate_answers(model, tokenizer, [records[i] for i in idx], max_new_tokens=max_new_tokens,
-                                        batch_size=len(idx), progress=False)
-        for i, answer in zip(idx, out):
-            answers[i] = answer
-        on_batch(k, len(batches), time.perf_counter() - start)
+    with generate._generation_kernels(model):  # once for all batches, as generate_answers does: weights packed once
+        for k, idx in enumerate(batches, 1):
+            out = generate.generate_answers(model, tokenizer, [records[i] for i in idx],
+                                            max_new_tokens=max_new_tokens, batch_size=len(idx), progress=False)
+            for i, answer in zip(idx, out):
+                answers[i] = answer
+            on_batch(k, len(batches), time.perf_counter() - start)
     return answers
 
 

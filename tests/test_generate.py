@@ -93,9 +93,10 @@ def test_real_models_batched_equals_one_by_one_with_the_static_cache(name):
 
 
 def test_bf16_weights_are_packed_once_for_all_batches(tok, monkeypatch):
-    """generate_answers enters the batch-invariant kernels once around its batches: each linear layer's weight
-    is packed for oneDNN once per call, not once per batch; the answers stay those of one-by-one generation."""
-    from instructlab import cpu_kernels
+    """generate_answers (and the notebooks' batch-by-batch evaluation) enter the batch-invariant kernels once
+    around their batches: each linear layer's weight is packed for oneDNN once per call, not once per batch; the
+    answers stay those of one-by-one generation."""
+    from instructlab import cpu_kernels, experiment
 
     if not cpu_kernels._packing_matches_plain():
         pytest.skip("oneDNN's prepacked bf16 linear is not used on this machine")
@@ -106,5 +107,10 @@ def test_bf16_weights_are_packed_once_for_all_batches(tok, monkeypatch):
     monkeypatch.setattr(torch.ops.mkldnn, "_reorder_linear_weight", lambda *a: packed.append(1) or real(*a))
     batched = generate_answers(m, tok, CONVS, max_new_tokens=6, batch_size=3, progress=False)  # 3 batches
     assert 0 < len(packed) <= layers, f"{len(packed)} packings for {layers} linear layers over 3 batches"
+    # the notebooks' evaluation, which reports each batch (experiment._answers_by_batch), packs once too
+    packed.clear()
+    reported = []
+    by_batch = experiment._answers_by_batch(m, tok, CONVS, 6, 3, lambda k, n, s: reported.append((k, n)))
+    assert 0 < len(packed) <= layers and reported == [(1, 3), (2, 3), (3, 3)]
     monkeypatch.undo()
-    assert batched == generate_one_by_one(m, tok, CONVS, max_new_tokens=6)
+    assert batched == by_batch == generate_one_by_one(m, tok, CONVS, max_new_tokens=6)
