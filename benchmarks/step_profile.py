@@ -7,7 +7,8 @@ time is grouped by kind, per step: the frozen base's matmuls by shape, the vocab
 rank-r matmuls, the attention's batched matmuls, element-wise work on attention scores and on the head's
 ``tokens x vocabulary`` tiles, and every other operator by name. Then the step's useful FLOPs per second
 (``train_throughput.py``'s count) as a share of the 1024^3 matmul rate measured right after, over the profiled
-time and over the matmuls' time alone (the share the step would reach if everything else were free).
+time and over the matmuls' time alone (the share the step would reach if everything else were free); in bf16,
+the same against the 2048^3 rate too (on AMX, oneDNN runs 1024^3 on one core and 2048^3 on all of them).
 
     .venv/bin/python benchmarks/step_profile.py [--setup c] [--steps 10] [--all-linear] [--profile]
 
@@ -130,6 +131,10 @@ def main(argv=None) -> None:
     print(f"useful GFLOP/s over the profiled time: {flops / total / 1e6:.1f} = {flops / total / 1e6 / peak:.1%} of the "
           f"{name} 1024^3 matmul rate measured now ({peak:.1f} GFLOP/s); with everything but the matmuls free: "
           f"{flops / matmul / 1e6:.1f} = {flops / matmul / 1e6 / peak:.1%}")
+    if trainer.args.bf16:  # where oneDNN keeps 1024^3 on one core (AMX), 2048^3 is the rate both cores reach
+        large = tt.large_bf16()
+        print(f"against the bf16 2048^3 rate measured now ({large:.1f} GFLOP/s, {large / peak:.2f}x): "
+              f"{flops / total / 1e6 / large:.1%}; with everything but the matmuls free: {flops / matmul / 1e6 / large:.1%}")
 
 
 if __name__ == "__main__":
