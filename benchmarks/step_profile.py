@@ -128,13 +128,14 @@ def main(argv=None) -> None:
     precision = torch.bfloat16 if trainer.args.bf16 else torch.float32
     peak = models.matmul_gflops(precision, reps=8)
     name = "bf16" if trainer.args.bf16 else "fp32"
-    print(f"useful GFLOP/s over the profiled time: {flops / total / 1e6:.1f} = {flops / total / 1e6 / peak:.1%} of the "
-          f"{name} 1024^3 matmul rate measured now ({peak:.1f} GFLOP/s); with everything but the matmuls free: "
-          f"{flops / matmul / 1e6:.1f} = {flops / matmul / 1e6 / peak:.1%}")
+    rate, matmuls_only = flops / total / 1e6, flops / matmul / 1e6  # GFLOP/s (times in ms)
+    print(f"useful GFLOP/s over the profiled time: {rate:.1f} = {rate / peak:.1%} of the {name} 1024^3 matmul rate "
+          f"measured now ({peak:.1f} GFLOP/s); with everything but the matmuls free: {matmuls_only:.1f} = "
+          f"{matmuls_only / peak:.1%}")
     if trainer.args.bf16:  # where oneDNN keeps 1024^3 on one core (AMX), 2048^3 is the rate both cores reach
         large = tt.large_bf16()
         print(f"against the bf16 2048^3 rate measured now ({large:.1f} GFLOP/s, {large / peak:.2f}x): "
-              f"{flops / total / 1e6 / large:.1%}; with everything but the matmuls free: {flops / matmul / 1e6 / large:.1%}")
+              f"{rate / large:.1%}; with everything but the matmuls free: {matmuls_only / large:.1%}")
 
 
 if __name__ == "__main__":
