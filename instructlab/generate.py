@@ -128,7 +128,8 @@ def _generation_kernels(model: Any) -> Iterator[None]:
 
 @torch.no_grad()
 def _generate_batch(model: Any, tokenizer: Any, texts: list[str], config: Any) -> list[str]:
-    """Answers for one batch of rendered prompts (left padded), new tokens only, special tokens removed."""
+    """Answers for one batch of rendered prompts (left padded), new tokens only, special tokens removed. Enters
+    :func:`_generation_kernels` itself (a no-op inside its callers', which hold it around all their batches)."""
     ids = [rendered_ids(tokenizer, t, generation_prompt=True) for t in texts]  # exactly the training prefix
     with _left_padding(tokenizer):
         enc = tokenizer.pad({"input_ids": ids}, padding=True, return_attention_mask=True, return_tensors="pt")
