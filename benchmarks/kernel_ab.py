@@ -8,14 +8,15 @@ many with it off, interleaved (on, off, off, on, on, off, ...), so that a change
 alike. Prints each pass's time, the medians and their ratio (off / on: above 1 means the kernel pays off), and
 the same for the process's CPU time.
 
-    .venv/bin/python benchmarks/kernel_ab.py [--kernel dropout|dropout-draw|attention|lora|fused] [--reps 12]
+    .venv/bin/python benchmarks/kernel_ab.py [--kernel dropout|dropout-draw|attention|lora|fused|softmax] [--reps 12]
                                              [--all-linear]
 
 Kernels: ``dropout`` (``FastDropout`` against ``nn.Dropout``), ``dropout-draw`` (``FastDropout``, which draws the
 dropped positions, against its previous version, a mask of 16-bit random lanes: :class:`LaneMaskDropout`), ``attention`` (``short_attention_forward``
 against SDPA), ``lora`` (``lean_lora_forward`` against PEFT's forward), ``fused`` (``cpu_fused``: the fused RMSNorm,
 SwiGLU and rotary kernels against PyTorch's operations; ``INSTRUCTLAB_CPU_FUSED_MARCH=haswell`` measures the code
-a CPU with AVX2 alone would run, ``INSTRUCTLAB_DTYPE=float32`` the fp32 path such a CPU takes).
+a CPU with AVX2 alone would run, ``INSTRUCTLAB_DTYPE=float32`` the fp32 path such a CPU takes), ``softmax``
+(``cpu_fused.masked_softmax``, the attention's masked softmax compiled, against the kit's two PyTorch operations).
 """
 
 from __future__ import annotations
@@ -68,14 +69,23 @@ def switch(trainer, kernel: str, on: bool):
         @contextlib.contextmanager
         def fused():
             cpu_fused.use_fused_elementwise(model, on)
-            trainer.kit_fused_rotary = on
+            trainer.kit_fused_rotary = trainer.kit_fused_softmax = on
             try:
                 yield
             finally:
                 cpu_fused.use_fused_elementwise(model, True)
-                trainer.kit_fused_rotary = True
+                trainer.kit_fused_rotary = trainer.kit_fused_softmax = True
         return fused()
-    raise SystemExit(f"unknown --kernel {kernel!r}: dropout, dropout-draw, attention, lora or fused")
+    if kernel == "softmax":
+        @contextlib.contextmanager
+        def softmax():
+            trainer.kit_fused_softmax = on
+            try:
+                yield
+            finally:
+                trainer.kit_fused_softmax = True
+        return softmax()
+    raise SystemExit(f"unknown --kernel {kernel!r}: dropout, dropout-draw, attention, lora, fused or softmax")
 
 
 class LaneMaskDropout(torch.nn.Module):
@@ -112,7 +122,7 @@ def _swapped(model, on: bool, plain):
 
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--kernel", default="dropout", choices=("dropout", "dropout-draw", "attention", "lora", "fused"),
+    p.add_argument("--kernel", default="dropout", choices=("dropout", "dropout-draw", "attention", "lora", "fused", "softmax"),
                    help="the kernel to switch (default dropout)")
     p.add_argument("--reps", type=int, default=12, help="passes with the kernel on, and as many off")
     p.add_argument("--batch-size", type=int, default=4)

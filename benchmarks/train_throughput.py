@@ -11,7 +11,8 @@ Same model (smollm2-135m-instruct), same Kestrel training examples, same per-dev
                                        length-grouped batches, the LM head on labelled positions only, the
                                        kit's CPU kernels (``instructlab.cpu_kernels``: lean log-probabilities,
                                        fast LoRA dropout, short attention, lean LoRA forward;
-                                       ``instructlab.cpu_fused``: compiled RMSNorm, SwiGLU, rotary)
+                                       ``instructlab.cpu_fused``: compiled RMSNorm, SwiGLU, rotary,
+                                       masked softmax), batch lengths a multiple of 8 on bf16
 
 and, to measure each of the kit's changes on its own (each is (c) with one change undone):
 
@@ -20,8 +21,10 @@ and, to measure each of the kit's changes on its own (each is (c) with one chang
   (d) (c) with PyTorch's ``nn.Dropout`` as LoRA dropout instead of ``cpu_kernels.FastDropout``
   (s) (c) with transformers' SDPA attention on every sequence instead of ``cpu_kernels.short_attention_forward``
   (r) (c) with PEFT's LoRA forward instead of ``cpu_kernels.lean_lora_forward``
-  (e) (c) with PyTorch's element-wise operations for RMSNorm, SwiGLU and the rotary embedding instead of
-      ``instructlab.cpu_fused``'s compiled kernels
+  (e) (c) with PyTorch's element-wise operations for RMSNorm, SwiGLU, the rotary embedding and attention's masked
+      softmax instead of ``instructlab.cpu_fused``'s compiled kernels
+  (p) (c) with each batch padded to its longest sequence alone, not to a multiple of 8 (``train.pad_multiple``;
+      bf16 machines only: oneDNN builds a matmul kernel per shape)
   (w) (c) with the frozen base weights stored in fp32 instead of bf16 (bf16 machines only)
   (f) (c) forced to fp32 (``INSTRUCTLAB_DTYPE=float32``): the kit on a CPU without native bf16
   (g) (f) with TRL's LM head on every position: the kit's fp32 path before the compact head
@@ -35,7 +38,7 @@ the bf16 set-ups' shares of that rate too: on AMX CPUs oneDNN runs the 1024^3 pr
 on one core) and 2048^3 on all of them, so there the 1024^3 rate is one core's. Then the measured gain of each
 kept change, c/b, and last the c/a ratio.
 
-    .venv/bin/python benchmarks/train_throughput.py [--steps 4] [--batch-size 4] [--pool 256] [--setups abchldsrewfg]
+    .venv/bin/python benchmarks/train_throughput.py [--steps 4] [--batch-size 4] [--pool 256] [--setups abchldsrepwfg]
                                                     [--all-linear]
 
 ``--all-linear`` puts LoRA on every linear layer (the quick profile's choice) instead of q/v in every set-up.
@@ -187,18 +190,18 @@ class StepTimer:
         self.callback = _CB()
 
 
-KIT_SETUPS = "chldsrewfg"  # the kit's settings, with one change undone in h, l, d, s, r, e, w, f, g
+KIT_SETUPS = "chldsrepwfg"  # the kit's settings, with one change undone in h, l, d, s, r, e, p, w, f, g
 
 
 def build(setup: str, model_name: str, examples, batch_size: int, steps: int, out: Path, targets=("q_proj", "v_proj")):
-    """A trainer for set-up a / b / c / h / l / d / s / r / e / w / f / g on the same data; returns (trainer,
+    """A trainer for set-up a / b / c / h / l / d / s / r / e / p / w / f / g on the same data; returns (trainer,
     checkpointing_on)."""
     from peft import LoraConfig
     from transformers import set_seed
     from trl import SFTConfig
 
     from instructlab import masking, models
-    from instructlab.train import TrainConfig, _trainer_class, sft_config, to_dataset, use_cpu_kernels
+    from instructlab.train import TrainConfig, _trainer_class, pad_multiple, sft_config, to_dataset, use_cpu_kernels
 
     common = dict(max_steps=steps, per_device_train_batch_size=batch_size, gradient_accumulation_steps=1,
                   learning_rate=2e-4, logging_steps=1, save_strategy="no", report_to=[], disable_tqdm=True,
@@ -223,7 +226,8 @@ def build(setup: str, model_name: str, examples, batch_size: int, steps: int, ou
     model = models.load_model(model_name, dtype=dtype, for_training=True)
     lora = LoraConfig(r=16, lora_alpha=32, lora_dropout=0.05, target_modules=list(targets),
                       task_type="CAUSAL_LM")
-    collator = masking.MaskedCollator(tok) if kit and args.padding_free is False else None
+    multiple = None if setup == "p" else pad_multiple(hw)  # (p): each batch padded to its longest alone
+    collator = masking.MaskedCollator(tok, pad_to_multiple_of=multiple) if kit and args.padding_free is False else None
     trainer = _trainer_class()(model=model, args=args, train_dataset=to_dataset(examples),
                                processing_class=tok, peft_config=lora, data_collator=collator)
     trainer.kit_group_by_length = kit and TrainConfig().batching == "group_by_length"
@@ -334,8 +338,8 @@ def main(argv=None) -> float:
     p.add_argument("--steps-a", type=int, default=3, help="steps for (a), which is ~17x slower on CPU")
     p.add_argument("--batch-size", type=int, default=4)
     p.add_argument("--pool", type=int, default=256, help="examples the samplers draw batches from")
-    p.add_argument("--setups", default=None, help="default: abchldsrewfg where the kit trains in bf16, else abchldsre "
-                   "(without bf16, (w) and (f) equal (c) and (g) equals (h))")
+    p.add_argument("--setups", default=None, help="default: abchldsrepwfg where the kit trains in bf16, else abchldsre "
+                   "(without bf16, (p), (w) and (f) equal (c) and (g) equals (h))")
     p.add_argument("--all-linear", action="store_true", help="LoRA on every linear layer (the quick profile's) "
                    "instead of q_proj/v_proj")
     a = p.parse_args(argv)
@@ -350,7 +354,7 @@ def main(argv=None) -> float:
     torch.manual_seed(0)
     examples = load_examples(a.model, a.data, a.pool)
     hw = models.device_settings()
-    setups = a.setups or ("abchldsrewfg" if hw.bf16 else "abchldsre")
+    setups = a.setups or ("abchldsrepwfg" if hw.bf16 else "abchldsre")
     targets = lora_targets(a.all_linear)
     peak = matmul_peaks()
     large = [large_bf16()] if hw.bf16 else []
@@ -401,7 +405,8 @@ def main(argv=None) -> float:
              ("c", "d", "cpu_kernels.FastDropout instead of nn.Dropout for LoRA dropout"),
              ("c", "s", "cpu_kernels.short_attention_forward instead of SDPA for sequences <= 256 tokens"),
              ("c", "r", "cpu_kernels.lean_lora_forward instead of PEFT's LoRA forward"),
-             ("c", "e", "cpu_fused's RMSNorm, SwiGLU and rotary kernels instead of PyTorch's operations"),
+             ("c", "e", "cpu_fused's RMSNorm, SwiGLU, rotary and masked-softmax kernels instead of PyTorch's operations"),
+             ("c", "p", "batch lengths padded to a multiple of 8 (oneDNN's kernels reused) instead of the longest alone"),
              ("c", "w", f"frozen base stored in {base.get('c')} rather than {base.get('w')}"),
              ("c", "f", "bf16 autocast instead of fp32"), ("f", "g", "LM head on labelled positions only, fp32"))
     for new, old, what in gains:

@@ -42,6 +42,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import types
 import warnings
 from pathlib import Path
@@ -50,7 +51,7 @@ from typing import Any, Iterator
 import torch
 
 __all__ = ["SOURCE", "DISABLE_ENV", "MARCH_ENV", "library", "status", "rms_norm", "swiglu", "rotary", "use_fused_elementwise",
-           "fused_modules", "fused_rotary", "fused_generation", "rms_norm_exact", "decode_attention",
+           "fused_modules", "fused_rotary", "masked_softmax", "fused_softmax", "fused_generation", "rms_norm_exact", "decode_attention",
            "decode_bounds"]
 
 SOURCE = Path(__file__).with_name("csrc") / "cpu_fused.c"
@@ -184,12 +185,15 @@ def _declare(lib: ctypes.CDLL) -> ctypes.CDLL:
         getattr(lib, f"swiglu_backward_{suffix}").argtypes = [p, p, p, p, p, n]
         for kind in ("forward", "backward"):
             getattr(lib, f"rope_{kind}_{suffix}").argtypes = [p, p, p, p] + [n] * 12
+        getattr(lib, f"masked_softmax_forward_{suffix}").argtypes = [p, p, p, n, n, n]
+        getattr(lib, f"masked_softmax_backward_{suffix}").argtypes = [p, p, p, p, n, n, n]
     lib.rmsnorm_forward_exact_bf16.argtypes = [p, p, p, n, n, f, n]
     lib.decode_attention_bf16.argtypes = [p] * 6 + [n] * 11 + [f]
     lib.decode_attention_bf16.restype = ctypes.c_int
     lib.sum_of_squares_bf16.argtypes = [p, p, n, n, n]
     names = [f"{k}_{s}" for k in ("rmsnorm_forward", "rmsnorm_backward", "swiglu_forward", "swiglu_backward",
-                                  "rope_forward", "rope_backward") for s in _SUFFIX.values()]
+                                  "rope_forward", "rope_backward", "masked_softmax_forward",
+                                  "masked_softmax_backward") for s in _SUFFIX.values()]
     for name in names + ["rmsnorm_forward_exact_bf16", "sum_of_squares_bf16"]:
         getattr(lib, name).restype = None
     lib.fused_threads.restype = ctypes.c_int
@@ -410,6 +414,83 @@ def fused_rotary(model: torch.nn.Module, enabled: bool = True) -> Iterator[None]
         yield
     finally:
         module.apply_rotary_pos_emb = original
+
+
+# ----------------------------------------------------------------------------- attention's masked softmax
+
+class _MaskedSoftmaxFused(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, scores, allowed, lib):  # type: ignore[override]
+        n = scores.shape[-1]
+        probs = torch.empty_like(scores)
+        per_seq = scores.numel() // (allowed.shape[0] * n * n)
+        getattr(lib, f"masked_softmax_forward_{_SUFFIX[scores.dtype]}")(_ptr(scores), _ptr(allowed), _ptr(probs),
+                                                                        scores.numel() // n, n, per_seq)
+        ctx.save_for_backward(probs, allowed)
+        ctx.lib, ctx.per_seq = lib, per_seq
+        return probs
+
+    @staticmethod
+    def backward(ctx, grad):  # type: ignore[override]
+        probs, allowed = ctx.saved_tensors
+        grad = grad.contiguous()
+        out = torch.empty_like(probs)
+        n = probs.shape[-1]
+        getattr(ctx.lib, f"masked_softmax_backward_{_SUFFIX[probs.dtype]}")(_ptr(grad), _ptr(probs), _ptr(allowed),
+                                                                           _ptr(out), probs.numel() // n, n,
+                                                                           ctx.per_seq)
+        return out, None, None
+
+
+class _SoftmaxSwitch(threading.local):
+    on = False
+
+
+_SOFTMAX = _SoftmaxSwitch()
+
+
+@contextlib.contextmanager
+def fused_softmax(enabled: bool = True) -> Iterator[None]:
+    """While active (in this thread), :func:`masked_softmax` computes (where it applies); the kit's trainer enters
+    it around its loss, with :func:`fused_rotary`. ``enabled=False``: a no-op context."""
+    before = _SOFTMAX.on
+    _SOFTMAX.on = before or enabled
+    try:
+        yield
+    finally:
+        _SOFTMAX.on = before
+
+
+def masked_softmax(scores: torch.Tensor, allowed: torch.Tensor) -> torch.Tensor | None:
+    """Attention's ``softmax(scores.masked_fill(~allowed, min))`` over the keys, forward and backward in one pass
+    each (``masked_softmax_*`` in ``csrc/cpu_fused.c``), or None where it does not apply (then compute it
+    otherwise): outside :func:`fused_softmax`, no graph being recorded, not CPU bf16/fp32, or shapes it does not
+    take.
+
+    Each row is reduced in fp32 and rounded once, as PyTorch's softmax is (its ``exp`` is the kernels' own, within 2
+    ulp of ``expf``, so some probabilities differ from PyTorch's by a bf16 rounding); a masked key's probability
+    and gradient are exactly 0, and a row with no allowed key is uniform with a zero gradient, as the kit's
+    two-step version gives them (``cpu_kernels._MaskedSoftmax``). The loops stop at each row's last allowed key:
+    under a causal mask about half of the scores are never read.
+
+    Args:
+        scores: ``[b, ..., length, length]`` (queries x keys), contiguous.
+        allowed: bool, ``[b, 1, ..., 1, length, length]``: which keys each query of sequence i may see, the same
+            for all of its heads; or ``[length, length]``, the same for every sequence.
+    """
+    if not _SOFTMAX.on:
+        return None
+    lib = _usable(scores)
+    n = scores.shape[-1]
+    if allowed.dim() == 2 and scores.dim() >= 3:  # one mask for every sequence (a causal mask without padding)
+        allowed = allowed.view((1,) * (scores.dim() - 2) + allowed.shape).expand(
+            (scores.shape[0],) + (1,) * (scores.dim() - 3) + allowed.shape)
+    if (lib is None or scores.dim() < 3 or scores.shape[-2] != n or not scores.is_contiguous()
+            or allowed.dtype != torch.bool or allowed.dim() != scores.dim() or allowed.shape[0] != scores.shape[0]
+            or allowed.shape[-2:] != scores.shape[-2:] or any(x != 1 for x in allowed.shape[1:-2])):
+        return None
+    flat = allowed.reshape(allowed.shape[0], n, n).contiguous().view(torch.uint8)
+    return _MaskedSoftmaxFused.apply(scores, flat, lib)
 
 
 # ----------------------------------------------------------------------------- the model's modules

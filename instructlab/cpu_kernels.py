@@ -445,6 +445,8 @@ def short_attention_forward(module: torch.nn.Module, query: torch.Tensor, key: t
     """
     from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
+    from . import cpu_fused
+
     length = query.shape[2]
     causal = is_causal if is_causal is not None else getattr(module, "is_causal", True)
     plain = (query.device.type == "cpu" and causal and 1 < length <= SHORT_LENGTH and key.shape[2] == length
@@ -470,7 +472,9 @@ def short_attention_forward(module: torch.nn.Module, query: torch.Tensor, key: t
     # kernel reduces bf16 in fp32, so the probabilities are the fp32 ones rounded once; its backward works from
     # those bf16 probabilities (attention gradients 7% further from fp32 than an fp32 softmax's, measured:
     # 4.3e-3 vs 4.0e-3 relative), for half the time.
-    probs = _MaskedSoftmax.apply(scores, allowed)
+    probs = cpu_fused.masked_softmax(scores, allowed)  # the compiled kernel, where the trainer turned it on
+    if probs is None:
+        probs = _MaskedSoftmax.apply(scores, allowed)
     out = (probs.view(b, kv_heads, groups * length, length) @ value).view(b, heads, length, d)
     return out.transpose(1, 2).contiguous(), None
 

@@ -269,6 +269,78 @@ def test_use_fused_elementwise_switches_llama_modules_and_back(fused):
     assert cpu_fused.fused_modules(model) == 0
 
 
+def _attention_masks(b: int, n: int) -> dict[str, torch.Tensor]:
+    """Masks of the shapes short attention passes: causal with right padding (sequence 1 ends at 13 of n), a row with
+    nothing allowed (left padding: queries 0-2 of sequence 0), and one causal mask for every sequence (2-D)."""
+    padded = torch.ones(n, n, dtype=torch.bool).tril()[None, None, None].expand(b, 1, 1, n, n).clone()
+    padded[1, ..., 13:] = False
+    dead = padded.clone()
+    dead[0, ..., :3, :] = False
+    return {"padded": padded, "dead rows": dead, "causal, 2-D": torch.ones(n, n, dtype=torch.bool).tril()}
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("n", [9, 16, 37])  # shorter than a vector, a vector, vectors and a remainder
+def test_masked_softmax_is_the_two_step_masked_softmax_forward_and_backward(fused, dtype, n):
+    """The compiled kernel against the kit's PyTorch version (cpu_kernels._MaskedSoftmax, itself masked_fill then
+    softmax): fp32 within rounding; bf16 one rounding apart on few elements (the kernel's exp is not Sleef's).
+    Masked keys get exactly 0 and no gradient; a row with no allowed key is uniform, with no gradient."""
+    from instructlab.cpu_kernels import _MaskedSoftmax
+
+    g = torch.Generator().manual_seed(n)
+    for name, allowed in _attention_masks(2, n).items():
+        scores = (3 * torch.randn(2, 3, 2, n, n, generator=g)).to(dtype)
+        grad = torch.randn(2, 3, 2, n, n, generator=g).to(dtype)
+        results = []
+        for use in (False, True):
+            leaf = scores.clone().requires_grad_(True)
+            with cpu_fused.fused_softmax(use):
+                out = cpu_fused.masked_softmax(leaf * 1, allowed)  # a non-leaf, as the scores are in attention
+            assert (out is not None) == use, name
+            if out is None:
+                out = _MaskedSoftmax.apply(leaf * 1, allowed)
+            out.backward(grad)
+            results.append((out.detach(), leaf.grad))
+        (ref, ref_grad), (out, got) = results
+        masked = ~allowed.expand_as(out)
+        if name == "dead rows":
+            masked[0, ..., :3, :] = False  # uniform rows: every key gets 1 / n
+            assert torch.equal(out[0, ..., :3, :], torch.full_like(out[0, ..., :3, :], 1 / n))
+            assert got[0, ..., :3, :].abs().max() == 0
+        assert out[masked].abs().max() == 0 and got[masked].abs().max() == 0, name
+        if dtype == torch.float32:
+            torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-6)
+            torch.testing.assert_close(got, ref_grad, rtol=1e-4, atol=1e-5)
+        else:
+            assert (out != ref).float().mean() < 0.01, name
+            torch.testing.assert_close(out, ref, rtol=2 ** -7, atol=2 ** -16)  # a bf16 rounding
+            torch.testing.assert_close(got.float(), ref_grad.float(), rtol=0.05, atol=0.02)
+            assert _relative_norm(got, ref_grad) < 0.01, name
+
+
+def _relative_norm(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float((a.float() - b.float()).norm() / b.float().norm())
+
+
+def test_masked_softmax_runs_only_where_it_applies(fused):
+    scores = torch.randn(2, 3, 5, 5, dtype=torch.bfloat16, requires_grad=True)
+    allowed = torch.ones(2, 1, 5, 5, dtype=torch.bool)
+    assert cpu_fused.masked_softmax(scores, allowed) is None  # outside fused_softmax: the trainer's loss alone
+    with cpu_fused.fused_softmax():
+        assert cpu_fused.masked_softmax(scores, allowed) is not None
+        with cpu_fused.fused_softmax(False):  # nested: stays on
+            assert cpu_fused.masked_softmax(scores, allowed) is not None
+        with torch.no_grad():  # evaluation and generation keep PyTorch's operations
+            assert cpu_fused.masked_softmax(scores, allowed) is None
+        assert cpu_fused.masked_softmax(scores.half(), allowed) is None  # a dtype without kernels
+        assert cpu_fused.masked_softmax(scores, allowed.float()) is None  # a float mask
+        assert cpu_fused.masked_softmax(scores, torch.ones(2, 3, 5, 5, dtype=torch.bool)) is None  # per head
+        assert cpu_fused.masked_softmax(scores.transpose(-1, -2), allowed) is None  # not contiguous
+        assert cpu_fused.masked_softmax(scores[..., :4], allowed[..., :4]) is None  # not square
+    with cpu_fused.fused_softmax(False):
+        assert cpu_fused.masked_softmax(scores, allowed) is None
+
+
 @pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
 def test_trainer_with_the_fused_kernels_gives_the_loss_and_lora_gradients_without_them(fused, dtype, monkeypatch):
     """On by default on CPU; every RMSNorm, MLP and rotary call of the forward goes through a kernel, and the loss
@@ -281,8 +353,9 @@ def test_trainer_with_the_fused_kernels_gives_the_loss_and_lora_gradients_withou
     cfg = TrainConfig(epochs=1, max_steps=2, batch_size=4, max_length=256, save_steps=100, seed=3,
                       lora_dropout=0.1, dtype=dtype)
     trainer = _tiny_trainer(cfg, dtype)
-    assert trainer.kit_fused_rotary
-    calls = _count_kernel_calls(monkeypatch, {"rms_norm": "rms_norm", "swiglu": "swiglu", "rotary": "rotary"})
+    assert trainer.kit_fused_rotary and trainer.kit_fused_softmax
+    calls = _count_kernel_calls(monkeypatch, {"rms_norm": "rms_norm", "swiglu": "swiglu", "rotary": "rotary",
+                                              "masked_softmax": "masked_softmax"})
     batch, lora = _batch_and_lora(trainer)
     out = {}
     for use in (False, True):
@@ -290,7 +363,7 @@ def test_trainer_with_the_fused_kernels_gives_the_loss_and_lora_gradients_withou
         torch.manual_seed(11)  # the same dropout masks
         out[use] = _loss_and_lora_grads(trainer, batch, lora)
     layers = trainer.model.get_base_model().config.num_hidden_layers
-    assert calls == {"rms_norm": 2 * layers + 1, "swiglu": layers, "rotary": 2 * layers}
+    assert calls == {"rms_norm": 2 * layers + 1, "swiglu": layers, "rotary": 2 * layers, "masked_softmax": layers}
     assert all(g.abs().max() > 0 for g in out[False][1])
     if dtype == "float32":
         torch.testing.assert_close(out[True][0], out[False][0], rtol=1e-5, atol=1e-6)

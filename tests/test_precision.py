@@ -243,6 +243,29 @@ def _tiny_trainer(cfg, dtype, n=12):
     return build_trainer(TINY, to_dataset(masked.examples), None, cfg, sft_config(cfg, hw, "unused"), tok, hw)
 
 
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_batch_lengths_are_a_multiple_of_8_where_training_runs_bf16_on_a_cpu(dtype):
+    """bf16 on a CPU: each batch padded up to a multiple of 8 positions (oneDNN reuses its matmul kernels; see
+    train.pad_multiple), no further; fp32 (and any GPU): to the batch's longest sequence alone."""
+    from types import SimpleNamespace
+
+    from instructlab.train import CPU_BF16_PAD_MULTIPLE, pad_multiple
+
+    cfg = TrainConfig(epochs=1, max_steps=2, batch_size=3, max_length=256, save_steps=100, seed=3, dtype=dtype)
+    trainer = _tiny_trainer(cfg, dtype)
+    batches = list(trainer.get_train_dataloader())
+    assert len(batches) > 2
+    multiple = CPU_BF16_PAD_MULTIPLE if dtype == "bfloat16" else 1
+    for batch in batches:
+        length, longest = batch["input_ids"].shape[1], int(batch["attention_mask"].sum(1).max())
+        assert length % multiple == 0 and longest <= length < longest + multiple, (length, longest)
+        padded = batch["attention_mask"] == 0
+        assert (batch["labels"][padded] == -100).all()  # the padding is trained on nowhere
+    assert any(int(b["attention_mask"].sum(1).max()) % 8 for b in batches)  # the data does not hide the difference
+    gpu = SimpleNamespace(device="cuda", training_dtype=torch.bfloat16)
+    assert pad_multiple(gpu) is None
+
+
 def _batch_and_lora(trainer):
     """The trainer's first batch and its LoRA B matrices, given weights (they start at zero) so that every
     gradient is non-trivial."""

@@ -57,6 +57,20 @@ static inline float exp_f32(float x) {
     return p * scale;
 }
 
+/* 1 + the index of the last nonzero byte of a[0..n), 0 if none: where a masked-softmax row's allowed keys end
+ * (8 bytes at a time from the end: a causal row's masked half is skipped quickly) */
+static inline int64_t last_allowed(const uint8_t *a, int64_t n) {
+    int64_t hi = n;
+    while (hi >= 8) {
+        uint64_t w;
+        memcpy(&w, a + hi - 8, 8);
+        if (w) break;
+        hi -= 8;
+    }
+    while (hi > 0 && !a[hi - 1]) --hi;
+    return hi;
+}
+
 #define KERNELS(T, SUFFIX, LOAD, STORE, ROUND)                                                                      \
                                                                                                                     \
 /* transformers' LlamaRMSNorm: h = x * rsqrt(mean(x^2) + eps) in fp32, rounded to x's dtype, y = w * h; the     \
@@ -153,6 +167,91 @@ void rope_backward_##SUFFIX(const T *g, const T *cos, const T *sin, T *dx, int64
             o[k] = STORE(ROUND(g1 * LOAD(c[k])) + ROUND(g2 * LOAD(s[k + half])));                                   \
             o[k + half] = STORE(ROUND(g2 * LOAD(c[k + half])) - ROUND(g1 * LOAD(s[k])));                            \
         }                                                                                                           \
+    }                                                                                                               \
+}                                                                                                                    \
+                                                                                                                    \
+/* Attention's masked softmax over the keys (the last dimension) and its backward. scores, probs, grad, dscores: \
+ * rows x n, contiguous, rows = b * per_seq * n (a query row r belongs to sequence r / (per_seq * n) and is its    \
+ * query r % n); allowed: b x n x n bytes (1: the query may see the key). A row's probabilities are               \
+ * exp(s_j - max) / sum over its allowed keys, in fp32, rounded once, and exactly 0 on the other keys; a row with  \
+ * no allowed key is uniform (1 / n), as softmax(scores.masked_fill(~allowed, min)) gives it. The loops stop at    \
+ * the row's last allowed key: for a causal mask, half of the scores are never read. */                          \
+void masked_softmax_forward_##SUFFIX(const T *s, const uint8_t *allowed, T *p, int64_t rows, int64_t n,             \
+                                     int64_t per_seq) {                                                             \
+    _Pragma("omp parallel for schedule(static)")                                                                    \
+    for (int64_t r = 0; r < rows; ++r) {                                                                            \
+        const T *sr = s + r * n;                                                                                    \
+        const uint8_t *ar = allowed + ((r / (per_seq * n)) * n + r % n) * n;                                        \
+        T *pr = p + r * n;                                                                                          \
+        int64_t hi = last_allowed(ar, n);                                                                           \
+        if (hi == 0) {                                                                                              \
+            T u = STORE(1.0f / (float)n);                                                                           \
+            for (int64_t j = 0; j < n; ++j) pr[j] = u;                                                              \
+            continue;                                                                                               \
+        }                                                                                                           \
+        /* whole vectors of 16 keys up to the last allowed one (the masked keys among them count 0), then the rest  \
+         * of the row one key at a time where the row ends within that vector */                                    \
+        int64_t m = (hi + 15) / 16 * 16, full = m <= n ? m : n / 16 * 16, end = m <= n ? m : n;                     \
+        float top = -INFINITY, sum = 0.0f, e[m], keep[m];                                                           \
+        for (int64_t j = 0; j < end; ++j) keep[j] = (float)ar[j];                                                   \
+        float tops[16];                                                                                             \
+        for (int64_t l = 0; l < 16; ++l) tops[l] = -INFINITY;                                                       \
+        for (int64_t c = 0; c < full; c += 16) {                                                                    \
+            _Pragma("omp simd")                                                                                     \
+            for (int64_t l = 0; l < 16; ++l) {                                                                      \
+                float v = keep[c + l] > 0.0f ? LOAD(sr[c + l]) : -INFINITY;                                         \
+                tops[l] = v > tops[l] ? v : tops[l];                                                                \
+            }                                                                                                       \
+        }                                                                                                           \
+        for (int64_t l = 0; l < 16; ++l) top = tops[l] > top ? tops[l] : top;                                       \
+        for (int64_t j = full; j < end; ++j) top = keep[j] > 0.0f && LOAD(sr[j]) > top ? LOAD(sr[j]) : top;         \
+        float sums[16] = {0.0f};                                                                                    \
+        for (int64_t c = 0; c < full; c += 16) {                                                                    \
+            _Pragma("omp simd")                                                                                     \
+            for (int64_t l = 0; l < 16; ++l) { /* exp_f32 clamps its argument: a masked key's term is finite * 0 */ \
+                e[c + l] = exp_f32(LOAD(sr[c + l]) - top) * keep[c + l];                                            \
+                sums[l] += e[c + l];                                                                                \
+            }                                                                                                       \
+        }                                                                                                           \
+        for (int64_t j = full; j < end; ++j) {                                                                      \
+            e[j] = exp_f32(LOAD(sr[j]) - top) * keep[j];                                                            \
+            sum += e[j];                                                                                            \
+        }                                                                                                           \
+        for (int64_t l = 0; l < 16; ++l) sum += sums[l];                                                            \
+        float inv = 1.0f / sum;                                                                                     \
+        for (int64_t c = 0; c < full; c += 16) {                                                                    \
+            _Pragma("omp simd")                                                                                     \
+            for (int64_t l = 0; l < 16; ++l) pr[c + l] = STORE(e[c + l] * inv);                                     \
+        }                                                                                                           \
+        for (int64_t j = full; j < end; ++j) pr[j] = STORE(e[j] * inv);                                             \
+        memset(pr + end, 0, sizeof(T) * (size_t)(n - end)); /* +0.0 in both dtypes */                               \
+    }                                                                                                               \
+}                                                                                                                   \
+                                                                                                                    \
+/* and its gradient: ds_j = p_j * (g_j - sum_k g_k p_k), in fp32, rounded once; 0 where p_j is 0 (a masked key)     \
+ * and on rows with no allowed key (their uniform probabilities do not depend on the scores) */                     \
+void masked_softmax_backward_##SUFFIX(const T *g, const T *p, const uint8_t *allowed, T *ds, int64_t rows,          \
+                                      int64_t n, int64_t per_seq) {                                                 \
+    _Pragma("omp parallel for schedule(static)")                                                                    \
+    for (int64_t r = 0; r < rows; ++r) {                                                                            \
+        const T *gr = g + r * n, *pr = p + r * n;                                                                   \
+        const uint8_t *ar = allowed + ((r / (per_seq * n)) * n + r % n) * n;                                        \
+        T *dr = ds + r * n;                                                                                         \
+        int64_t hi = last_allowed(ar, n);                                                                           \
+        int64_t m = (hi + 15) / 16 * 16, full = m <= n ? m : n / 16 * 16, end = m <= n ? m : n;                     \
+        float dot = 0.0f, dots[16] = {0.0f};                                                                        \
+        for (int64_t c = 0; c < full; c += 16) {                                                                    \
+            _Pragma("omp simd")                                                                                     \
+            for (int64_t l = 0; l < 16; ++l) dots[l] += LOAD(gr[c + l]) * LOAD(pr[c + l]);                          \
+        }                                                                                                           \
+        for (int64_t j = full; j < end; ++j) dot += LOAD(gr[j]) * LOAD(pr[j]);                                      \
+        for (int64_t l = 0; l < 16; ++l) dot += dots[l];                                                            \
+        for (int64_t c = 0; c < full; c += 16) {                                                                    \
+            _Pragma("omp simd")                                                                                     \
+            for (int64_t l = 0; l < 16; ++l) dr[c + l] = STORE(LOAD(pr[c + l]) * (LOAD(gr[c + l]) - dot));          \
+        }                                                                                                           \
+        for (int64_t j = full; j < end; ++j) dr[j] = STORE(LOAD(pr[j]) * (LOAD(gr[j]) - dot));                      \
+        memset(dr + end, 0, sizeof(T) * (size_t)(n - end));                                                         \
     }                                                                                                               \
 }
 
