@@ -26,7 +26,9 @@ and the rotary embedding run compiled kernels without gradients, with PyTorch's 
 element-wise: :func:`decode_attention`, a decoding step's attention for the whole batch in one call, each
 sequence alone on its keys (``cpu_kernels.batch_invariant``'s attention runs it on bf16); it rounds its own way,
 not SDPA's, so switching the kernels off changes some bf16 answers (each path gives the same answers at any
-batch size).
+batch size). In training, :func:`masked_softmax` computes the short attention's masked softmax (forward and
+backward, each row up to its last allowed key) while :func:`fused_softmax` is active: the kit's trainer enters
+it around its loss.
 """
 
 from __future__ import annotations
@@ -442,6 +444,9 @@ class _MaskedSoftmaxFused(torch.autograd.Function):
         return out, None, None
 
 
+_SOFTMAX_MAX_KEYS = 8192  # the kernel keeps a row's terms on its thread's stack (2 floats a key)
+
+
 class _SoftmaxSwitch(threading.local):
     on = False
 
@@ -465,7 +470,7 @@ def masked_softmax(scores: torch.Tensor, allowed: torch.Tensor) -> torch.Tensor 
     """Attention's ``softmax(scores.masked_fill(~allowed, min))`` over the keys, forward and backward in one pass
     each (``masked_softmax_*`` in ``csrc/cpu_fused.c``), or None where it does not apply (then compute it
     otherwise): outside :func:`fused_softmax`, no graph being recorded, not CPU bf16/fp32, or shapes it does not
-    take.
+    take (more than 8,192 keys among them; the kit's short attention stops at 256).
 
     Each row is reduced in fp32 and rounded once, as PyTorch's softmax is (its ``exp`` is the kernels' own, within 2
     ulp of ``expf``, so some probabilities differ from PyTorch's by a bf16 rounding); a masked key's probability
@@ -485,7 +490,7 @@ def masked_softmax(scores: torch.Tensor, allowed: torch.Tensor) -> torch.Tensor 
     if allowed.dim() == 2 and scores.dim() >= 3:  # one mask for every sequence (a causal mask without padding)
         allowed = allowed.view((1,) * (scores.dim() - 2) + allowed.shape).expand(
             (scores.shape[0],) + (1,) * (scores.dim() - 3) + allowed.shape)
-    if (lib is None or scores.dim() < 3 or scores.shape[-2] != n or not scores.is_contiguous()
+    if (lib is None or scores.dim() < 3 or scores.shape[-2] != n or n > _SOFTMAX_MAX_KEYS or not scores.is_contiguous()
             or allowed.dtype != torch.bool or allowed.dim() != scores.dim() or allowed.shape[0] != scores.shape[0]
             or allowed.shape[-2:] != scores.shape[-2:] or any(x != 1 for x in allowed.shape[1:-2])):
         return None

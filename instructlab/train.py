@@ -689,12 +689,13 @@ def pad_multiple(hw: Any) -> int | None:
     :data:`CPU_BF16_PAD_MULTIPLE` where training runs bf16 on a CPU, else None (each batch padded to its longest
     sequence alone).
 
-    PyTorch runs CPU bf16 matmuls through oneDNN, which builds (compiles) a kernel for each new matmul shape, 1 to 13
-    ms each, and keeps the last 1,024 it built. Length-grouped batches give nearly every step a new length, so
-    about 25 new kernels a step for SmolLM2, more than the cache keeps across an epoch: 67 ms of a step's 0.8 to 1
-    s (measured with ``ONEDNN_VERBOSE=profile_create``, 60 steps on Kestrel). Lengths rounded up to a multiple of
-    8 take 31 values on Kestrel's training set instead of 202, all kept, for 2.1% more positions (padding, masked
-    out of attention and loss). fp32 matmuls go to another library without that cost: no padding there.
+    PyTorch runs CPU bf16 matmuls through oneDNN, which builds (compiles) a kernel for each new matmul shape (1.7
+    to 3.4 ms each on average in a SmolLM2 step) and keeps the last 1,024 it built. Length-grouped batches give
+    nearly every step a new length, so about 25 new kernels a step for SmolLM2, more than the cache keeps across
+    an epoch: 67 ms of a step's 0.8 to 1 s (measured with ``ONEDNN_VERBOSE=profile_create``, 60 steps on
+    Kestrel). Lengths rounded up to a multiple of 8 take 31 values on Kestrel's training set instead of 202, all
+    kept, for 2.1% more positions (padding, masked out of attention and loss). fp32 matmuls go to another
+    library without that cost: no padding there.
     """
     import torch
 
