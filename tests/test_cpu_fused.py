@@ -213,15 +213,25 @@ def test_a_target_this_cpu_cannot_run_is_refused_before_building(tmp_path, monke
 
 @pytest.mark.skipif(platform.machine() not in ("x86_64", "AMD64"), reason="haswell is an x86 target")
 def test_an_avx2_build_computes_what_the_native_build_computes(fused, tmp_path, monkeypatch):
-    """The code a CPU with AVX2 alone runs (``-march=haswell``), built and run on this machine: SwiGLU and the
-    decoding attention the same bits as the native build, RMSNorm a bf16 rounding apart on rare elements at most
+    """The code a CPU with AVX2 alone runs (``-march=haswell``), built and run on this machine: SwiGLU, the
+    decoding attention and the masked softmax the same bits as the native build, RMSNorm a bf16 rounding apart on rare elements at most
     (its row sums are vectorized at another width); the status line says which target was built."""
     g = torch.Generator().manual_seed(0)
     x = torch.randn(6, 40, 64, dtype=torch.bfloat16, generator=g).requires_grad_()
     up = torch.randn(6, 40, 64, dtype=torch.bfloat16, generator=g)
     w = torch.randn(64, dtype=torch.bfloat16, generator=g)
     case = _decode_case(slots=120)
+    scores = torch.randn(2, 3, 2, 37, 37, dtype=torch.bfloat16, generator=g).requires_grad_()
+    allowed = _attention_masks(2, 37)["dead rows"]
+
+    def softmax_and_grad():
+        with cpu_fused.fused_softmax():
+            probs = cpu_fused.masked_softmax(scores * 1, allowed)
+        (grad,) = torch.autograd.grad(probs, scores, probs * 3)
+        return probs.detach(), grad
+
     native = cpu_fused.swiglu(x, up), cpu_fused.rms_norm(x, w, 1e-5), cpu_fused.decode_attention(*case[:3], cpu_fused.decode_bounds(*case[3:]), 0.125)
+    native_softmax = softmax_and_grad()
     monkeypatch.setenv(models.CACHE_ENV, str(tmp_path))
     monkeypatch.setenv(cpu_fused.MARCH_ENV, "haswell")
     cpu_fused._load.cache_clear()
@@ -232,6 +242,7 @@ def test_an_avx2_build_computes_what_the_native_build_computes(fused, tmp_path, 
         assert torch.equal(cpu_fused.swiglu(x, up), native[0])
         _close(cpu_fused.rms_norm(x, w, 1e-5), native[1], torch.bfloat16, exact=False)
         assert torch.equal(cpu_fused.decode_attention(*case[:3], cpu_fused.decode_bounds(*case[3:]), 0.125), native[2])  # no reassociation: the same bits
+        assert all(torch.equal(a, b) for a, b in zip(softmax_and_grad(), native_softmax))  # lanes summed alike
     finally:
         cpu_fused._load.cache_clear()
 
