@@ -9,7 +9,7 @@ alike. Prints each pass's time, the medians and their ratio (off / on: above 1 m
 the same for the process's CPU time.
 
     .venv/bin/python benchmarks/kernel_ab.py [--kernel dropout|dropout-draw|attention|lora|fused|softmax] [--reps 12]
-                                             [--all-linear]
+                                             [--all-linear] [--longest]
 
 Kernels: ``dropout`` (``FastDropout`` against ``nn.Dropout``), ``dropout-draw`` (``FastDropout``, which draws the
 dropped positions, against its previous version, a mask of 16-bit random lanes: :class:`LaneMaskDropout`), ``attention`` (``short_attention_forward``
@@ -128,6 +128,9 @@ def main(argv=None) -> None:
     p.add_argument("--batch-size", type=int, default=4)
     p.add_argument("--pool", type=int, default=256)
     p.add_argument("--all-linear", action="store_true", help="LoRA on every linear layer instead of q/v")
+    p.add_argument("--longest", action="store_true",
+                   help="the pool's longest batch instead of the first (with --kernel attention: a batch longer "
+                        "than the fp32 limit of the short attention, which bf16 takes)")
     a = p.parse_args(argv)
 
     from transformers.utils import logging as hf_logging
@@ -140,7 +143,9 @@ def main(argv=None) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         trainer, _ = tt.build("c", model_name, examples, a.batch_size, 1, Path(tmp), tt.lora_targets(a.all_linear))
     trainer.model.train()
-    batch = trainer._prepare_inputs(next(iter(trainer.get_train_dataloader())))
+    batches = iter(trainer.get_train_dataloader())
+    batch = max(batches, key=lambda b: b["input_ids"].shape[1]) if a.longest else next(batches)
+    batch = trainer._prepare_inputs(batch)
     real = int(batch["attention_mask"].sum()) if "attention_mask" in batch else batch["input_ids"].numel()
 
     def one_pass(on: bool) -> tuple[float, float]:
@@ -164,7 +169,8 @@ def main(argv=None) -> None:
                 times[on].append(wall)
                 cpu[on].append(used)
     print(f"kernel {a.kernel}: set-up (c), LoRA on {'/'.join(t.split('_')[0] for t in tt.lora_targets(a.all_linear))}, "
-          f"batch {a.batch_size} ({real} real tokens), {models.device_settings().description}")
+          f"batch {a.batch_size} ({real} real tokens, {batch['input_ids'].shape[1]} long), "
+          f"{models.device_settings().description}")
     if a.kernel == "fused":
         from instructlab import cpu_fused
 

@@ -400,7 +400,17 @@ def _head_layout(query: torch.Tensor, key: torch.Tensor, scaling: float | None) 
 
 
 SHORT_ATTENTION = "kit_cpu_short"  # the attention implementation's name, registered with transformers
-SHORT_LENGTH = 256  # longest sequence the batched-matmul attention takes; longer ones go to SDPA (measured)
+# The longest sequence the batched-matmul attention takes, by the scores' precision; longer ones go to SDPA.
+# Both measured (benchmarks/attention_length.py, one layer forward and backward, batch 4, SmolLM2's and
+# Gemma-3's heads): in bf16 it beats PyTorch's flash attention 1.4-2.3x up to 640 tokens (AMX machine); in fp32
+# the two cross between 256 and 384 tokens on SmolLM2's heads.
+SHORT_LENGTH = 256  # fp32 (and any precision other than bf16)
+SHORT_LENGTH_BF16 = 512
+
+
+def short_length(dtype: torch.dtype) -> int:
+    """The longest sequence :func:`short_attention_forward` takes in ``dtype`` (see :data:`SHORT_LENGTH`)."""
+    return SHORT_LENGTH_BF16 if dtype == torch.bfloat16 else SHORT_LENGTH
 
 
 class _MaskedSoftmax(torch.autograd.Function):
@@ -436,8 +446,9 @@ def short_attention_forward(module: torch.nn.Module, query: torch.Tensor, key: t
 
     PyTorch's CPU flash-attention kernel (what SDPA picks on CPU) runs at a few percent of the matmul rate on
     sequences of a few hundred tokens, and slower still in bf16: its backward was 16% of a Kestrel training step.
-    For a sequence of at most :data:`SHORT_LENGTH` tokens this computes the same attention with bf16 matmuls
-    (grouped-query heads share their key/value head without copying it) and a softmax reduced in fp32, as
+    For a sequence of at most :func:`short_length` tokens (512 in bf16, 256 in fp32) this computes the same
+    attention with bf16 matmuls (grouped-query heads share their key/value head without copying it) and a softmax
+    reduced in fp32, as
     transformers' ``eager`` attention does (its probabilities rounded to bf16 once; see below); longer sequences, and anything else (a cache, dropout, soft-capping, a
     float or per-head mask, cross-attention), go to transformers' SDPA function unchanged.
 
@@ -449,7 +460,7 @@ def short_attention_forward(module: torch.nn.Module, query: torch.Tensor, key: t
 
     length = query.shape[2]
     causal = is_causal if is_causal is not None else getattr(module, "is_causal", True)
-    plain = (query.device.type == "cpu" and causal and 1 < length <= SHORT_LENGTH and key.shape[2] == length
+    plain = (query.device.type == "cpu" and causal and 1 < length <= short_length(query.dtype) and key.shape[2] == length
              and dropout == 0 and kwargs.get("softcap") is None and kwargs.get("position_bias") is None
              and kwargs.get("cache") is None
              and (attention_mask is None or (attention_mask.dtype == torch.bool and attention_mask.shape[1] == 1)))

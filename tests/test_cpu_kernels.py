@@ -436,15 +436,23 @@ def test_short_attention_sends_long_sequences_decoding_and_extras_to_sdpa(monkey
     monkeypatch.setattr(sdpa, "sdpa_attention_forward", lambda *a, **kw: calls.append(a[1].shape) or ("sdpa", None))
     module, q, k, v, mask = _attention_case(ck.SHORT_LENGTH + 1, torch.float32, b=1)
     assert ck.short_attention_forward(module, q, k, v, mask)[0] == "sdpa"  # too long
+    module, q, k, v, mask = _attention_case(ck.SHORT_LENGTH_BF16 + 1, torch.bfloat16, b=1)
+    assert ck.short_attention_forward(module, q, k, v, mask)[0] == "sdpa"  # too long in bf16
+    module, q, k, v, mask = _attention_case(ck.SHORT_LENGTH + 1, torch.float32, b=1)
     assert ck.short_attention_forward(module, q[:, :, -1:], k, v, mask[:, :, -1:])[0] == "sdpa"  # decoding
     module, q, k, v, mask = _attention_case(16, torch.float32, b=1)
     assert ck.short_attention_forward(module, q, k, v, mask, dropout=0.1)[0] == "sdpa"
     assert ck.short_attention_forward(module, q, k, v, mask, softcap=30.0)[0] == "sdpa"
     assert ck.short_attention_forward(module, q, k, v, mask.float())[0] == "sdpa"  # an additive mask
     assert ck.short_attention_forward(module, q, k, v, mask.expand(1, 6, 16, 16))[0] == "sdpa"  # a mask per head
-    assert len(calls) == 6
+    assert len(calls) == 7
     out, _ = ck.short_attention_forward(module, q, k, v, mask)
-    assert isinstance(out, torch.Tensor) and len(calls) == 6
+    assert isinstance(out, torch.Tensor) and len(calls) == 7
+    # bf16 takes longer sequences than fp32 (benchmarks/attention_length.py): between the two limits, bf16 only
+    assert ck.SHORT_LENGTH < ck.SHORT_LENGTH_BF16 and ck.short_length(torch.float16) == ck.SHORT_LENGTH
+    module, q, k, v, mask = _attention_case(ck.SHORT_LENGTH_BF16, torch.bfloat16, b=1)
+    out, _ = ck.short_attention_forward(module, q, k, v, mask)
+    assert isinstance(out, torch.Tensor) and len(calls) == 7
 
 
 def test_short_attention_a_row_with_nothing_to_attend_to_gives_no_nan():
