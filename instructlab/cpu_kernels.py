@@ -402,8 +402,9 @@ def _head_layout(query: torch.Tensor, key: torch.Tensor, scaling: float | None) 
 SHORT_ATTENTION = "kit_cpu_short"  # the attention implementation's name, registered with transformers
 # The longest sequence the batched-matmul attention takes, by the scores' precision; longer ones go to SDPA.
 # Both measured (benchmarks/attention_length.py, one layer forward and backward, batch 4, SmolLM2's and
-# Gemma-3's heads): in bf16 it beats PyTorch's flash attention 1.4-2.3x up to 640 tokens (AMX machine); in fp32
-# the two cross between 256 and 384 tokens on SmolLM2's heads.
+# Gemma-3's heads): in bf16 it beats PyTorch's flash attention 1.4-2.7x up to 640 tokens (AMX machine); in fp32
+# the two cross between 256 and 384 tokens on SmolLM2's heads. 512 keeps the bf16 probabilities' memory moderate
+# (18 MB a layer for SmolLM2 at batch 4).
 SHORT_LENGTH = 256  # fp32 (and any precision other than bf16)
 SHORT_LENGTH_BF16 = 512
 
@@ -448,9 +449,9 @@ def short_attention_forward(module: torch.nn.Module, query: torch.Tensor, key: t
     sequences of a few hundred tokens, and slower still in bf16: its backward was 16% of a Kestrel training step.
     For a sequence of at most :func:`short_length` tokens (512 in bf16, 256 in fp32) this computes the same
     attention with bf16 matmuls (grouped-query heads share their key/value head without copying it) and a softmax
-    reduced in fp32, as
-    transformers' ``eager`` attention does (its probabilities rounded to bf16 once; see below); longer sequences, and anything else (a cache, dropout, soft-capping, a
-    float or per-head mask, cross-attention), go to transformers' SDPA function unchanged.
+    reduced in fp32, as transformers' ``eager`` attention does (its probabilities rounded to bf16 once; see
+    below); longer sequences, and anything else (a cache, dropout, soft-capping, a float or per-head mask,
+    cross-attention), go to transformers' SDPA function unchanged.
 
     The signature is transformers' attention-function interface; :func:`use_short_attention` installs it.
     """
