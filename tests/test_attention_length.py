@@ -3,7 +3,6 @@
 import importlib.util
 from pathlib import Path
 
-
 _PATH = Path(__file__).resolve().parent.parent / "benchmarks" / "attention_length.py"
 _spec = importlib.util.spec_from_file_location("attention_length", _PATH)
 attention_length = importlib.util.module_from_spec(_spec)
