@@ -470,7 +470,8 @@ def masked_softmax(scores: torch.Tensor, allowed: torch.Tensor) -> torch.Tensor 
     """Attention's ``softmax(scores.masked_fill(~allowed, min))`` over the keys, forward and backward in one pass
     each (``masked_softmax_*`` in ``csrc/cpu_fused.c``), or None where it does not apply (then compute it
     otherwise): outside :func:`fused_softmax`, no graph being recorded, not CPU bf16/fp32, or shapes it does not
-    take (more than 8,192 keys among them; the kit's short attention stops at 256).
+    take (more than 8,192 keys among them; the kit's short attention stops at
+    ``cpu_kernels.short_length``: 512 in bf16, 256 in fp32).
 
     Each row is reduced in fp32 and rounded once, as PyTorch's softmax is (its ``exp`` is the kernels' own, within 2
     ulp of ``expf``, so some probabilities differ from PyTorch's by a bf16 rounding); a masked key's probability
