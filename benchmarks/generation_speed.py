@@ -26,7 +26,9 @@ counts the new tokens of the answers (not padding). Runs, in the precision ``mod
   PyTorch's SDPA, one call per sequence, instead of the compiled kernel (``cpu_fused.decode_attention``): the
   kernel's gain. Both are batch-invariant, but they round differently, so their answers differ in places.
 
-Also printed: the bf16 and fp32 matmul rates of this CPU, measured in the same run. ``--out`` writes the
+Also printed: the bf16 and fp32 matmul rates of this CPU, measured in the same run, and the share of the batched
+run's time spent inside the model's forward (the rest is ``generate``'s own loop: what a decoding loop of the kit's
+own could save at most). ``--out`` writes the
 numbers as JSON. ``--profile`` then runs the first batch once more in each precision under ``torch.profiler``
 and prints the operations that took the most CPU time, with their call counts (where the time of a decoding
 step goes: matmul calls, attention calls, the rest).
@@ -111,6 +113,21 @@ def main(argv=None) -> dict:
         return sum(len(tok(a, add_special_tokens=False)["input_ids"]) + 1 for a in texts)
 
     seconds = {(r[0], r[1]): 0.0 for r in runs_}
+    # Time inside each model's top-level forward too: the rest of a run is the generate loop's own work
+    # (padding, the cache's bookkeeping, choosing the next token, stopping, decoding the text).
+    # Hooks, not a wrapper around ``forward``: generate reads forward's signature to choose its arguments.
+    in_forward, running, started = dict.fromkeys(seconds, 0.0), [None], [0.0]
+
+    def forward_starts(module, args):
+        started[0] = time.perf_counter()
+
+    def forward_ends(module, args, output):
+        if running[0] is not None:
+            in_forward[running[0]] += time.perf_counter() - started[0]
+
+    for m in lm.values():
+        m.register_forward_pre_hook(forward_starts)
+        m.register_forward_hook(forward_ends)
     # Interleaved, chunk by chunk, rotating which goes first, so that a change in the load of a shared
     # machine hits every measurement alike instead of whichever happened to run last.
     # Later rounds repeat the batched runs (the slow one-by-one runs once) and their times add up; every round
@@ -123,9 +140,11 @@ def main(argv=None) -> dict:
             for name, dtype, fn, kw in runs_[shift:] + runs_[:shift]:
                 if r and name == "one_by_one":
                     continue
+                running[0] = (name, dtype)
                 t0 = time.perf_counter()
                 got = fn(lm[dtype], tok, chunk, max_new_tokens=args.max_new_tokens, progress=False, **kw)
                 seconds[(name, dtype)] += time.perf_counter() - t0
+                running[0] = None
                 tokens[(name, dtype)] += new_tokens(got)
                 if not r:
                     answers[(name, dtype)] += got
@@ -143,13 +162,17 @@ def main(argv=None) -> dict:
               "matmul_gflops": {k: round(v, 1) for k, v in peaks.items()},
               "batched_seconds": round(seconds[b], 2), "batched_tokens_per_s": round(rate(b), 1),
               "one_by_one_seconds": round(seconds[s], 2), "one_by_one_tokens_per_s": round(rate(s), 1),
-              "ratio": round(rate(b) / rate(s), 2), "identical_answers": same(b, s)}
+              "ratio": round(rate(b) / rate(s), 2), "identical_answers": same(b, s),
+              "batched_forward_share": round(in_forward[b] / seconds[b], 4)}
     print(f"{args.model} on {settings.description}, {result['threads']} torch threads: {len(records)} prompts, "
           f"max_new_tokens={args.max_new_tokens}, batched runs x{result['rounds']} (seconds added up)")
     print(f"  matmul 1024^3: bf16 {peaks['bfloat16']:.1f} GFLOP/s, fp32 {peaks['float32']:.1f} GFLOP/s; "
           f"path: {chosen}")
     print(f"  {chosen} batched (batch {args.batch_size}): {seconds[b]:7.1f} s  {rate(b):8.1f} tokens/s")
     print(f"  {chosen} one by one:          {seconds[s]:7.1f} s  {rate(s):8.1f} tokens/s")
+    print(f"  {chosen} batched, inside the model's forward: {in_forward[b]:.1f} s = {in_forward[b] / seconds[b]:.1%}; "
+          f"the generate loop's own work (padding, cache bookkeeping, next token, stopping, decoding the text): "
+          f"{1 - in_forward[b] / seconds[b]:.1%}")
     if ("batched", "float32") in answers and chosen != "float32":
         f = ("batched", "float32")
         print(f"  float32 batched (batch {args.batch_size}): {seconds[f]:7.1f} s  {rate(f):8.1f} tokens/s")
