@@ -10,7 +10,7 @@ rank-r matmuls, the attention's batched matmuls, element-wise work on attention 
 time and over the matmuls' time alone (the share the step would reach if everything else were free); in bf16,
 the same against the 2048^3 rate too (on AMX, oneDNN runs 1024^3 on one core and 2048^3 on all of them).
 
-    .venv/bin/python benchmarks/step_profile.py [--setup c] [--steps 10] [--all-linear] [--profile]
+    .venv/bin/python benchmarks/step_profile.py [--setup c] [--steps 10] [--all-linear] [--profile [--shapes 6]]
 
 Uninterrupted steps are faster than the throughput benchmark's, whose set-ups take turns (each step follows
 another set-up's step or a matmul measurement); compare two commits with the same command, one after the other.
@@ -62,6 +62,8 @@ def main(argv=None) -> None:
     p.add_argument("--all-linear", action="store_true", help="LoRA on every linear layer instead of q/v")
     p.add_argument("--profile", action="store_true", help="profile steps 4 to steps-1 and print the table")
     p.add_argument("--rows", type=int, default=30, help="table rows")
+    p.add_argument("--shapes", type=int, default=0, metavar="N",
+                   help="with --profile, also list the input shapes of the N costliest operators that are not matmuls")
     a = p.parse_args(argv)
     if a.profile and a.steps < 5:
         p.error("--profile needs --steps 5 or more (steps 1 to 3 warm up)")
@@ -110,7 +112,8 @@ def main(argv=None) -> None:
     vocab = trainer.model.get_base_model().get_output_embeddings().weight.shape[0]
     per_kind: dict[str, float] = collections.defaultdict(float)
     calls: dict[str, float] = collections.defaultdict(float)
-    for event in prof.key_averages(group_by_input_shape=True):
+    by_shape = prof.key_averages(group_by_input_shape=True)
+    for event in by_shape:
         per_kind[kind(event, vocab)] += event.self_cpu_time_total / 1000 / steps
         calls[kind(event, vocab)] += event.count / steps
     total = sum(per_kind.values())
@@ -120,6 +123,12 @@ def main(argv=None) -> None:
         print(f"{name:44s} {ms:8.1f} {ms / total:6.1%} {calls[name]:7.0f}")
     matmul = sum(ms for name, ms in per_kind.items() if name.startswith("matmul"))
     print(f"{'all matmuls':44s} {matmul:8.1f} {matmul / total:6.1%}")
+    others = [name for name, _ in sorted(per_kind.items(), key=lambda kv: -kv[1]) if not name.startswith("matmul")]
+    for name in others[:a.shapes]:  # which tensors an operator's time goes to: where it comes from in the model
+        events = sorted((e for e in by_shape if kind(e, vocab) == name), key=lambda e: -e.self_cpu_time_total)
+        print(f"{name}, by input shapes (ms/step, calls/step):")
+        for e in events[:5]:
+            print(f"    {e.self_cpu_time_total / 1000 / steps:7.1f} {e.count / steps:7.1f}  {e.input_shapes}")
     # The step's useful FLOPs (train_throughput.py's count) over its profiled time, and over its matmuls' time
     # alone: the share of the 1024^3 matmul rate the step would reach if everything but the matmuls were free.
     done = step_tokens[profiled.start - 1:profiled.stop - 1]
