@@ -12,7 +12,8 @@ bytes of fp32, so where both read at the same rate the linear layers' ratio is a
 * a plain read of the same bytes (the integer maximum over the weights' memory: no arithmetic to speak of).
 
 The dtypes run interleaved, round by round, so that a shared machine's load hits both alike; it prints the
-medians, the weights' GB/s, and the bf16 / fp32 ratio of the linear layers.
+medians, the weights' GB/s, the process's CPU time over the wall time (about 2 where both cores work), and the
+bf16 / fp32 ratio of the linear layers.
 
     .venv/bin/python benchmarks/decode_bandwidth.py              # 16 rows (the benchmark's batch), 7 rounds
     .venv/bin/python benchmarks/decode_bandwidth.py --rows 1 32 --rounds 9
@@ -89,20 +90,23 @@ def main(argv=None) -> dict:
                 "fp32 linear": (linear_calls(ws[torch.float32], rows, False), size[torch.float32]),
                 "bf16 read": (plain_read(ws[torch.bfloat16]), size[torch.bfloat16]),
                 "fp32 read": (plain_read(ws[torch.float32]), size[torch.float32])}
-        times = {name: [] for name in runs}
+        times, cpu = {name: [] for name in runs}, {name: [] for name in runs}
         for fn, _ in runs.values():  # warm-up: first touches, oneDNN's kernels built
             fn()
         for r in range(a.rounds):
             order = list(runs) if r % 2 == 0 else list(runs)[::-1]
             for name in order:
-                t = time.perf_counter()
+                c, t = time.process_time(), time.perf_counter()
                 runs[name][0]()
                 times[name].append(time.perf_counter() - t)
+                cpu[name].append(time.process_time() - c)
         med = {name: statistics.median(v) for name, v in times.items()}
         rate = {name: runs[name][1] / med[name] / 1e9 for name in runs}
         print(f"\n{rows} rows a call, median of {a.rounds} rounds:")
         for name in runs:
-            print(f"  {name:12s} {med[name] * 1e3:8.2f} ms a step  {rate[name]:6.1f} GB/s of weights")
+            cores = sum(cpu[name]) / sum(times[name])  # ~1: one thread did the work; ~2: two did
+            print(f"  {name:12s} {med[name] * 1e3:8.2f} ms a step  {rate[name]:6.1f} GB/s of weights  "
+                  f"CPU time / wall time {cores:.2f}")
         ratio = med["fp32 linear"] / med["bf16 linear"]
         print(f"  bf16 / fp32, the linear layers: {ratio:.2f}x; each reads its weights at "
               f"{rate['bf16 linear'] / rate['bf16 read']:.0%} (bf16) and {rate['fp32 linear'] / rate['fp32 read']:.0%} "
