@@ -9,6 +9,8 @@ bytes of fp32, so where both read at the same rate the linear layers' ratio is a
 
 * bf16 through the kit's generation path (oneDNN's prepacked linear, as ``cpu_kernels.batch_invariant`` runs it
   where it gives ``F.linear``'s bits; else ``F.linear``), and fp32 through ``F.linear`` (the fp32 path's);
+* where ``cpu_fused.amx_matches_plain`` (an AMX CPU) and at up to 16 rows, bf16 through the kit's AMX kernel
+  (``cpu_fused.amx_linear``), which the kit's generation runs for a decoding step's blocks there;
 * a plain read of the same bytes (the integer maximum over the weights' memory: no arithmetic to speak of).
 
 The dtypes run interleaved, round by round, so that a shared machine's load hits both alike; it prints the
@@ -59,6 +61,21 @@ def linear_calls(ws: list[torch.Tensor], rows: int, packed: bool):
     return step
 
 
+def amx_calls(ws: list[torch.Tensor], rows: int):
+    """The same through the kit's AMX kernel (``cpu_fused.amx_linear``, the weights laid out once), as
+    ``cpu_kernels.batch_invariant`` runs a decoding step's blocks where ``cpu_fused.amx_matches_plain``."""
+    from instructlab import cpu_fused
+
+    g = torch.Generator().manual_seed(1)
+    xs = [torch.randn(rows, w.shape[1], generator=g).to(w.dtype) for w in ws]
+    packs = [cpu_fused.amx_pack(w) for w in ws]
+
+    def step():
+        for x, p in zip(xs, packs):
+            cpu_fused.amx_linear(x, p)
+    return step
+
+
 def plain_read(ws: list[torch.Tensor]):
     flat = [w.view(torch.int16) if w.dtype == torch.bfloat16 else w.view(torch.int32) for w in ws]
 
@@ -78,7 +95,10 @@ def main(argv=None) -> dict:
     from instructlab import cpu_kernels, models
 
     print(f"{models.device_settings().description}; {torch.get_num_threads()} torch threads")
+    from instructlab import cpu_fused
+
     packed = cpu_kernels._packing_matches_plain()
+    amx = cpu_fused.amx_matches_plain() and all(cpu_fused.amx_fits(w) for w in weights(1, torch.bfloat16))
     ws = {d: weights(a.layers, d) for d in (torch.bfloat16, torch.float32)}
     size = {d: sum(w.numel() * w.element_size() for w in v) for d, v in ws.items()}
     print(f"{a.layers} layers of SmolLM2's decoding linear shapes: {size[torch.bfloat16] / 1e6:.0f} MB of weights in "
@@ -88,6 +108,8 @@ def main(argv=None) -> dict:
     for rows in a.rows:
         runs = {"bf16 linear": (linear_calls(ws[torch.bfloat16], rows, packed), size[torch.bfloat16]),
                 "fp32 linear": (linear_calls(ws[torch.float32], rows, False), size[torch.float32]),
+                **({"bf16 kit AMX": (amx_calls(ws[torch.bfloat16], rows), size[torch.bfloat16])}
+                   if amx and rows <= 16 else {}),
                 "bf16 read": (plain_read(ws[torch.bfloat16]), size[torch.bfloat16]),
                 "fp32 read": (plain_read(ws[torch.float32]), size[torch.float32])}
         times, cpu = {name: [] for name in runs}, {name: [] for name in runs}
@@ -111,6 +133,9 @@ def main(argv=None) -> dict:
         print(f"  bf16 / fp32, the linear layers: {ratio:.2f}x; each reads its weights at "
               f"{rate['bf16 linear'] / rate['bf16 read']:.0%} (bf16) and {rate['fp32 linear'] / rate['fp32 read']:.0%} "
               f"(fp32) of a plain read's rate")
+        if "bf16 kit AMX" in runs:
+            print(f"  the kit's AMX kernel: {med['bf16 linear'] / med['bf16 kit AMX']:.2f}x oneDNN's bf16 call, "
+                  f"{med['fp32 linear'] / med['bf16 kit AMX']:.2f}x fp32")
         results[rows] = {"ms": {k: round(v * 1e3, 3) for k, v in med.items()},
                          "gb_per_s": {k: round(v, 2) for k, v in rate.items()}, "linear_ratio": round(ratio, 3)}
     return results

@@ -20,11 +20,14 @@ counts the new tokens of the answers (not padding). Runs, in the precision ``mod
   batch-invariant kernels (PyTorch's own batched attention and matmuls; answers may then depend on the batch):
   what those kernels allow at best, so how much of the bf16 / fp32 ratio batch invariance costs.
   ``--without-speedups`` adds the kit's bf16 batched path with its two bit-identical speed-ups off (the weights
-  packed once for oneDNN inside ``batch_invariant``, and ``cpu_fused.fused_generation``'s RMSNorm, SwiGLU and
-  rotary kernels; the compiled decoding attention stays): their measured gain, and a check that the answers
+  packed once for oneDNN or for the AMX kernel inside ``batch_invariant``, and ``cpu_fused.fused_generation``'s
+  RMSNorm, SwiGLU and rotary kernels; the compiled decoding attention stays): their measured gain, and a check that the answers
   are the same. ``--sdpa-decoding`` adds the kit's bf16 batched path with the decoding steps' attention by
   PyTorch's SDPA, one call per sequence, instead of the compiled kernel (``cpu_fused.decode_attention``): the
   kernel's gain. Both are batch-invariant, but they round differently, so their answers differ in places.
+  ``--without-amx`` adds the kit's bf16 batched path with oneDNN's call for the decoding steps' linear layers
+  instead of the kit's AMX kernel (``cpu_fused.amx_linear``, used where its probe finds ``F.linear``'s bits): the
+  kernel's gain, and a check that the answers are the same.
 
 Also printed: the bf16 and fp32 matmul rates of this CPU, measured in the same run, and the share of the batched
 run's time spent inside the model's forward (the rest is ``generate``'s own loop: what a decoding loop of the kit's
@@ -64,6 +67,9 @@ def main(argv=None) -> dict:
                     help="where the path is bf16, also time batched generation with the decoding steps' attention by "
                          "PyTorch's SDPA, one call per sequence (the kit's path before its compiled decoding kernel; "
                          "other answers expected, each path batch-invariant)")
+    ap.add_argument("--without-amx", action="store_true",
+                    help="where the path is bf16, also time batched generation with oneDNN's call for the decoding "
+                         "steps' linear layers instead of the kit's AMX kernel (same answers expected)")
     ap.add_argument("--rounds", type=int, default=1,
                     help="repeat the interleaved batched runs this many times (one-by-one runs once) and add up their "
                          "times: on a shared host whose load comes in bursts, 3 gives steadier ratios")
@@ -107,6 +113,8 @@ def main(argv=None) -> dict:
         runs_.append(("without_speedups", chosen, without_speedups, {"batch_size": args.batch_size}))
     if chosen != "float32" and args.sdpa_decoding:
         runs_.append(("sdpa_decoding", chosen, sdpa_decoding, {"batch_size": args.batch_size}))
+    if chosen != "float32" and args.without_amx:
+        runs_.append(("without_amx", chosen, without_amx, {"batch_size": args.batch_size}))
     answers = {(r[0], r[1]): [] for r in runs_}
 
     def new_tokens(texts):  # the answers' new tokens, +1 per answer for its stop token
@@ -210,6 +218,13 @@ def main(argv=None) -> dict:
               f"{rate(b) / rate(a):.2f}x faster; identical answers {same(a, b)}/{len(records)} (other bf16 roundings)")
         result.update(sdpa_decoding_tokens_per_s=round(rate(a), 1), sdpa_decoding_vs_fp32_batched=round(rate(a) / rate(f), 2),
                       decode_kernel_gain=round(rate(b) / rate(a), 2), sdpa_decoding_identical_answers=same(a, b))
+    if ("without_amx", chosen) in answers:
+        w = ("without_amx", chosen)
+        print(f"  {chosen} batched with oneDNN's call for the decoding steps' linear layers: {seconds[w]:7.1f} s  "
+              f"{rate(w):8.1f} tokens/s; the AMX kernel {rate(b) / rate(w):.2f}x faster, identical answers "
+              f"{same(w, b)}/{len(records)}")
+        result.update(without_amx_tokens_per_s=round(rate(w), 1), amx_gain=round(rate(b) / rate(w), 2),
+                      without_amx_identical_answers=same(w, b))
     if args.profile:
         for dtype in dtypes:
             with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
@@ -242,7 +257,19 @@ def without_speedups(model, tokenizer, records, **kwargs):
     from instructlab.generate import generate_answers
 
     with (mock.patch.object(cpu_kernels, "_packing_matches_plain", lambda: False),
+          mock.patch.object(cpu_fused, "amx_matches_plain", lambda: False),
           mock.patch.object(cpu_fused, "fused_generation", lambda _model, enabled=True: contextlib.nullcontext())):
+        return generate_answers(model, tokenizer, records, **kwargs)
+
+
+def without_amx(model, tokenizer, records, **kwargs):
+    """``generate_answers`` with oneDNN's call for the decoding steps' linear layers (``--without-amx``)."""
+    from unittest import mock
+
+    from instructlab import cpu_fused
+    from instructlab.generate import generate_answers
+
+    with mock.patch.object(cpu_fused, "amx_matches_plain", lambda: False):
         return generate_answers(model, tokenizer, records, **kwargs)
 
 

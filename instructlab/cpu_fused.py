@@ -28,7 +28,9 @@ sequence alone on its keys (``cpu_kernels.batch_invariant``'s attention runs it 
 not SDPA's, so switching the kernels off changes some bf16 answers (each path gives the same answers at any
 batch size). In training, :func:`masked_softmax` computes the short attention's masked softmax (forward and
 backward, each row up to its last allowed key) while :func:`fused_softmax` is active: the kit's trainer enters
-it around its loss.
+it around its loss. And one is a matmul: :func:`amx_linear`, a decoding step's bf16 linear layers on AMX tiles
+(Intel CPUs with ``amx_bf16``), which ``cpu_kernels.batch_invariant`` runs where a once-per-process probe
+(:func:`amx_matches_plain`) finds it gives ``F.linear``'s bits: the same answers, in less time.
 """
 
 from __future__ import annotations
@@ -54,7 +56,7 @@ import torch
 
 __all__ = ["SOURCE", "DISABLE_ENV", "MARCH_ENV", "library", "status", "rms_norm", "swiglu", "rotary", "use_fused_elementwise",
            "fused_modules", "fused_rotary", "masked_softmax", "fused_softmax", "fused_generation", "rms_norm_exact", "decode_attention",
-           "decode_bounds"]
+           "decode_bounds", "amx_fits", "amx_pack", "amx_linear", "amx_matches_plain"]
 
 SOURCE = Path(__file__).with_name("csrc") / "cpu_fused.c"
 DISABLE_ENV = "INSTRUCTLAB_CPU_FUSED"  # "0" (or "false", "no", "off") keeps PyTorch's operations
@@ -193,6 +195,11 @@ def _declare(lib: ctypes.CDLL) -> ctypes.CDLL:
     lib.decode_attention_bf16.argtypes = [p] * 6 + [n] * 11 + [f]
     lib.decode_attention_bf16.restype = ctypes.c_int
     lib.sum_of_squares_bf16.argtypes = [p, p, n, n, n]
+    lib.amx_linear_available.restype = ctypes.c_int
+    lib.amx_pack_bf16.argtypes = [p, p, n, n]
+    lib.amx_pack_bf16.restype = None
+    lib.amx_linear_bf16.argtypes = [p, p, p, n, n, n]
+    lib.amx_linear_bf16.restype = ctypes.c_int
     names = [f"{k}_{s}" for k in ("rmsnorm_forward", "rmsnorm_backward", "swiglu_forward", "swiglu_backward",
                                   "rope_forward", "rope_backward", "masked_softmax_forward",
                                   "masked_softmax_backward") for s in _SUFFIX.values()]
@@ -645,6 +652,67 @@ def decode_attention(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor
                                  v_strides[0], v_strides[1], v_strides[2], float(scale)) != 0:
         return None  # more query heads per key/value head or larger heads than it holds, or a range off the cache
     return out
+
+
+def amx_fits(weight: torch.Tensor, bias: torch.Tensor | None = None) -> bool:
+    """Whether :func:`amx_linear` takes this linear layer: a bf16 CPU weight without bias, ``out_features`` a
+    multiple of 64 and ``in_features`` of 32, on a machine where :func:`amx_matches_plain`."""
+    return (bias is None and weight.dtype == torch.bfloat16 and weight.dim() == 2 and weight.is_cpu
+            and weight.shape[0] % 64 == 0 and weight.shape[1] % 32 == 0
+            and library() is not None and amx_matches_plain())  # the kernels may be turned off since the probe
+
+
+def amx_pack(weight: torch.Tensor) -> torch.Tensor | None:
+    """``weight`` (``out x in``, bf16) laid out in AMX tiles for :func:`amx_linear` (where :func:`amx_fits`);
+    None where the kernels are off."""
+    lib = library()
+    if lib is None:
+        return None
+    w = weight.detach().contiguous()
+    packed = torch.empty_like(w)
+    lib.amx_pack_bf16(w.data_ptr(), packed.data_ptr(), w.shape[0], w.shape[1])
+    return packed
+
+
+def amx_linear(rows: torch.Tensor, packed: torch.Tensor) -> torch.Tensor | None:
+    """``F.linear(rows, weight)`` for bf16 ``rows`` (``m x in``: at most 16 rows, or a multiple of 16) and the
+    weight :func:`amx_pack` laid out, on AMX tiles (``amx_linear_bf16`` in ``csrc/cpu_fused.c``); the same bits
+    as ``F.linear`` at up to 16 rows where :func:`amx_matches_plain`. None where the kernel does not take these
+    rows."""
+    lib = library()
+    if lib is None or rows.dtype != torch.bfloat16 or rows.dim() != 2 or rows.shape[1] != packed.shape[1]:
+        return None
+    rows = rows.contiguous()
+    out = rows.new_empty(rows.shape[0], packed.shape[0])
+    if lib.amx_linear_bf16(rows.data_ptr(), packed.data_ptr(), out.data_ptr(), rows.shape[0], packed.shape[1],
+                           packed.shape[0]) != 0:
+        return None
+    return out
+
+
+@functools.lru_cache(maxsize=None)
+def amx_matches_plain() -> bool:
+    """Whether the AMX linear kernel runs here (a CPU with AMX, a library built for it, Linux's permission for
+    the tiles) and gives ``F.linear``'s bits: probed once per process on random bf16 data at the rows of a
+    decoding step's blocks (``cpu_kernels.INVARIANT_ROWS``, 16) and fewer, at SmolLM2's shapes. Where it does
+    not, generation keeps oneDNN's call (the same bits). At a prompt's 128 rows oneDNN sums some products in
+    another order (2 to 9 of 24,576 to 73,728 outputs differed, measured on the AMX machine), so prompts keep
+    oneDNN's call."""
+    lib = library()
+    if lib is None or lib.amx_linear_available() != 0:
+        return False
+    gen = torch.Generator().manual_seed(0)
+    for n_in, n_out in ((64, 64), (576, 192), (1536, 576)):
+        w = (torch.randn(n_out, n_in, generator=gen) * 0.05).to(torch.bfloat16)
+        packed = torch.empty_like(w)
+        lib.amx_pack_bf16(w.data_ptr(), packed.data_ptr(), n_out, n_in)
+        for rows in (1, 3, 16):
+            x = torch.randn(rows, n_in, generator=gen).to(torch.bfloat16)
+            out = torch.empty(rows, n_out, dtype=torch.bfloat16)
+            if (lib.amx_linear_bf16(x.data_ptr(), packed.data_ptr(), out.data_ptr(), rows, n_in, n_out) != 0
+                    or not torch.equal(out, torch.nn.functional.linear(x, w))):
+                return False
+    return True
 
 
 def decode_bounds(lo: list[int], hi: list[int]) -> torch.Tensor:

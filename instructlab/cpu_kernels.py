@@ -744,15 +744,36 @@ def _packing_matches_plain() -> bool:
 
 
 _PACK = "_kit_packed_weight"  # where batch_invariant keeps a linear layer's packed weight while it is active
+_AMX = "_kit_amx_weight"  # the same for the AMX kernel's layout (decoding steps' blocks)
 
 
-def _block_matmul(linear: torch.nn.Linear, dtype: torch.dtype) -> Any:
-    """``rows -> linear(rows)`` for one block of rows of ``dtype``: for a layer batch_invariant marked (a bf16
-    weight, where :func:`_packing_matches_plain`) and bf16 rows, with the weight packed at first use for oneDNN,
-    else ``F.linear``. Packing skips re-laying the weight out on every call: on the AMX machine a decoding step's 211
-    SmolLM2 linears took 17.6 ms packed against 24.8 ms plain (16 rows each; 34.9 against 43.7 ms at a prompt's
-    128), for 88 ms of packing per ``batch_invariant`` context (one ``generate_answers`` call, all its batches)
-    and a copy of the weights while it lasts."""
+def _block_matmul(linear: torch.nn.Linear, dtype: torch.dtype, block: int = INVARIANT_ROWS) -> Any:
+    """``rows -> linear(rows)`` for one block of ``block`` rows of ``dtype``, for a layer batch_invariant marked
+    and bf16 rows:
+
+    * a decoding step's blocks (``block <= INVARIANT_ROWS``), where ``cpu_fused.amx_matches_plain`` (an AMX CPU):
+      the compiled AMX kernel (``cpu_fused.amx_linear``) on the weight laid out in tiles at first use. The same
+      bits as ``F.linear`` at these rows (the probe checks it); on SmolLM2's decoding layers 1.6x oneDNN's call at
+      16 rows and 2.0x at one (``benchmarks/decode_bandwidth.py``, the AMX machine);
+    * else, where :func:`_packing_matches_plain`: oneDNN's call on the weight packed at first use. Packing skips
+      re-laying the weight out on every call: on the AMX machine a decoding step's 211 SmolLM2 linears took
+      17.6 ms packed against 24.8 ms plain (16 rows each; 34.9 against 43.7 ms at a prompt's 128), for 88 ms of
+      packing per ``batch_invariant`` context (one ``generate_answers`` call, all its batches);
+    * else ``F.linear``.
+
+    Each layout is a copy of the weights while the context lasts."""
+    if dtype == torch.bfloat16 and block <= INVARIANT_ROWS and _AMX in linear.__dict__:
+        from . import cpu_fused
+
+        packed = linear.__dict__[_AMX]
+        if packed is None:
+            packed = linear.__dict__[_AMX] = cpu_fused.amx_pack(linear.weight)
+        if packed is not None:
+            def amx(rows: torch.Tensor) -> torch.Tensor:
+                out = cpu_fused.amx_linear(rows, packed)
+                return out if out is not None else torch.nn.functional.linear(rows, linear.weight, linear.bias)
+            return amx
+        del linear.__dict__[_AMX]  # the kernels were turned off: oneDNN's call or F.linear, the same bits
     if dtype == torch.bfloat16 and _PACK in linear.__dict__:
         pack = linear.__dict__[_PACK]
         if pack is None:
@@ -760,6 +781,12 @@ def _block_matmul(linear: torch.nn.Linear, dtype: torch.dtype) -> Any:
                                                                                      INVARIANT_ROWS)
         return lambda rows: torch.ops.mkldnn._linear_pointwise(rows, pack, linear.bias, "none", [], "")
     return lambda rows: torch.nn.functional.linear(rows, linear.weight, linear.bias)
+
+
+def _amx_fits(linear: torch.nn.Linear) -> bool:
+    from . import cpu_fused
+
+    return cpu_fused.amx_fits(linear.weight, linear.bias)
 
 
 def _invariant_linear(linear: torch.nn.Linear, x: torch.Tensor) -> torch.Tensor:
@@ -777,7 +804,7 @@ def _invariant_linear(linear: torch.nn.Linear, x: torch.Tensor) -> torch.Tensor:
     if prompt is None:
         prompt = (x.shape[-2] if x.dim() >= 3 else rows.shape[0]) > 1
     n, block = rows.shape[0], INVARIANT_PREFILL_ROWS if prompt else INVARIANT_ROWS
-    matmul = _block_matmul(linear, x.dtype)
+    matmul = _block_matmul(linear, x.dtype, block)
     rows = rows.contiguous()
     if n == block:
         return matmul(rows).view(*x.shape[:-1], -1)
@@ -819,7 +846,9 @@ def batch_invariant(model: torch.nn.Module) -> Iterator[None]:
       call whatever the batch: on the AMX machine, at block sizes 16 to 256, a row's bits did not depend on its
       block's other rows or its place in the block (on the AVX512-BF16 machine any call of two rows or more
       already gave a row the same bits). A prompt's rows cost more calls (a 1,600-row prefill: 13 per linear layer,
-      about 1.7x the time of one call), decoding at batch 16 none.
+      about 1.7x the time of one call), decoding at batch 16 none. bf16 weights are laid out once per context
+      for the call that computes them (:func:`_block_matmul`: oneDNN's prepacked linear, and on an AMX CPU the
+      kit's AMX kernel for a decoding step's blocks), each only where a probe finds ``F.linear``'s bits.
 
     Layer norms, activations and rotary embeddings gave each row the same bits whatever the batch (probed op
     by op on the AVX512-BF16 machine). fp32 generation needs none of this: its rounding differences
@@ -854,6 +883,8 @@ def batch_invariant(model: torch.nn.Module) -> Iterator[None]:
             linear.forward = types.MethodType(_invariant_linear, linear)
             if pack and linear.weight.dtype == torch.bfloat16:
                 linear.__dict__[_PACK] = None  # its weight packed at first use, dropped on exit (see _block_matmul)
+            if linear.weight.dtype == torch.bfloat16 and _amx_fits(linear):
+                linear.__dict__[_AMX] = None  # the same for the AMX kernel's layout
         hook = base.register_forward_pre_hook(_note_prompt, with_kwargs=True) if linears else None
         try:
             yield
@@ -861,6 +892,7 @@ def batch_invariant(model: torch.nn.Module) -> Iterator[None]:
             for linear in linears:
                 del linear.forward
                 linear.__dict__.pop(_PACK, None)
+                linear.__dict__.pop(_AMX, None)
             if hook is not None:
                 hook.remove()
             if swap:

@@ -599,3 +599,35 @@ def test_batch_invariant_decoding_runs_the_kernel_and_sdpa_for_a_row_with_gaps(f
     single = generate_one_by_one(m, tok, CONVS, max_new_tokens=8)
     assert generate_answers(m, tok, CONVS, max_new_tokens=8, batch_size=3, progress=False) == single
     assert calls["decode"] == seen  # the kernels off: not one decoding step ran it
+
+
+# ----------------------------------------------------------------------------- bf16 linear layers on AMX tiles
+
+@pytest.mark.parametrize("n_in, n_out", [(576, 576), (576, 192), (1536, 576), (640, 2048), (32, 64)])
+def test_amx_linear_gives_f_linears_bits_at_a_decoding_steps_rows(n_in, n_out):
+    if not cpu_fused.amx_matches_plain():
+        pytest.skip("no AMX kernel here (not an AMX CPU, kernels off, or not F.linear's bits)")
+    g = torch.Generator().manual_seed(n_in + n_out)
+    w = (torch.randn(n_out, n_in, generator=g) * torch.rand(n_out, 1, generator=g)).to(torch.bfloat16)
+    assert cpu_fused.amx_fits(w)
+    packed = cpu_fused.amx_pack(w)
+    x = (torch.randn(16, n_in, generator=g) * 4).to(torch.bfloat16)
+    for rows in (1, 2, 5, 16):
+        assert torch.equal(cpu_fused.amx_linear(x[:rows], packed), torch.nn.functional.linear(x[:rows], w))
+    # a row's bits do not depend on the other rows of its call
+    assert torch.equal(cpu_fused.amx_linear(x[3:4], packed)[0], cpu_fused.amx_linear(x, packed)[3])
+
+
+def test_amx_linear_takes_only_what_it_was_built_for():
+    w = torch.randn(128, 64).to(torch.bfloat16)
+    # shapes, dtype and bias it does not take, on any machine
+    assert not cpu_fused.amx_fits(torch.randn(96, 64).to(torch.bfloat16))      # out_features not a multiple of 64
+    assert not cpu_fused.amx_fits(torch.randn(128, 48).to(torch.bfloat16))     # in_features not a multiple of 32
+    assert not cpu_fused.amx_fits(w.float()) and not cpu_fused.amx_fits(w, bias=torch.zeros(128))
+    if not cpu_fused.amx_matches_plain():
+        assert not cpu_fused.amx_fits(w)  # and nothing at all where the kernel does not run
+        return
+    packed = cpu_fused.amx_pack(w)
+    assert cpu_fused.amx_linear(torch.randn(17, 64).to(torch.bfloat16), packed) is None  # 17 rows: not 16k
+    assert cpu_fused.amx_linear(torch.randn(4, 64), packed) is None                      # fp32 rows
+    assert cpu_fused.amx_linear(torch.randn(32, 64).to(torch.bfloat16), packed).shape == (32, 128)

@@ -356,6 +356,34 @@ def test_batched_equals_one_by_one_within_each_dtype_on_smollm2(dtype):
     assert all(single)
 
 
+@pytest.mark.real_model
+def test_the_amx_kernel_gives_smollm2_the_answers_of_onednns_call(monkeypatch):
+    """On an AMX CPU a decoding step's bf16 linear layers run the kit's AMX kernel (``cpu_fused.amx_linear``);
+    its probe admits it only where it gives ``F.linear``'s bits, so the answers are those of oneDNN's call."""
+    from instructlab import cpu_fused
+    from instructlab.generate import generate_answers
+    from instructlab.profiles import REPO_ROOT as REPO
+    from instructlab.runs import read_jsonl
+
+    if not cpu_fused.amx_matches_plain():
+        pytest.skip("no AMX kernel here (not an AMX CPU, kernels off, or not F.linear's bits): oneDNN's call runs")
+    name = "smollm2-135m-instruct"
+    tok, lm = models.load_tokenizer(name), models.load_model(name, dtype="bfloat16")
+    records = read_jsonl(REPO / "data" / "kestrel" / "eval.jsonl")[:8]
+    calls, packs = [], []
+    real, real_pack = cpu_fused.amx_linear, cpu_fused.amx_pack
+    monkeypatch.setattr(cpu_fused, "amx_linear", lambda rows, packed: calls.append(rows.shape[0]) or real(rows, packed))
+    monkeypatch.setattr(cpu_fused, "amx_pack", lambda weight: packs.append(1) or real_pack(weight))
+    with_amx = generate_answers(lm, tok, records, max_new_tokens=32, batch_size=4, progress=False)  # 2 batches
+    # every linear layer (7 a layer, 30 layers, and the head) at every decoding step, 16 rows a call; each
+    # weight laid out once for the whole call
+    assert len(calls) % 211 == 0 and len(calls) >= 211 * 8 and set(calls) == {16} and len(packs) == 211
+    monkeypatch.setattr(cpu_fused, "amx_matches_plain", lambda: False)
+    calls.clear()
+    assert generate_answers(lm, tok, records, max_new_tokens=32, batch_size=4, progress=False) == with_amx
+    assert not calls and all(with_amx)
+
+
 # unsorted prompt lengths (batches mix lengths and need left padding), and tiny-random writing varied text
 from test_generate import CONVS, varied_tiny  # noqa: E402
 
@@ -419,8 +447,8 @@ def test_batch_invariant_packs_bf16_weights_for_the_plain_paths_bits(monkeypatch
     packed = []
     original = cpu_kernels._block_matmul
 
-    def watched(linear, dtype):
-        matmul = original(linear, dtype)
+    def watched(linear, dtype, block=cpu_kernels.INVARIANT_ROWS):
+        matmul = original(linear, dtype, block)
         packed.append(isinstance(linear.__dict__.get(cpu_kernels._PACK), torch.Tensor))
         return matmul
     monkeypatch.setattr(cpu_kernels, "_block_matmul", watched)
@@ -433,7 +461,7 @@ def test_batch_invariant_packs_bf16_weights_for_the_plain_paths_bits(monkeypatch
     assert len({a for a in answers[True][0]}) > 1  # varied text: a real comparison
     n = len(packed) // 2
     assert all(packed[:n]) and not any(packed[n:])  # every call packed, then none with packing off
-    assert not any(cpu_kernels._PACK in mod.__dict__ for mod in m.modules())  # dropped on exit
+    assert not any(k in mod.__dict__ for mod in m.modules() for k in (cpu_kernels._PACK, cpu_kernels._AMX))  # dropped on exit
     linear = next(mod for mod in m.modules() if type(mod) is torch.nn.Linear)
     with torch.no_grad():
         cpu_kernels._invariant_linear(linear, torch.randn(3, 1, linear.in_features).to(torch.bfloat16))

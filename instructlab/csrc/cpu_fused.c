@@ -447,3 +447,106 @@ int fused_threads(void) { return omp_get_max_threads(); }
 #else
 int fused_threads(void) { return 1; }
 #endif
+
+/* ---------------------------------------------------------------- bf16 linear layers on AMX tiles (generation)
+ *
+ * out[m][n] = sum_k x[m][k] w[n][k] for bf16 x (M x K rows, contiguous) and a weight w (N x K, nn.Linear's layout)
+ * packed once by amx_pack_bf16, rounded to bf16 once. Each 16 x 16 block of the output is one AMX tile that
+ * accumulates the products of K in steps of 32 (TDPBF16PS: 16 pairs of bf16 products per output element and
+ * step, summed in fp32), in the order of k, and is rounded to bf16 by VCVTNEPS2BF16 (round to nearest even).
+ * A row's result depends on that row alone: the same bits in any batch. cpu_fused.py uses it only where a
+ * once-per-process probe finds it gives F.linear's bits (oneDNN's AMX kernels sum in the same order). Why it
+ * is faster than oneDNN's call at a decoding step's 16 rows: the packed weight is read once, in order, four
+ * column blocks at a time, with nothing else per call (measured: benchmarks/decode_bandwidth.py). At a prompt's
+ * 128 rows oneDNN sums in another order, so cpu_kernels keeps oneDNN's call there. */
+#if defined(__AMX_TILE__) && defined(__AMX_BF16__) && defined(__AVX512BF16__) && defined(__linux__)
+#include <immintrin.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#define KIT_ARCH_REQ_XCOMP_PERM 0x1023
+#define KIT_XFEATURE_XTILEDATA 18
+
+typedef struct {
+    uint8_t palette_id, start_row, reserved[14];
+    uint16_t colsb[16];
+    uint8_t rows[16];
+} kit_tile_config;
+
+/* 0 where this process may use AMX tiles (Linux asks each process to request them once), else -1 */
+int amx_linear_available(void) {
+    return syscall(SYS_arch_prctl, KIT_ARCH_REQ_XCOMP_PERM, KIT_XFEATURE_XTILEDATA) == 0 ? 0 : -1;
+}
+
+/* w (N x K) into tiles of 16 columns x 32 of K, each 16 rows of 32 bf16: row r holds, for each of the 16
+ * columns, the pair k = 2r, 2r + 1 (the layout TDPBF16PS reads). N % 16 == 0, K % 32 == 0. */
+void amx_pack_bf16(const uint16_t *w, uint16_t *packed, int64_t N, int64_t K) {
+    const int64_t KB = K / 32;
+#ifdef _OPENMP
+#pragma omp parallel for schedule(static)
+#endif
+    for (int64_t nb = 0; nb < N / 16; nb++)
+        for (int64_t kb = 0; kb < KB; kb++) {
+            uint16_t *tile = packed + (nb * KB + kb) * 512;
+            for (int r = 0; r < 16; r++)
+                for (int c = 0; c < 16; c++) {
+                    const uint16_t *src = w + (nb * 16 + c) * K + kb * 32 + 2 * r;
+                    tile[r * 32 + 2 * c] = src[0];
+                    tile[r * 32 + 2 * c + 1] = src[1];
+                }
+        }
+}
+
+/* M rows: at most 16, or a multiple of 16. N % 64 == 0, K % 32 == 0. Returns -1 where it does not apply. */
+int amx_linear_bf16(const uint16_t *x, const uint16_t *packed, uint16_t *out, int64_t M, int64_t K, int64_t N) {
+    if (M < 1 || (M > 16 && M % 16) || K < 32 || K % 32 || N < 64 || N % 64) return -1;
+    const int64_t KB = K / 32, groups = N / 64, rows = M < 16 ? M : 16;
+#ifdef _OPENMP
+#pragma omp parallel
+#endif
+    {
+        kit_tile_config cfg;
+        memset(&cfg, 0, sizeof cfg);
+        cfg.palette_id = 1;
+        for (int t = 0; t < 6; t++) {  /* 0: rows of x, 1: a weight tile, 2-5: four output blocks */
+            cfg.rows[t] = t == 1 ? 16 : (uint8_t)rows;
+            cfg.colsb[t] = 64;
+        }
+        _tile_loadconfig(&cfg);
+        float acc[4][16 * 16];
+#ifdef _OPENMP
+#pragma omp for schedule(static)
+#endif
+        for (int64_t g = 0; g < groups; g++) {
+            const uint16_t *b = packed + g * 4 * KB * 512;
+            for (int64_t m0 = 0; m0 < M; m0 += rows) {
+                const uint16_t *a = x + m0 * K;
+                _tile_zero(2); _tile_zero(3); _tile_zero(4); _tile_zero(5);
+                for (int64_t kb = 0; kb < KB; kb++) {
+                    _tile_loadd(0, a + kb * 32, K * 2);
+                    _tile_loadd(1, b + (0 * KB + kb) * 512, 64); _tile_dpbf16ps(2, 0, 1);
+                    _tile_loadd(1, b + (1 * KB + kb) * 512, 64); _tile_dpbf16ps(3, 0, 1);
+                    _tile_loadd(1, b + (2 * KB + kb) * 512, 64); _tile_dpbf16ps(4, 0, 1);
+                    _tile_loadd(1, b + (3 * KB + kb) * 512, 64); _tile_dpbf16ps(5, 0, 1);
+                }
+                _tile_stored(2, acc[0], 64); _tile_stored(3, acc[1], 64);
+                _tile_stored(4, acc[2], 64); _tile_stored(5, acc[3], 64);
+                for (int j = 0; j < 4; j++)
+                    for (int64_t m = 0; m < rows; m++) {
+                        __m256bh r = _mm512_cvtneps_pbh(_mm512_loadu_ps(acc[j] + m * 16));
+                        _mm256_storeu_si256((__m256i *)(out + (m0 + m) * N + g * 64 + j * 16), (__m256i)r);
+                    }
+            }
+        }
+        _tile_release();
+    }
+    return 0;
+}
+#else
+int amx_linear_available(void) { return -1; }
+void amx_pack_bf16(const uint16_t *w, uint16_t *packed, int64_t N, int64_t K) { (void)w; (void)packed; (void)N; (void)K; }
+int amx_linear_bf16(const uint16_t *x, const uint16_t *packed, uint16_t *out, int64_t M, int64_t K, int64_t N) {
+    (void)x; (void)packed; (void)out; (void)M; (void)K; (void)N;
+    return -1;
+}
+#endif
