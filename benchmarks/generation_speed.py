@@ -204,13 +204,16 @@ def main(argv=None) -> dict:
               f"= {rate(p) / rate(f):.2f}x float32 batched; identical to one-by-one: {same(p, s)}/{len(records)}")
         result.update(plain_batched_tokens_per_s=round(rate(p), 1), plain_batched_vs_fp32_batched=round(rate(p) / rate(f), 2),
                       plain_batched_identical_answers=same(p, s))
+    def without(name: str, what: str, gain: str, gain_key: str) -> None:  # the kit's path with a speed-up off
+        w = (name, chosen)
+        print(f"  {chosen} batched {what}: {seconds[w]:7.1f} s  {rate(w):8.1f} tokens/s; {gain} "
+              f"{rate(b) / rate(w):.2f}x faster, identical answers {same(w, b)}/{len(records)}")
+        result.update({f"{name}_tokens_per_s": round(rate(w), 1), gain_key: round(rate(b) / rate(w), 2),
+                       f"{name}_identical_answers": same(w, b)})
+
     if ("without_speedups", chosen) in answers:
-        w = ("without_speedups", chosen)
-        print(f"  {chosen} batched without the packed weights and fused generation kernels: {seconds[w]:7.1f} s  "
-              f"{rate(w):8.1f} tokens/s; with them {rate(b) / rate(w):.2f}x faster, identical answers "
-              f"{same(w, b)}/{len(records)}")
-        result.update(without_speedups_tokens_per_s=round(rate(w), 1), speedups_gain=round(rate(b) / rate(w), 2),
-                      without_speedups_identical_answers=same(w, b))
+        without("without_speedups", "without the packed weights and fused generation kernels", "with them",
+                "speedups_gain")
     if ("sdpa_decoding", chosen) in answers:
         a = ("sdpa_decoding", chosen)
         print(f"  {chosen} batched with SDPA per sequence for decoding's attention: {seconds[a]:7.1f} s  "
@@ -219,12 +222,7 @@ def main(argv=None) -> dict:
         result.update(sdpa_decoding_tokens_per_s=round(rate(a), 1), sdpa_decoding_vs_fp32_batched=round(rate(a) / rate(f), 2),
                       decode_kernel_gain=round(rate(b) / rate(a), 2), sdpa_decoding_identical_answers=same(a, b))
     if ("without_amx", chosen) in answers:
-        w = ("without_amx", chosen)
-        print(f"  {chosen} batched with oneDNN's call for the decoding steps' linear layers: {seconds[w]:7.1f} s  "
-              f"{rate(w):8.1f} tokens/s; the AMX kernel {rate(b) / rate(w):.2f}x faster, identical answers "
-              f"{same(w, b)}/{len(records)}")
-        result.update(without_amx_tokens_per_s=round(rate(w), 1), amx_gain=round(rate(b) / rate(w), 2),
-                      without_amx_identical_answers=same(w, b))
+        without("without_amx", "with oneDNN's call for the decoding steps' linear layers", "the AMX kernel", "amx_gain")
     if args.profile:
         for dtype in dtypes:
             with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
