@@ -92,14 +92,12 @@ def main(argv=None) -> dict:
     p.add_argument("--rounds", type=int, default=7)
     a = p.parse_args(argv)
 
-    from instructlab import cpu_kernels, models
+    from instructlab import cpu_fused, cpu_kernels, models
 
     print(f"{models.device_settings().description}; {torch.get_num_threads()} torch threads")
-    from instructlab import cpu_fused
-
     packed = cpu_kernels._packing_matches_plain()
-    amx = cpu_fused.amx_matches_plain() and all(cpu_fused.amx_fits(w) for w in weights(1, torch.bfloat16))
     ws = {d: weights(a.layers, d) for d in (torch.bfloat16, torch.float32)}
+    amx = all(cpu_fused.amx_fits(w) for w in ws[torch.bfloat16])  # an AMX CPU where the kernel has F.linear's bits
     size = {d: sum(w.numel() * w.element_size() for w in v) for d, v in ws.items()}
     print(f"{a.layers} layers of SmolLM2's decoding linear shapes: {size[torch.bfloat16] / 1e6:.0f} MB of weights in "
           f"bf16 ({'oneDNN prepacked, the kit' if packed else 'F.linear'}'s generation path), "

@@ -704,13 +704,11 @@ def amx_matches_plain() -> bool:
     gen = torch.Generator().manual_seed(0)
     for n_in, n_out in ((64, 64), (576, 192), (1536, 576)):
         w = (torch.randn(n_out, n_in, generator=gen) * 0.05).to(torch.bfloat16)
-        packed = torch.empty_like(w)
-        lib.amx_pack_bf16(w.data_ptr(), packed.data_ptr(), n_out, n_in)
+        packed = amx_pack(w)
         for rows in (1, 3, 16):
             x = torch.randn(rows, n_in, generator=gen).to(torch.bfloat16)
-            out = torch.empty(rows, n_out, dtype=torch.bfloat16)
-            if (lib.amx_linear_bf16(x.data_ptr(), packed.data_ptr(), out.data_ptr(), rows, n_in, n_out) != 0
-                    or not torch.equal(out, torch.nn.functional.linear(x, w))):
+            out = amx_linear(x, packed)
+            if out is None or not torch.equal(out, torch.nn.functional.linear(x, w)):
                 return False
     return True
 

@@ -783,12 +783,6 @@ def _block_matmul(linear: torch.nn.Linear, dtype: torch.dtype, block: int = INVA
     return lambda rows: torch.nn.functional.linear(rows, linear.weight, linear.bias)
 
 
-def _amx_fits(linear: torch.nn.Linear) -> bool:
-    from . import cpu_fused
-
-    return cpu_fused.amx_fits(linear.weight, linear.bias)
-
-
 def _invariant_linear(linear: torch.nn.Linear, x: torch.Tensor) -> torch.Tensor:
     """``nn.Linear.forward`` computed a block of rows at a time, the last block padded with zeros: every row meets
     the same matmul call, whatever the batch (see batch_invariant). A prompt's forward (its KV cache empty, as
@@ -864,6 +858,8 @@ def batch_invariant(model: torch.nn.Module) -> Iterator[None]:
     from transformers import AttentionInterface
     from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, sdpa_mask
 
+    from . import cpu_fused
+
     AttentionInterface.register(INVARIANT_ATTENTION, invariant_attention_forward)
     ALL_MASK_ATTENTION_FUNCTIONS.register(INVARIANT_ATTENTION, sdpa_mask)
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
@@ -883,7 +879,7 @@ def batch_invariant(model: torch.nn.Module) -> Iterator[None]:
             linear.forward = types.MethodType(_invariant_linear, linear)
             if pack and linear.weight.dtype == torch.bfloat16:
                 linear.__dict__[_PACK] = None  # its weight packed at first use, dropped on exit (see _block_matmul)
-            if linear.weight.dtype == torch.bfloat16 and _amx_fits(linear):
+            if cpu_fused.amx_fits(linear.weight, linear.bias):  # a bf16 layer of a shape the AMX kernel takes
                 linear.__dict__[_AMX] = None  # the same for the AMX kernel's layout
         hook = base.register_forward_pre_hook(_note_prompt, with_kwargs=True) if linears else None
         try:
