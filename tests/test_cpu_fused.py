@@ -11,6 +11,7 @@ import shutil
 
 import pytest
 import torch
+from conftest import scratch_dir
 from transformers.models.llama import modeling_llama
 
 from instructlab import cpu_fused, models
@@ -408,7 +409,8 @@ def test_on_smollm2_the_fused_kernels_are_as_accurate_as_pytorchs_bf16_operation
     tok = models.load_tokenizer(name)
     records = select_examples(formats.load_records(REPO_ROOT / "data/kestrel/train.jsonl"), 8, seed=0)
     masked = prepare_examples(tok, as_conversations(records), cfg)
-    trainer = build_trainer(name, to_dataset(masked.examples), None, cfg, sft_config(cfg, hw, "unused"), tok, hw)
+    args = sft_config(cfg, hw, scratch_dir("trainer"))
+    trainer = build_trainer(name, to_dataset(masked.examples), None, cfg, args, tok, hw)
     batch, lora = _batch_and_lora(trainer)
     out = {}
     for use in (False, True):

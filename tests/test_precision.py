@@ -7,6 +7,7 @@ import os
 
 import pytest
 import torch
+from conftest import scratch_dir
 
 from instructlab import models
 from instructlab.train import TrainConfig, merge_adapter, train_lora
@@ -204,8 +205,8 @@ def test_bf16_training_keeps_optimizer_state_fp32(monkeypatch):
     hw = models.device_settings(dtype="bfloat16")
     tok = models.load_tokenizer(TINY)
     masked = prepare_examples(tok, as_conversations(_conversations()), cfg)
-    trainer = build_trainer(TINY, to_dataset(masked.examples), None, cfg, sft_config(cfg, hw, "unused", progress=False),
-                            tok, hw)
+    args = sft_config(cfg, hw, scratch_dir("trainer"), progress=False)
+    trainer = build_trainer(TINY, to_dataset(masked.examples), None, cfg, args, tok, hw)
     trainer.args.save_strategy = "no"
     trainer.train()
     states = [t for st in trainer.optimizer.state.values() for t in st.values() if torch.is_tensor(t) and t.numel() > 1]
@@ -240,7 +241,8 @@ def _tiny_trainer(cfg, dtype, n=12):
     hw = models.device_settings(dtype=dtype)
     tok = models.load_tokenizer(TINY)
     masked = prepare_examples(tok, as_conversations(_conversations(n)), cfg)
-    return build_trainer(TINY, to_dataset(masked.examples), None, cfg, sft_config(cfg, hw, "unused"), tok, hw)
+    args = sft_config(cfg, hw, scratch_dir("trainer"))
+    return build_trainer(TINY, to_dataset(masked.examples), None, cfg, args, tok, hw)
 
 
 @pytest.mark.parametrize("dtype", ["float32", "bfloat16"])

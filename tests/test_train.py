@@ -6,6 +6,7 @@ import math
 
 import pytest
 import torch
+from conftest import scratch_dir
 from crash import Killed, KillAtStep
 
 from instructlab import runs
@@ -169,7 +170,7 @@ def _trainer_and_examples(config, data=None):
     hw = models.device_settings()
     tok = models.load_tokenizer(TINY)
     masked = prepare_examples(tok, as_conversations(data or _conversations()), config)
-    args = sft_config(config, hw, "unused-output-dir")
+    args = sft_config(config, hw, scratch_dir("trainer"))
     return build_trainer(TINY, to_dataset(masked.examples), None, config, args, tok, hw), masked.examples
 
 
