@@ -32,7 +32,8 @@ def pytest_sessionfinish(session, exitstatus):
     left = sorted(n for n in set(os.listdir(REPO)) - _ROOT_BEFORE if not n.startswith(".") and n not in INTENDED)
     if left:
         print(f"\ntests left {', '.join(left)} in {REPO}: write into tmp_path or conftest.scratch_dir() instead")
-        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+        if session.exitstatus == pytest.ExitCode.OK:  # a failed or interrupted run keeps its own status
+            session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
 @pytest.fixture(autouse=True)
