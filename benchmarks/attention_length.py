@@ -3,8 +3,10 @@
 transformers' SDPA function (PyTorch's CPU flash-attention kernel), at a range of sequence lengths, in both
 precisions, on the attention shapes of the two embedded models. Each pair runs interleaved in one process
 (short, SDPA, SDPA, short, ...), so that a shared machine's load hits both alike; it prints the medians and their
-ratio (SDPA / short: above 1 means the short attention is faster) and the memory the short attention keeps
-for the backward (its probabilities, one layer).
+ratio (SDPA / kit: above 1 means the short attention, as the kit runs it, is faster) and the memory the short
+attention keeps for the backward (its probabilities, one layer). The short attention runs twice: over the
+whole causal square (``square``) and in causal blocks of queries (``blocks``: ``cpu_kernels.CAUSAL_BLOCK``, or
+blocks of 64 where the kit keeps them off), with their ratio (``square/blocks``).
 
     .venv/bin/python benchmarks/attention_length.py                       # 192 to 1024 tokens, batch 4
     .venv/bin/python benchmarks/attention_length.py --lengths 256 512 --reps 15 --dtypes bfloat16
@@ -44,6 +46,24 @@ def case(length: int, dtype: torch.dtype, heads: int, kv_heads: int, d: int, b: 
     return module, q, k, v, mask, grad
 
 
+CAUSAL_BLOCK_TRIED = 64  # the causal blocks' size in a precision where the kit keeps them off
+
+
+def blocks(cpu_kernels, dtype: torch.dtype, block: int):
+    """The kit's short attention with causal blocks of ``block`` queries in ``dtype`` (0: the whole square)."""
+    def fn(*args, **kwargs):
+        before = cpu_kernels.CAUSAL_BLOCK.get(dtype)
+        cpu_kernels.CAUSAL_BLOCK[dtype] = block
+        try:
+            return cpu_kernels.short_attention_forward(*args, **kwargs)
+        finally:
+            if before is None:
+                cpu_kernels.CAUSAL_BLOCK.pop(dtype)
+            else:
+                cpu_kernels.CAUSAL_BLOCK[dtype] = before
+    return fn
+
+
 def one(fn, module, q, k, v, mask, grad, scaling) -> float:
     start = time.perf_counter()
     out, _ = fn(module, q, k, v, mask, scaling=scaling)
@@ -67,12 +87,14 @@ def main(argv=None) -> None:
     from instructlab import cpu_fused, cpu_kernels, models
 
     print(f"[instructlab] {models.device_settings().description}")
-    print(f"the kit's limits: {cpu_kernels.SHORT_LENGTH_BF16} tokens in bf16, {cpu_kernels.SHORT_LENGTH} in fp32; "
+    print(f"the kit's limits: {cpu_kernels.short_length(torch.bfloat16)} tokens in bf16, "
+          f"{cpu_kernels.short_length(torch.float32)} in fp32; "
           f"compiled masked softmax: "
           f"{'yes' if cpu_fused.library() is not None else 'no (PyTorch operations)'}; "
           f"batch {a.batch}, {torch.get_num_threads()} threads")
-    limits = cpu_kernels.SHORT_LENGTH, cpu_kernels.SHORT_LENGTH_BF16
-    cpu_kernels.SHORT_LENGTH = cpu_kernels.SHORT_LENGTH_BF16 = max(a.lengths)  # the short path at every length
+    limits = cpu_kernels.SHORT_LENGTH, cpu_kernels.SHORT_LENGTH_BF16, cpu_kernels.SHORT_LENGTH_BLOCKS
+    # the short path at every length
+    cpu_kernels.SHORT_LENGTH = cpu_kernels.SHORT_LENGTH_BF16 = cpu_kernels.SHORT_LENGTH_BLOCKS = max(a.lengths)
     try:
         for model in a.models:
             heads, kv_heads, d = SHAPES[model]
@@ -80,23 +102,30 @@ def main(argv=None) -> None:
                 dtype = getattr(torch, dtype_name)
                 print(f"\n{model} ({heads} heads, {kv_heads} key/value, size {d}), {dtype_name}: "
                       f"ms per layer, forward + backward")
-                print(f"{'tokens':>6} {'short':>8} {'SDPA':>8} {'SDPA/short':>10} {'probs MB':>9}")
+                kit_block = cpu_kernels.causal_block(dtype)
+                block = kit_block or CAUSAL_BLOCK_TRIED
+                print(f"causal blocks of {block} queries ({'the kit' if kit_block else 'tried: the kit keeps them off'}"
+                      f" in {dtype_name}), from {2 * block + 1} tokens")
+                print(f"{'tokens':>6} {'square':>8} {'blocks':>8} {'SDPA':>8} {'square/blocks':>13} "
+                      f"{'SDPA/kit':>9} {'probs MB':>9}")
                 for length in a.lengths:
                     module, q, k, v, mask, grad = case(length, dtype, heads, kv_heads, d, a.batch)
-                    fns = {"short": cpu_kernels.short_attention_forward, "sdpa": sdpa_attention_forward}
-                    times: dict[str, list[float]] = {"short": [], "sdpa": []}
+                    fns = {"square": blocks(cpu_kernels, dtype, 0), "blocks": blocks(cpu_kernels, dtype, block),
+                           "sdpa": sdpa_attention_forward}
+                    times: dict[str, list[float]] = {name: [] for name in fns}
                     with cpu_fused.fused_softmax(True):
                         for name in fns:  # warm-up, untimed
                             one(fns[name], module, q, k, v, mask, grad, d ** -0.5)
                         for i in range(a.reps):
-                            order = ("short", "sdpa") if i % 2 == 0 else ("sdpa", "short")
-                            for name in order:
+                            for name in (list(fns) if i % 2 == 0 else list(fns)[::-1]):
                                 times[name].append(one(fns[name], module, q, k, v, mask, grad, d ** -0.5))
-                    short, sdpa = (statistics.median(times[n]) * 1e3 for n in ("short", "sdpa"))
+                    square, blocked, sdpa = (statistics.median(times[n]) * 1e3 for n in fns)
+                    kit = blocked if kit_block else square
                     probs_mb = a.batch * heads * length * length * torch.finfo(dtype).bits / 8 / 2 ** 20
-                    print(f"{length:>6} {short:8.2f} {sdpa:8.2f} {sdpa / short:9.2f}x {probs_mb:9.1f}", flush=True)
+                    print(f"{length:>6} {square:8.2f} {blocked:8.2f} {sdpa:8.2f} {square / blocked:12.2f}x "
+                          f"{sdpa / kit:8.2f}x {probs_mb:9.1f}", flush=True)
     finally:
-        cpu_kernels.SHORT_LENGTH, cpu_kernels.SHORT_LENGTH_BF16 = limits
+        cpu_kernels.SHORT_LENGTH, cpu_kernels.SHORT_LENGTH_BF16, cpu_kernels.SHORT_LENGTH_BLOCKS = limits
 
 
 if __name__ == "__main__":

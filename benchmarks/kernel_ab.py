@@ -8,15 +8,17 @@ many with it off, interleaved (on, off, off, on, on, off, ...), so that a change
 alike. Prints each pass's time, the medians and their ratio (off / on: above 1 means the kernel pays off), and
 the same for the process's CPU time.
 
-    .venv/bin/python benchmarks/kernel_ab.py [--kernel dropout|dropout-draw|attention|lora|fused|softmax] [--reps 12]
-                                             [--all-linear] [--longest]
+    .venv/bin/python benchmarks/kernel_ab.py [--kernel dropout|dropout-draw|attention|lora|fused|softmax|causal-blocks]
+                                             [--reps 12] [--all-linear] [--longest | --near TOKENS]
 
 Kernels: ``dropout`` (``FastDropout`` against ``nn.Dropout``), ``dropout-draw`` (``FastDropout``, which draws the
 dropped positions, against its previous version, a mask of 16-bit random lanes: :class:`LaneMaskDropout`), ``attention`` (``short_attention_forward``
 against SDPA), ``lora`` (``lean_lora_forward`` against PEFT's forward), ``fused`` (``cpu_fused``: the fused RMSNorm,
 SwiGLU and rotary kernels against PyTorch's operations; ``INSTRUCTLAB_CPU_FUSED_MARCH=haswell`` measures the code
 a CPU with AVX2 alone would run, ``INSTRUCTLAB_DTYPE=float32`` the fp32 path such a CPU takes), ``softmax``
-(``cpu_fused.masked_softmax``, the attention's masked softmax compiled, against the kit's two PyTorch operations).
+(``cpu_fused.masked_softmax``, the attention's masked softmax compiled, against the kit's two PyTorch operations),
+``causal-blocks`` (the short attention's causal blocks, ``cpu_kernels.CAUSAL_BLOCK``, against the whole square;
+in bf16, where the kit keeps them off until measured, blocks of :data:`CAUSAL_BLOCK_TRIED` queries).
 """
 
 from __future__ import annotations
@@ -76,6 +78,20 @@ def switch(trainer, kernel: str, on: bool):
                 cpu_fused.use_fused_elementwise(model, True)
                 trainer.kit_fused_rotary = trainer.kit_fused_softmax = True
         return fused()
+    if kernel == "causal-blocks":
+        @contextlib.contextmanager
+        def causal_blocks():
+            dtype = _attention_dtype(trainer)
+            before = cpu_kernels.CAUSAL_BLOCK.get(dtype)
+            cpu_kernels.CAUSAL_BLOCK[dtype] = (before or CAUSAL_BLOCK_TRIED) if on else 0
+            try:
+                yield
+            finally:
+                if before is None:
+                    cpu_kernels.CAUSAL_BLOCK.pop(dtype)
+                else:
+                    cpu_kernels.CAUSAL_BLOCK[dtype] = before
+        return causal_blocks()
     if kernel == "softmax":
         @contextlib.contextmanager
         def softmax():
@@ -85,7 +101,17 @@ def switch(trainer, kernel: str, on: bool):
             finally:
                 trainer.kit_fused_softmax = True
         return softmax()
-    raise SystemExit(f"unknown --kernel {kernel!r}: dropout, dropout-draw, attention, lora, fused or softmax")
+    raise SystemExit(f"unknown --kernel {kernel!r}: dropout, dropout-draw, attention, lora, fused, softmax or "
+                     "causal-blocks")
+
+
+CAUSAL_BLOCK_TRIED = 64  # --kernel causal-blocks in a precision where the kit keeps them off (bf16 for now)
+
+
+def _attention_dtype(trainer) -> torch.dtype:
+    """The precision of the attention's scores in ``trainer``'s training: its autocast dtype, else fp32."""
+    bf16 = getattr(trainer.args, "bf16", False)
+    return torch.bfloat16 if bf16 else torch.float32
 
 
 class LaneMaskDropout(torch.nn.Module):
@@ -122,7 +148,8 @@ def _swapped(model, on: bool, plain):
 
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--kernel", default="dropout", choices=("dropout", "dropout-draw", "attention", "lora", "fused", "softmax"),
+    p.add_argument("--kernel", default="dropout", choices=("dropout", "dropout-draw", "attention", "lora", "fused", "softmax",
+                                                             "causal-blocks"),
                    help="the kernel to switch (default dropout)")
     p.add_argument("--reps", type=int, default=12, help="passes with the kernel on, and as many off")
     p.add_argument("--batch-size", type=int, default=4)
@@ -131,6 +158,8 @@ def main(argv=None) -> None:
     p.add_argument("--longest", action="store_true",
                    help="the pool's longest batch instead of the first (with --kernel attention: a batch longer "
                         "than the fp32 limit of the short attention, which bf16 takes)")
+    p.add_argument("--near", type=int, metavar="TOKENS",
+                   help="the pool's batch whose length is nearest TOKENS instead of the first")
     a = p.parse_args(argv)
 
     from transformers.utils import logging as hf_logging
@@ -144,7 +173,10 @@ def main(argv=None) -> None:
         trainer, _ = tt.build("c", model_name, examples, a.batch_size, 1, Path(tmp), tt.lora_targets(a.all_linear))
     trainer.model.train()
     batches = iter(trainer.get_train_dataloader())
-    batch = max(batches, key=lambda b: b["input_ids"].shape[1]) if a.longest else next(batches)
+    if a.near:
+        batch = min(batches, key=lambda b: abs(b["input_ids"].shape[1] - a.near))
+    else:
+        batch = max(batches, key=lambda b: b["input_ids"].shape[1]) if a.longest else next(batches)
     batch = trainer._prepare_inputs(batch)
     real = int(batch["attention_mask"].sum()) if "attention_mask" in batch else batch["input_ids"].numel()
 

@@ -20,6 +20,8 @@ and, to measure each of the kit's changes on its own (each is (c) with one chang
   (l) (c) with TRL's ChunkedLogProbFunction instead of ``cpu_kernels.LeanLogProb``
   (d) (c) with PyTorch's ``nn.Dropout`` as LoRA dropout instead of ``cpu_kernels.FastDropout``
   (s) (c) with transformers' SDPA attention on every sequence instead of ``cpu_kernels.short_attention_forward``
+  (k) (c) with the short attention over the whole causal square, not in causal blocks of queries
+      (``cpu_kernels.CAUSAL_BLOCK`` off), up to the whole square's limit (256 tokens in fp32, 512 in bf16)
   (r) (c) with PEFT's LoRA forward instead of ``cpu_kernels.lean_lora_forward``
   (e) (c) with PyTorch's element-wise operations for RMSNorm, SwiGLU, the rotary embedding and attention's masked
       softmax instead of ``instructlab.cpu_fused``'s compiled kernels
@@ -38,7 +40,7 @@ the bf16 set-ups' shares of that rate too: on AMX CPUs oneDNN runs the 1024^3 pr
 on one core) and 2048^3 on all of them, so there the 1024^3 rate is one core's. Then the measured gain of each
 kept change, c/b, and last the c/a ratio.
 
-    .venv/bin/python benchmarks/train_throughput.py [--steps 4] [--batch-size 4] [--pool 256] [--setups abchldsrepwfg]
+    .venv/bin/python benchmarks/train_throughput.py [--steps 4] [--batch-size 4] [--pool 256] [--setups abchldskrepwfg]
                                                     [--all-linear]
 
 ``--all-linear`` puts LoRA on every linear layer (the quick profile's choice) instead of q/v in every set-up.
@@ -190,12 +192,12 @@ class StepTimer:
         self.callback = _CB()
 
 
-KIT_SETUPS = "chldsrepwfg"  # the kit's settings, with one change undone in h, l, d, s, r, e, p, w, f, g
+KIT_SETUPS = "chldskrepwfg"  # the kit's settings, with one change undone in h, l, d, s, k, r, e, p, w, f, g
 
 
 def build(setup: str, model_name: str, examples, batch_size: int, steps: int, out: Path, targets=("q_proj", "v_proj")):
-    """A trainer for set-up a / b / c / h / l / d / s / r / e / p / w / f / g on the same data; returns (trainer,
-    checkpointing_on)."""
+    """A trainer for set-up a / b / c / h / l / d / s / k / r / e / p / w / f / g on the same data; returns (trainer,
+    checkpointing_on). (k) turns the causal blocks off in this process (each set-up runs in a process of its own)."""
     from peft import LoraConfig
     from transformers import set_seed
     from trl import SFTConfig
@@ -207,6 +209,10 @@ def build(setup: str, model_name: str, examples, batch_size: int, steps: int, ou
                   learning_rate=2e-4, logging_steps=1, save_strategy="no", report_to=[], disable_tqdm=True,
                   dataset_kwargs={"skip_prepare_dataset": True}, seed=0)
     hw = models.device_settings(dtype="float32" if setup in "fg" else None)
+    if setup == "k":
+        from instructlab import cpu_kernels
+
+        cpu_kernels.CAUSAL_BLOCK.clear()
     tok = models.load_tokenizer(model_name)
     kit = setup in KIT_SETUPS
     if setup == "a":
@@ -234,6 +240,15 @@ def build(setup: str, model_name: str, examples, batch_size: int, steps: int, ou
     use_cpu_kernels(trainer, kit, compact_head=setup not in "hg", lean_head=setup != "l", fast_dropout=setup != "d",
                     short_attention=setup != "s", lean_lora=setup != "r", fused_elementwise=setup != "e")
     return trainer, bool(args.activation_checkpointing or args.gradient_checkpointing)
+
+
+def causal_block(trainer) -> int:
+    """The short attention's causal block in ``trainer``'s precision (0: the whole square, or SDPA)."""
+    from instructlab import cpu_kernels
+
+    if trainer.model.get_base_model().config._attn_implementation != cpu_kernels.SHORT_ATTENTION:
+        return 0
+    return cpu_kernels.causal_block(torch.bfloat16 if trainer.args.bf16 else torch.float32)
 
 
 def run(setup: str, model_name: str, examples, batch_size: int, steps: int, out: Path,
@@ -266,6 +281,7 @@ def run(setup: str, model_name: str, examples, batch_size: int, steps: int, out:
             "weights": weights, "compact_head": trainer.kit_compact_head, "lean_head": trainer.kit_lean_head,
             "fast_dropout": any(type(m).__name__ == "FastDropout" for m in trainer.model.modules()),
             "attention": trainer.model.get_base_model().config._attn_implementation,
+            "causal_block": causal_block(trainer),
             "lean_lora": any(type(m).__name__ == "LeanLoraLinear" for m in trainer.model.modules()),
             "fused": trainer.kit_fused_rotary and cpu_fused.status(trainer.model).startswith("on"),
             "s_per_step_all": timer.times}
@@ -338,7 +354,8 @@ def main(argv=None) -> float:
     p.add_argument("--steps-a", type=int, default=3, help="steps for (a), which is ~17x slower on CPU")
     p.add_argument("--batch-size", type=int, default=4)
     p.add_argument("--pool", type=int, default=256, help="examples the samplers draw batches from")
-    p.add_argument("--setups", default=None, help="default: abchldsrepwfg where the kit trains in bf16, else abchldsre "
+    p.add_argument("--setups", default=None, help="default: abchldsrepwfg where the kit trains in bf16 ((k) equals (c) "
+                   "there while the kit keeps its causal blocks off in bf16), else abchldskre "
                    "(without bf16, (p), (w) and (f) equal (c) and (g) equals (h))")
     p.add_argument("--all-linear", action="store_true", help="LoRA on every linear layer (the quick profile's) "
                    "instead of q_proj/v_proj")
@@ -354,7 +371,7 @@ def main(argv=None) -> float:
     torch.manual_seed(0)
     examples = load_examples(a.model, a.data, a.pool)
     hw = models.device_settings()
-    setups = a.setups or ("abchldsrepwfg" if hw.bf16 else "abchldsre")
+    setups = a.setups or ("abchldsrepwfg" if hw.bf16 else "abchldskre")
     targets = lora_targets(a.all_linear)
     peak = matmul_peaks()
     large = [large_bf16()] if hw.bf16 else []
@@ -379,7 +396,7 @@ def main(argv=None) -> float:
             print(f"({s}) bf16={r['bf16']!s:5} weights={r['weights']:8} compact_head={r['compact_head']!s:5} "
                   f"lean_head={r['lean_head']!s:5} fast_dropout={r['fast_dropout']!s:5} lean_lora={r['lean_lora']!s:5} "
                   f"fused={r['fused']!s:5} "
-                  f"attention={r['attention']} "
+                  f"attention={r['attention']} causal_block={r['causal_block']} "
                   f"checkpointing={r['checkpointing']!s:5} steps={r['steps']} {r['s_per_step']:7.2f} s/step "
                   f"{r['tokens_per_s']:8.1f} tokens/s  padding {r['padding_fraction']:5.1%}  {r['gflops']:6.1f} "
                   f"GFLOP/s = {r['gflops'] / peak[prec]:5.1%} of {prec} matmul", flush=True)
@@ -403,7 +420,9 @@ def main(argv=None) -> float:
     gains = (("c", "h", "LM head on labelled positions only"),
              ("c", "l", "cpu_kernels.LeanLogProb instead of TRL's ChunkedLogProbFunction"),
              ("c", "d", "cpu_kernels.FastDropout instead of nn.Dropout for LoRA dropout"),
-             ("c", "s", "cpu_kernels.short_attention_forward instead of SDPA for sequences <= 512 tokens in bf16, 256 in fp32"),
+             ("c", "s", "cpu_kernels.short_attention_forward instead of SDPA for sequences <= 512 tokens"),
+             ("c", "k", "the short attention in causal blocks (to 512 tokens) instead of over the whole square (256 "
+                        "in fp32)"),
              ("c", "r", "cpu_kernels.lean_lora_forward instead of PEFT's LoRA forward"),
              ("c", "e", "cpu_fused's RMSNorm, SwiGLU, rotary and masked-softmax kernels instead of PyTorch's operations"),
              ("c", "p", "batch lengths padded to a multiple of 8 (oneDNN's kernels reused) instead of the longest alone"),

@@ -55,7 +55,7 @@ from typing import Any, Iterator
 import torch
 
 __all__ = ["SOURCE", "DISABLE_ENV", "MARCH_ENV", "library", "status", "rms_norm", "swiglu", "rotary", "use_fused_elementwise",
-           "fused_modules", "fused_rotary", "masked_softmax", "fused_softmax", "fused_generation", "rms_norm_exact", "decode_attention",
+           "fused_modules", "fused_rotary", "masked_softmax", "masked_softmax_rows", "fused_softmax", "fused_generation", "rms_norm_exact", "decode_attention",
            "decode_bounds", "amx_fits", "amx_pack", "amx_linear", "amx_matches_plain"]
 
 SOURCE = Path(__file__).with_name("csrc") / "cpu_fused.c"
@@ -189,8 +189,8 @@ def _declare(lib: ctypes.CDLL) -> ctypes.CDLL:
         getattr(lib, f"swiglu_backward_{suffix}").argtypes = [p, p, p, p, p, n]
         for kind in ("forward", "backward"):
             getattr(lib, f"rope_{kind}_{suffix}").argtypes = [p, p, p, p] + [n] * 12
-        getattr(lib, f"masked_softmax_forward_{suffix}").argtypes = [p, p, p, n, n, n]
-        getattr(lib, f"masked_softmax_backward_{suffix}").argtypes = [p, p, p, p, n, n, n]
+        getattr(lib, f"masked_softmax_forward_{suffix}").argtypes = [p, p, p, n, n, n, n]
+        getattr(lib, f"masked_softmax_backward_{suffix}").argtypes = [p, p, p, p, n, n, n, n]
     lib.rmsnorm_forward_exact_bf16.argtypes = [p, p, p, n, n, f, n]
     lib.decode_attention_bf16.argtypes = [p] * 6 + [n] * 11 + [f]
     lib.decode_attention_bf16.restype = ctypes.c_int
@@ -427,28 +427,39 @@ def fused_rotary(model: torch.nn.Module, enabled: bool = True) -> Iterator[None]
 
 # ----------------------------------------------------------------------------- attention's masked softmax
 
+def _softmax_forward(lib: ctypes.CDLL, scores: torch.Tensor, allowed: torch.Tensor) -> torch.Tensor:
+    """The compiled masked softmax of ``scores`` (contiguous ``[b, ..., q, n]``) under ``allowed`` (``[b, q, n]``
+    bytes), no graph."""
+    q, n = scores.shape[-2:]
+    probs = torch.empty_like(scores)
+    getattr(lib, f"masked_softmax_forward_{_SUFFIX[scores.dtype]}")(
+        _ptr(scores), _ptr(allowed), _ptr(probs), scores.numel() // n, q, n, scores.numel() // (allowed.numel()))
+    return probs
+
+
+def _softmax_backward(lib: ctypes.CDLL, grad: torch.Tensor, probs: torch.Tensor, allowed: torch.Tensor,
+                      out: torch.Tensor | None = None) -> torch.Tensor:
+    """The scores' gradient from the probabilities' (``grad``, contiguous), into ``out`` (which may be ``grad``
+    itself: each element is read before it is written) or a new tensor."""
+    q, n = probs.shape[-2:]
+    out = torch.empty_like(probs) if out is None else out
+    getattr(lib, f"masked_softmax_backward_{_SUFFIX[probs.dtype]}")(
+        _ptr(grad), _ptr(probs), _ptr(allowed), _ptr(out), probs.numel() // n, q, n, probs.numel() // allowed.numel())
+    return out
+
+
 class _MaskedSoftmaxFused(torch.autograd.Function):
     @staticmethod
     def forward(ctx, scores, allowed, lib):  # type: ignore[override]
-        n = scores.shape[-1]
-        probs = torch.empty_like(scores)
-        per_seq = scores.numel() // (allowed.shape[0] * n * n)
-        getattr(lib, f"masked_softmax_forward_{_SUFFIX[scores.dtype]}")(_ptr(scores), _ptr(allowed), _ptr(probs),
-                                                                        scores.numel() // n, n, per_seq)
+        probs = _softmax_forward(lib, scores, allowed)
         ctx.save_for_backward(probs, allowed)
-        ctx.lib, ctx.per_seq = lib, per_seq
+        ctx.lib = lib
         return probs
 
     @staticmethod
     def backward(ctx, grad):  # type: ignore[override]
         probs, allowed = ctx.saved_tensors
-        grad = grad.contiguous()
-        out = torch.empty_like(probs)
-        n = probs.shape[-1]
-        getattr(ctx.lib, f"masked_softmax_backward_{_SUFFIX[probs.dtype]}")(_ptr(grad), _ptr(probs), _ptr(allowed),
-                                                                           _ptr(out), probs.numel() // n, n,
-                                                                           ctx.per_seq)
-        return out, None, None
+        return _softmax_backward(ctx.lib, grad.contiguous(), probs, allowed), None, None
 
 
 _SOFTMAX_MAX_KEYS = 8192  # the kernel keeps a row's terms on its thread's stack (2 floats a key)
@@ -478,7 +489,7 @@ def masked_softmax(scores: torch.Tensor, allowed: torch.Tensor) -> torch.Tensor 
     each (``masked_softmax_*`` in ``csrc/cpu_fused.c``), or None where it does not apply (then compute it
     otherwise): outside :func:`fused_softmax`, no graph being recorded, not CPU bf16/fp32, or shapes it does not
     take (more than 8,192 keys among them; the kit's short attention stops at
-    ``cpu_kernels.short_length``: 512 in bf16, 256 in fp32).
+    ``cpu_kernels.short_length``: 512 tokens), or more queries than keys.
 
     Each row is reduced in fp32 and rounded once, as PyTorch's softmax is (its ``exp`` is the kernels' own, within 2
     ulp of ``expf``, so some probabilities differ from PyTorch's by a bf16 rounding); a masked key's probability
@@ -487,23 +498,44 @@ def masked_softmax(scores: torch.Tensor, allowed: torch.Tensor) -> torch.Tensor 
     under a causal mask about half of the scores are never read.
 
     Args:
-        scores: ``[b, ..., length, length]`` (queries x keys), contiguous.
-        allowed: bool, ``[b, 1, ..., 1, length, length]``: which keys each query of sequence i may see, the same
-            for all of its heads; or ``[length, length]``, the same for every sequence.
+        scores: ``[b, ..., queries, keys]``, contiguous: the whole square (``queries == keys``), or a block of
+            queries over the keys they may see (``queries < keys``; with ``keys`` a multiple of 16, each row gets
+            the bits it gets in the whole square: see ``csrc/cpu_fused.c``).
+        allowed: bool, ``[b, 1, ..., 1, queries, keys]``: which keys each query of sequence i may see, the same
+            for all of its heads; or ``[queries, keys]``, the same for every sequence.
     """
+    found = _softmax_kernel(scores, allowed, grad=True)
+    return None if found is None else _MaskedSoftmaxFused.apply(scores, found[1], found[0])
+
+
+def masked_softmax_rows(scores: torch.Tensor, allowed: torch.Tensor) -> tuple[torch.Tensor, Any] | None:
+    """:func:`masked_softmax` without a graph, for code that computes its own backward (the short attention's
+    causal blocks): ``(probs, backward)``, where ``backward(grad)`` turns the probabilities' gradient (contiguous;
+    it is overwritten) into the scores'; or None where the kernel does not apply (outside
+    :func:`fused_softmax`, not CPU bf16/fp32, shapes it does not take). Runs with or without grad mode."""
+    found = _softmax_kernel(scores, allowed, grad=torch.is_grad_enabled())
+    if found is None:
+        return None
+    lib, flat = found
+    probs = _softmax_forward(lib, scores, flat)
+    return probs, lambda grad: _softmax_backward(lib, grad, probs, flat, out=grad)
+
+
+def _softmax_kernel(scores: torch.Tensor, allowed: torch.Tensor, grad: bool) -> tuple[ctypes.CDLL, torch.Tensor] | None:
+    """The library and ``allowed`` as the kernel's ``[b, q, n]`` bytes, where it applies (see
+    :func:`masked_softmax`); ``grad``: whether a graph must be being recorded (True) or must not (False)."""
     if not _SOFTMAX.on:
         return None
-    lib = _usable(scores)
-    n = scores.shape[-1]
+    lib = _usable(scores, grad=grad)
+    q, n = scores.shape[-2:]
     if allowed.dim() == 2 and scores.dim() >= 3:  # one mask for every sequence (a causal mask without padding)
         allowed = allowed.view((1,) * (scores.dim() - 2) + allowed.shape).expand(
             (scores.shape[0],) + (1,) * (scores.dim() - 3) + allowed.shape)
-    if (lib is None or scores.dim() < 3 or scores.shape[-2] != n or n > _SOFTMAX_MAX_KEYS or not scores.is_contiguous()
+    if (lib is None or scores.dim() < 3 or q > n or n > _SOFTMAX_MAX_KEYS or not scores.is_contiguous()
             or allowed.dtype != torch.bool or allowed.dim() != scores.dim() or allowed.shape[0] != scores.shape[0]
             or allowed.shape[-2:] != scores.shape[-2:] or any(x != 1 for x in allowed.shape[1:-2])):
         return None
-    flat = allowed.reshape(allowed.shape[0], n, n).contiguous().view(torch.uint8)
-    return _MaskedSoftmaxFused.apply(scores, flat, lib)
+    return lib, allowed.reshape(allowed.shape[0], q, n).contiguous().view(torch.uint8)
 
 
 # ----------------------------------------------------------------------------- the model's modules

@@ -402,16 +402,33 @@ def _head_layout(query: torch.Tensor, key: torch.Tensor, scaling: float | None) 
 SHORT_ATTENTION = "kit_cpu_short"  # the attention implementation's name, registered with transformers
 # The longest sequence the batched-matmul attention takes, by the scores' precision; longer ones go to SDPA.
 # Both measured (benchmarks/attention_length.py, one layer forward and backward, batch 4, SmolLM2's and
-# Gemma-3's heads): in bf16 it beats PyTorch's flash attention 1.4-2.7x up to 640 tokens (AMX machine); in fp32
-# the two cross between 256 and 384 tokens on SmolLM2's heads. 512 keeps the bf16 probabilities' memory moderate
-# (18 MB a layer for SmolLM2 at batch 4).
-SHORT_LENGTH = 256  # fp32 (and any precision other than bf16)
+# Gemma-3's heads): in bf16 it beats PyTorch's flash attention 1.4-2.7x up to 640 tokens (AMX machine); in fp32,
+# over the whole causal square, the two cross between 256 and 384 tokens on SmolLM2's heads, while in causal
+# blocks (CAUSAL_BLOCK) it beats SDPA 1.3-1.8x up to 512 on both models' heads (AVX2 machine). 512 keeps the
+# probabilities' memory moderate (18 MB a layer for SmolLM2 at batch 4 in bf16).
+SHORT_LENGTH = 256  # the whole square, in fp32 (and any precision other than bf16)
 SHORT_LENGTH_BF16 = 512
+SHORT_LENGTH_BLOCKS = 512  # in causal blocks, in any precision
+
+# Queries per block of the short attention's causal blocks, by the scores' precision (absent: the whole
+# square). Under a causal mask a block of queries needs only the keys up to its last query: with blocks of 64,
+# a sequence of 256 tokens computes 5/8 of the scores and of the probabilities' products with the values,
+# forward and backward. Used from 2 * block + 1 tokens: shorter, the blocks' own costs ate the gain. Measured
+# in fp32 (benchmarks/attention_length.py, benchmarks/kernel_ab.py --kernel causal-blocks). In bf16 it is off
+# until measured on a CPU with native bf16; there it would also change the training's bits (the key and value
+# gradients are summed block by block), so the published demo would be regenerated.
+CAUSAL_BLOCK = {torch.float32: 64}
+
+
+def causal_block(dtype: torch.dtype) -> int:
+    """Queries per causal block of :func:`short_attention_forward` in ``dtype``; 0: the whole square."""
+    return CAUSAL_BLOCK.get(dtype, 0)
 
 
 def short_length(dtype: torch.dtype) -> int:
     """The longest sequence :func:`short_attention_forward` takes in ``dtype`` (see :data:`SHORT_LENGTH`)."""
-    return SHORT_LENGTH_BF16 if dtype == torch.bfloat16 else SHORT_LENGTH
+    square = SHORT_LENGTH_BF16 if dtype == torch.bfloat16 else SHORT_LENGTH
+    return max(square, SHORT_LENGTH_BLOCKS) if causal_block(dtype) else square
 
 
 class _MaskedSoftmax(torch.autograd.Function):
@@ -447,17 +464,16 @@ def short_attention_forward(module: torch.nn.Module, query: torch.Tensor, key: t
 
     PyTorch's CPU flash-attention kernel (what SDPA picks on CPU) runs at a few percent of the matmul rate on
     sequences of a few hundred tokens, and slower still in bf16: its backward was 16% of a Kestrel training step.
-    For a sequence of at most :func:`short_length` tokens (512 in bf16, 256 in fp32) this computes the same
-    attention with bf16 matmuls (grouped-query heads share their key/value head without copying it) and a softmax
-    reduced in fp32, as transformers' ``eager`` attention does (its probabilities rounded to bf16 once; see
-    below); longer sequences, and anything else (a cache, dropout, soft-capping, a float or per-head mask,
-    cross-attention), go to transformers' SDPA function unchanged.
+    For a sequence of at most :func:`short_length` tokens (512 in bf16 and in fp32) this computes the same
+    attention with matmuls in the scores' dtype (grouped-query heads share their key/value head without copying
+    it) and a softmax reduced in fp32, as transformers' ``eager`` attention does (in bf16 its probabilities
+    rounded once; see below); in fp32, sequences over 128 tokens in causal blocks of 64 queries, each over the
+    keys up to its last query (:data:`CAUSAL_BLOCK`). Longer sequences, and anything else (a cache, dropout,
+    soft-capping, a float or per-head mask, cross-attention), go to transformers' SDPA function unchanged.
 
     The signature is transformers' attention-function interface; :func:`use_short_attention` installs it.
     """
     from transformers.integrations.sdpa_attention import sdpa_attention_forward
-
-    from . import cpu_fused
 
     length = query.shape[2]
     causal = is_causal if is_causal is not None else getattr(module, "is_causal", True)
@@ -470,15 +486,35 @@ def short_attention_forward(module: torch.nn.Module, query: torch.Tensor, key: t
                                       is_causal=is_causal, **kwargs)
     b, heads, _, d = query.shape
     kv_heads, groups, scale = _head_layout(query, key, scaling)
-    # The scale goes on the queries (b x heads x length x d), not on the length x length scores: exact when it
-    # is a power of two (1/8 for 64-dimensional heads), one rounding of the queries otherwise.
-    # query heads j*groups .. j*groups+groups-1 share key/value head j (transformers' repeat_kv order)
-    scores = ((query * scale).reshape(b, kv_heads, groups * length, d) @ key.transpose(-1, -2)).view(
-        b, kv_heads, groups, length, length)
     if attention_mask is None:
         allowed = torch.ones(length, length, dtype=torch.bool, device=query.device).tril()
     else:  # [b, 1, q, k] -> [b, 1, 1, q, k]
         allowed = attention_mask[:, :, None, -length:, -length:]
+    # The scale goes on the queries (b x heads x length x d), not on the length x length scores: exact when it
+    # is a power of two (1/8 for 64-dimensional heads), one rounding of the queries otherwise.
+    # query heads j*groups .. j*groups+groups-1 share key/value head j (transformers' repeat_kv order)
+    queries = (query * scale).reshape(b, kv_heads, groups, length, d)
+    block = causal_block(query.dtype)
+    if not block or length <= 2 * block:  # the whole square (two blocks or fewer did not pay: see CAUSAL_BLOCK)
+        out = _square_attention(queries, key, value, allowed).view(b, heads, length, d)
+        return out.transpose(1, 2).contiguous(), None
+    # Causal blocks: the queries a..c-1 see keys 0..c-1 at most, so their scores stop there. Each row's softmax
+    # is the one it gets in the whole square (the compiled kernel reads a row up to its last allowed key, rounded
+    # up to 16: the blocks end at multiples of CAUSAL_BLOCK, or at the sequence's end), and a row with nothing
+    # allowed (left padding, never read) is uniform over its block's keys instead of all of them.
+    edges = tuple(range(0, length, block)) + (length,)
+    return _CausalBlocks.apply(queries, key, value, allowed, edges), None
+
+
+def _square_attention(queries: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
+                      allowed: torch.Tensor) -> torch.Tensor:
+    """Attention of ``queries`` (``[b, kv_heads, groups, n, d]``, scaled) over ``key`` and ``value``
+    (``[b, kv_heads, n, d]``) under ``allowed`` (``[n, n]``, or ``[b, 1, 1, n, n]``), over the whole square of
+    scores: ``[b, kv_heads, groups, n, d]``."""
+    from . import cpu_fused
+
+    b, kv_heads, groups, n, d = queries.shape
+    scores = (queries.reshape(b, kv_heads, groups * n, d) @ key.transpose(-1, -2)).view(b, kv_heads, groups, n, n)
     # a finite minimum, not -inf: a row with nothing allowed (left padding) gets a uniform row, not NaN (and a
     # zero gradient, as from masked_fill's backward). The softmax runs in the scores' dtype: PyTorch's CPU
     # kernel reduces bf16 in fp32, so the probabilities are the fp32 ones rounded once; its backward works from
@@ -487,8 +523,82 @@ def short_attention_forward(module: torch.nn.Module, query: torch.Tensor, key: t
     probs = cpu_fused.masked_softmax(scores, allowed)  # the compiled kernel, where the trainer turned it on
     if probs is None:
         probs = _MaskedSoftmax.apply(scores, allowed)
-    out = (probs.view(b, kv_heads, groups * length, length) @ value).view(b, heads, length, d)
-    return out.transpose(1, 2).contiguous(), None
+    return (probs.view(b, kv_heads, groups * n, n) @ value).view(b, kv_heads, groups, n, d)
+
+
+def _block_softmax(scores: torch.Tensor, allowed: torch.Tensor) -> tuple[torch.Tensor, Any]:
+    """``(probs, backward)`` of the masked softmax of a block's scores, no graph: the compiled kernel where it
+    applies, else PyTorch's softmax (as :class:`_MaskedSoftmax`); ``backward`` may overwrite its argument."""
+    from . import cpu_fused
+
+    found = cpu_fused.masked_softmax_rows(scores, allowed)
+    if found is not None:
+        return found
+    probs = torch.softmax(scores.masked_fill(~allowed, torch.finfo(scores.dtype).min), dim=-1)
+    dead = ~allowed.any(-1, keepdim=True)
+
+    def backward(grad: torch.Tensor) -> torch.Tensor:  # grad: contiguous, the probabilities' shape or a view
+        out = torch._softmax_backward_data(grad.view(probs.shape), probs, -1, probs.dtype).masked_fill_(dead, 0)
+        return out.view(grad.shape)
+    return probs, backward
+
+
+class _CausalBlocks(torch.autograd.Function):
+    """Causal attention by blocks of queries, each over the keys up to its last query, forward and backward:
+    :func:`short_attention_forward` where ``cpu_kernels.causal_block`` is on.
+
+    ``queries``: ``[b, kv_heads, groups, length, d]`` (scaled); ``key``, ``value``: ``[b, kv_heads, length, d]``;
+    ``allowed``: ``[length, length]`` or ``[b, 1, 1, length, length]``; ``edges``: the blocks' first queries and
+    the length. Returns ``[b, length, heads, d]`` (contiguous), the layout transformers expects. The backward
+    writes the queries' gradient block by block and adds each block's key and value gradients into their
+    prefix, the last block (all keys) first, so no gradient is zero-filled or sliced out of a larger one.
+    """
+
+    @staticmethod
+    def forward(ctx, queries, key, value, allowed, edges):  # type: ignore[override]
+        b, kv_heads, groups, length, d = queries.shape
+        # contiguous, so that a prefix of the keys is a view for every matmul below (transformers' layout,
+        # [b, length, kv_heads, d] transposed, would make each matmul copy its operand)
+        key, value = key.contiguous(), value.contiguous()
+        out = torch.empty(b, length, kv_heads, groups, d, dtype=queries.dtype)
+        saved, ctx.backwards = [], []
+        for a, c in zip(edges, edges[1:]):
+            m = c - a
+            q = queries[:, :, :, a:c].reshape(b, kv_heads, groups * m, d)
+            scores = (q @ key[:, :, :c].transpose(-1, -2)).view(b, kv_heads, groups, m, c)
+            probs, backward = _block_softmax(scores, allowed[..., a:c, :c])
+            probs = probs.view(b, kv_heads, groups * m, c)
+            out[:, a:c].copy_((probs @ value[:, :, :c]).view(b, kv_heads, groups, m, d).permute(0, 3, 1, 2, 4))
+            saved += [q, probs]
+            ctx.backwards.append(backward)
+        ctx.save_for_backward(key, value, *saved)
+        ctx.edges = edges
+        return out.view(b, length, kv_heads * groups, d)
+
+    @staticmethod
+    def backward(ctx, grad_out):  # type: ignore[override]
+        key, value, *saved = ctx.saved_tensors
+        edges, backwards = ctx.edges, ctx.backwards
+        ctx.backwards = None
+        b, kv_heads, length, d = key.shape
+        groups = grad_out.shape[2] // kv_heads
+        grad_out = grad_out.reshape(b, length, kv_heads, groups, d)
+        grad_q = torch.empty(b, kv_heads, groups, length, d, dtype=grad_out.dtype)
+        grad_k = grad_v = None
+        for i in reversed(range(len(edges) - 1)):  # the last block first: it sees every key
+            a, c = edges[i], edges[i + 1]
+            m = c - a
+            q, probs = saved[2 * i], saved[2 * i + 1]
+            g = grad_out[:, a:c].permute(0, 2, 3, 1, 4).reshape(b, kv_heads, groups * m, d)
+            grad_scores = backwards[i]((g @ value[:, :, :c].transpose(-1, -2)).contiguous())
+            grad_q[:, :, :, a:c] = (grad_scores @ key[:, :, :c]).view(b, kv_heads, groups, m, d)
+            dk, dv = grad_scores.transpose(-1, -2) @ q, probs.transpose(-1, -2) @ g
+            if grad_k is None:
+                grad_k, grad_v = dk, dv
+            else:
+                grad_k[:, :, :c] += dk
+                grad_v[:, :, :c] += dv
+        return grad_q, grad_k, grad_v, None, None
 
 
 def use_short_attention(model: torch.nn.Module) -> None:

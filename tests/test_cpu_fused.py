@@ -332,6 +332,40 @@ def test_masked_softmax_is_the_two_step_masked_softmax_forward_and_backward(fuse
             assert _relative_error([got.float()], [ref_grad.float()]) < 0.01, name
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_masked_softmax_on_a_block_of_queries_gives_the_bits_of_the_whole_square(fused, dtype):
+    """A block of queries a..c-1 over keys 0..c-1 (c a multiple of 16, as the short attention's causal blocks
+    end, or the sequence's end): each row's probabilities and gradient are those it gets in the whole square, bit
+    for bit, forward and backward, through the autograd function and through ``masked_softmax_rows`` (no graph).
+    A row with nothing allowed is uniform over the block's keys."""
+    n, b = 53, 2
+    g = torch.Generator().manual_seed(1)
+    for name, allowed in _attention_masks(b, n).items():
+        scores = (3 * torch.randn(b, 3, 2, n, n, generator=g)).to(dtype)
+        grad = torch.randn(b, 3, 2, n, n, generator=g).to(dtype)
+        leaf = scores.clone().requires_grad_(True)
+        with cpu_fused.fused_softmax():
+            whole = cpu_fused.masked_softmax(leaf * 1, allowed)
+        whole.backward(grad)
+        for a, c in ((0, 16), (16, 32), (32, 48), (48, n), (3, 32)):
+            block = scores[..., a:c, :c].contiguous()
+            mask = allowed[..., a:c, :c]
+            part = block.clone().requires_grad_(True)
+            with cpu_fused.fused_softmax():
+                probs = cpu_fused.masked_softmax(part * 1, mask)
+                probs_rows, backward = cpu_fused.masked_softmax_rows(block, mask)
+            probs.backward(grad[..., a:c, :c].contiguous())
+            rows_grad = backward(grad[..., a:c, :c].contiguous())
+            live = mask.expand_as(probs).any(-1)  # rows with something allowed
+            if name == "dead rows" and a < 3:
+                assert torch.equal(probs[0, ..., : 3 - a, :], torch.full_like(probs[0, ..., : 3 - a, :], 1 / c))
+            for got, got_grad in ((probs, part.grad), (probs_rows, rows_grad)):
+                assert torch.equal(got[live], whole[..., a:c, :c][live]), (name, a, c)
+                assert torch.equal(got_grad[live], leaf.grad[..., a:c, :c][live]), (name, a, c)
+            if c < n:  # the keys past c, which the block does not have, are masked for its live rows: 0 there
+                assert whole[..., a:c, c:][live].abs().max() == 0
+
+
 def test_masked_softmax_runs_only_where_it_applies(fused, monkeypatch):
     scores = torch.randn(2, 3, 5, 5, dtype=torch.bfloat16, requires_grad=True)
     allowed = torch.ones(2, 1, 5, 5, dtype=torch.bool)
@@ -346,7 +380,8 @@ def test_masked_softmax_runs_only_where_it_applies(fused, monkeypatch):
         assert cpu_fused.masked_softmax(scores, allowed.float()) is None  # a float mask
         assert cpu_fused.masked_softmax(scores, torch.ones(2, 3, 5, 5, dtype=torch.bool)) is None  # per head
         assert cpu_fused.masked_softmax(scores.transpose(-1, -2), allowed) is None  # not contiguous
-        assert cpu_fused.masked_softmax(scores[..., :4], allowed[..., :4]) is None  # not square
+        assert cpu_fused.masked_softmax(scores[..., :4], allowed[..., :4]) is None  # more queries than keys
+        assert cpu_fused.masked_softmax(scores[..., :4, :].contiguous(), allowed[..., :4, :]) is not None  # 4 queries
         monkeypatch.setattr(cpu_fused, "_SOFTMAX_MAX_KEYS", 4)
         assert cpu_fused.masked_softmax(scores, allowed) is None  # more keys than a row's terms on the stack
         monkeypatch.undo()

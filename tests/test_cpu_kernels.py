@@ -2,6 +2,8 @@
 distribution, LeanLogProb is TRL's ChunkedLogProbFunction (values and gradients), and a trainer with them on
 computes the same loss and LoRA gradients as one with TRL's and PyTorch's kernels."""
 
+import types
+
 import pytest
 import torch
 from trl.kernels import ChunkedLogProbFunction
@@ -406,13 +408,31 @@ def _attention_case(length, dtype, heads=6, kv_heads=2, d=8, b=3, seed=0):
     return module, q, k, v, mask
 
 
+def _small_blocks(monkeypatch, block: int = 16) -> None:
+    """Causal blocks of ``block`` queries in both precisions, so that short test sequences run in blocks."""
+    monkeypatch.setattr(cpu_kernels, "CAUSAL_BLOCK", {torch.float32: block, torch.bfloat16: block})
+
+
+def _count_blocks(monkeypatch) -> list:
+    """A list that gets one entry per call of the causal blocks' autograd function."""
+    calls, original = [], cpu_kernels._CausalBlocks.apply
+    monkeypatch.setattr(cpu_kernels._CausalBlocks, "apply", staticmethod(lambda *a: calls.append(a[4]) or original(*a)))
+    return calls
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 @pytest.mark.parametrize("masked", [True, False])
-def test_short_attention_matches_sdpa_outputs_and_gradients(dtype, masked):
+@pytest.mark.parametrize("blocks", [False, True])
+def test_short_attention_matches_sdpa_outputs_and_gradients(dtype, masked, blocks, monkeypatch):
     from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
     from instructlab.cpu_kernels import short_attention_forward
 
+    if blocks:
+        _small_blocks(monkeypatch)  # 40 tokens: blocks of queries 0-15, 16-31, 32-39
+    else:
+        monkeypatch.setattr(cpu_kernels, "CAUSAL_BLOCK", {})
+    calls = _count_blocks(monkeypatch)
     results = []
     for fn in (sdpa_attention_forward, short_attention_forward):
         module, q, k, v, mask = _attention_case(40, dtype)
@@ -425,6 +445,81 @@ def test_short_attention_matches_sdpa_outputs_and_gradients(dtype, masked):
     tol = dict(rtol=1e-4, atol=1e-5) if dtype == torch.float32 else dict(rtol=3e-2, atol=3e-2)
     for name, a, b in zip(("output", "dq", "dk", "dv"), *results):
         torch.testing.assert_close(b, a, **tol, msg=name)
+    assert calls == ([(0, 16, 32, 40)] if blocks else [])
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("fused_softmax", [True, False])
+def test_causal_blocks_give_the_whole_squares_attention(dtype, fused_softmax, monkeypatch):
+    """Blocks of queries over the keys up to their last: the output is the whole square's (fp32: the same bits
+    or an fp32 rounding apart; the softmax of each row is exactly the square's), and so are the gradients, within
+    the rounding of summing the key and value gradients block by block. Inputs in transformers' layout
+    ([b, length, heads, d] transposed), padding on the right, with the compiled softmax and without it."""
+    from instructlab import cpu_fused
+    from instructlab.cpu_kernels import short_attention_forward
+
+    if fused_softmax and cpu_fused.library() is None:
+        pytest.skip(f"the compiled kernels: {cpu_fused.status()}")
+    g = torch.Generator().manual_seed(3)
+    b, heads, kv_heads, d, length = 3, 6, 2, 16, 53
+    q, k, v = (torch.randn(b, length, h, d, generator=g).to(dtype).transpose(1, 2) for h in (heads, kv_heads, kv_heads))
+    mask = torch.ones(length, length, dtype=torch.bool).tril()[None, None].expand(b, 1, length, length).clone()
+    mask[1, :, :, 40:] = False  # sequence 1 ends at 40
+    grad = torch.randn(b, length, heads, d, generator=g).to(dtype)
+    module = types.SimpleNamespace(num_key_value_groups=heads // kv_heads, is_causal=True, training=True)
+    calls = _count_blocks(monkeypatch)
+    results = []
+    for block in (0, 16):
+        monkeypatch.setattr(cpu_kernels, "CAUSAL_BLOCK", {dtype: block} if block else {})
+        leaves = [t.detach().requires_grad_(True) for t in (q, k, v)]
+        with cpu_fused.fused_softmax(fused_softmax):
+            out, _ = short_attention_forward(module, *leaves, mask, scaling=d ** -0.5)
+        assert out.shape == (b, length, heads, d) and out.is_contiguous()
+        out.backward(grad)
+        results.append((out.detach().float(), *(t.grad.float() for t in leaves)))
+    assert calls == [(0, 16, 32, 48, 53)]
+    (square, *square_grads), (blocked, *blocked_grads) = results
+    if dtype == torch.float32:
+        torch.testing.assert_close(blocked, square, rtol=1e-6, atol=1e-7)
+        for name, a, b_ in zip("qkv", square_grads, blocked_grads):
+            torch.testing.assert_close(b_, a, rtol=1e-5, atol=1e-6, msg=name)
+    else:  # the blocks' key and value gradients are rounded to bf16 before they are summed
+        assert (blocked != square).float().mean() < 0.01
+        for name, a, b_ in zip("qkv", square_grads, blocked_grads):
+            assert _relative_error([b_], [a]) < 0.01, name
+
+
+def test_causal_blocks_only_beyond_two_blocks_and_their_length_limit(monkeypatch):
+    """The short attention runs in blocks from 2 * block + 1 tokens; it takes sequences up to
+    SHORT_LENGTH_BLOCKS where the blocks are on in that precision, SHORT_LENGTH_BF16 / SHORT_LENGTH where not.
+    By default the blocks are on in fp32 and off in bf16 (whose published demo was trained without them)."""
+    from instructlab.cpu_kernels import short_attention_forward
+
+    assert cpu_kernels.causal_block(torch.float32) > 0 and cpu_kernels.causal_block(torch.bfloat16) == 0
+    assert cpu_kernels.short_length(torch.float32) == cpu_kernels.SHORT_LENGTH_BLOCKS
+    assert cpu_kernels.short_length(torch.bfloat16) == cpu_kernels.SHORT_LENGTH_BF16
+    _small_blocks(monkeypatch)
+    calls = _count_blocks(monkeypatch)
+    for length in (32, 33):
+        module, q, k, v, mask = _attention_case(length, torch.float32)
+        short_attention_forward(module, q, k, v, mask)
+    assert calls == [(0, 16, 32, 33)]
+    monkeypatch.setattr(cpu_kernels, "CAUSAL_BLOCK", {})
+    assert cpu_kernels.short_length(torch.float32) == cpu_kernels.SHORT_LENGTH
+    assert cpu_kernels.short_length(torch.bfloat16) == cpu_kernels.SHORT_LENGTH_BF16
+
+
+def test_short_attention_in_bf16_is_the_whole_square_bit_for_bit():
+    """The bf16 path (blocks off) computes exactly the square formula the published demo was trained with."""
+    from instructlab.cpu_kernels import _MaskedSoftmax, short_attention_forward
+
+    module, q, k, v, mask = _attention_case(200, torch.bfloat16, d=16)
+    out, _ = short_attention_forward(module, q, k, v, mask, scaling=0.25)
+    b, heads, length, d = q.shape
+    scores = ((q * 0.25).reshape(b, 2, 3 * length, d) @ k.transpose(-1, -2)).view(b, 2, 3, length, length)
+    probs = _MaskedSoftmax.apply(scores, mask[:, :, None])
+    ref = (probs.view(b, 2, 3 * length, length) @ v).view(b, heads, length, d).transpose(1, 2)
+    assert torch.equal(out, ref)
 
 
 def test_short_attention_sends_long_sequences_decoding_and_extras_to_sdpa(monkeypatch):
@@ -434,7 +529,7 @@ def test_short_attention_sends_long_sequences_decoding_and_extras_to_sdpa(monkey
 
     calls = []
     monkeypatch.setattr(sdpa, "sdpa_attention_forward", lambda *a, **kw: calls.append(a[1].shape) or ("sdpa", None))
-    module, q, k, v, mask = _attention_case(ck.SHORT_LENGTH + 1, torch.float32, b=1)
+    module, q, k, v, mask = _attention_case(ck.short_length(torch.float32) + 1, torch.float32, b=1)
     assert ck.short_attention_forward(module, q, k, v, mask)[0] == "sdpa"  # too long
     module, q, k, v, mask = _attention_case(ck.SHORT_LENGTH_BF16 + 1, torch.bfloat16, b=1)
     assert ck.short_attention_forward(module, q, k, v, mask)[0] == "sdpa"  # too long in bf16
@@ -448,16 +543,27 @@ def test_short_attention_sends_long_sequences_decoding_and_extras_to_sdpa(monkey
     assert len(calls) == 7
     out, _ = ck.short_attention_forward(module, q, k, v, mask)
     assert isinstance(out, torch.Tensor) and len(calls) == 7
-    # bf16 takes longer sequences than fp32 (benchmarks/attention_length.py): between the two limits, bf16 only
+    # over the whole square, bf16 takes longer sequences than fp32 (benchmarks/attention_length.py): between the
+    # two limits, bf16 only, or fp32 in causal blocks
     assert ck.SHORT_LENGTH < ck.SHORT_LENGTH_BF16 and ck.short_length(torch.float16) == ck.SHORT_LENGTH
     module, q, k, v, mask = _attention_case(ck.SHORT_LENGTH_BF16, torch.bfloat16, b=1)
     out, _ = ck.short_attention_forward(module, q, k, v, mask)
     assert isinstance(out, torch.Tensor) and len(calls) == 7
+    blocks = dict(ck.CAUSAL_BLOCK)
+    monkeypatch.setattr(ck, "CAUSAL_BLOCK", {})
+    module, q, k, v, mask = _attention_case(ck.SHORT_LENGTH + 1, torch.float32, b=1)
+    assert ck.short_attention_forward(module, q, k, v, mask)[0] == "sdpa" and len(calls) == 8  # the whole square
+    monkeypatch.setattr(ck, "CAUSAL_BLOCK", blocks)
+    out, _ = ck.short_attention_forward(module, q, k, v, mask)  # in causal blocks
+    assert isinstance(out, torch.Tensor) and len(calls) == 8
 
 
-def test_short_attention_a_row_with_nothing_to_attend_to_gives_no_nan():
+@pytest.mark.parametrize("blocks", [False, True])
+def test_short_attention_a_row_with_nothing_to_attend_to_gives_no_nan(blocks, monkeypatch):
     from instructlab.cpu_kernels import short_attention_forward
 
+    if blocks:
+        _small_blocks(monkeypatch, block=4)
     module, q, k, v, mask = _attention_case(12, torch.bfloat16)
     mask[0, :, :, :4] = False  # left padding: rows 0-3 of sequence 0 attend to nothing
     out, _ = short_attention_forward(module, q, k, v, mask)

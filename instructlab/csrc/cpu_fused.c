@@ -168,20 +168,23 @@ void rope_backward_##SUFFIX(const T *g, const T *cos, const T *sin, T *dx, int64
             o[k + half] = STORE(ROUND(g2 * LOAD(c[k + half])) - ROUND(g1 * LOAD(s[k])));                            \
         }                                                                                                           \
     }                                                                                                               \
-}                                                                                                                    \
+}                                                                                                                   \
                                                                                                                     \
-/* Attention's masked softmax over the keys (the last dimension) and its backward. scores, probs, grad, dscores: \
- * rows x n, contiguous, rows = b * per_seq * n (a query row r belongs to sequence r / (per_seq * n) and is its    \
- * query r % n); allowed: b x n x n bytes (1: the query may see the key). A row's probabilities are               \
- * exp(s_j - max) / sum over its allowed keys, in fp32, rounded once, and exactly 0 on the other keys; a row with  \
- * no allowed key is uniform (1 / n), as softmax(scores.masked_fill(~allowed, min)) gives it. The loops stop at    \
- * the row's last allowed key: for a causal mask, half of the scores are never read. */                          \
-void masked_softmax_forward_##SUFFIX(const T *s, const uint8_t *allowed, T *p, int64_t rows, int64_t n,             \
-                                     int64_t per_seq) {                                                             \
+/* Attention's masked softmax over the keys (the last dimension) and its backward. scores, probs, grad, dscores:    \
+ * rows x n, contiguous, rows = b * per_seq * q (a query row r belongs to sequence r / (per_seq * q) and is its     \
+ * query r % q of q; q = n for the whole square, q < n for a block of queries over the keys they may see);          \
+ * allowed: b x q x n bytes (1: the query may see the key). A row's probabilities are exp(s_j - max) / sum over     \
+ * its allowed keys, in fp32, rounded once, and exactly 0 on the other keys; a row with no allowed key is uniform   \
+ * (1 / n), as softmax(scores.masked_fill(~allowed, min)) gives it. The loops stop at the row's last allowed key:   \
+ * for a causal mask, half of the scores are never read; and a row's arithmetic depends only on its keys up to      \
+ * the last allowed one rounded up to 16, so a block of rows whose n is a multiple of 16 gets the bits it would     \
+ * get in the whole square. */                                                                                      \
+void masked_softmax_forward_##SUFFIX(const T *s, const uint8_t *allowed, T *p, int64_t rows, int64_t q,             \
+                                     int64_t n, int64_t per_seq) {                                                  \
     _Pragma("omp parallel for schedule(static)")                                                                    \
     for (int64_t r = 0; r < rows; ++r) {                                                                            \
         const T *sr = s + r * n;                                                                                    \
-        const uint8_t *ar = allowed + ((r / (per_seq * n)) * n + r % n) * n;                                        \
+        const uint8_t *ar = allowed + ((r / (per_seq * q)) * q + r % q) * n;                                        \
         T *pr = p + r * n;                                                                                          \
         int64_t hi = last_allowed(ar, n);                                                                           \
         if (hi == 0) {                                                                                              \
@@ -231,11 +234,11 @@ void masked_softmax_forward_##SUFFIX(const T *s, const uint8_t *allowed, T *p, i
 /* and its gradient: ds_j = p_j * (g_j - sum_k g_k p_k), in fp32, rounded once; 0 where p_j is 0 (a masked key)     \
  * and on rows with no allowed key (their uniform probabilities do not depend on the scores) */                     \
 void masked_softmax_backward_##SUFFIX(const T *g, const T *p, const uint8_t *allowed, T *ds, int64_t rows,          \
-                                      int64_t n, int64_t per_seq) {                                                 \
+                                      int64_t q, int64_t n, int64_t per_seq) {                                      \
     _Pragma("omp parallel for schedule(static)")                                                                    \
     for (int64_t r = 0; r < rows; ++r) {                                                                            \
         const T *gr = g + r * n, *pr = p + r * n;                                                                   \
-        const uint8_t *ar = allowed + ((r / (per_seq * n)) * n + r % n) * n;                                        \
+        const uint8_t *ar = allowed + ((r / (per_seq * q)) * q + r % q) * n;                                        \
         T *dr = ds + r * n;                                                                                         \
         int64_t hi = last_allowed(ar, n);                                                                           \
         int64_t m = (hi + 15) / 16 * 16, full = m <= n ? m : n / 16 * 16, end = m <= n ? m : n;                     \
