@@ -46,21 +46,11 @@ def case(length: int, dtype: torch.dtype, heads: int, kv_heads: int, d: int, b: 
     return module, q, k, v, mask, grad
 
 
-CAUSAL_BLOCK_TRIED = 64  # the causal blocks' size in a precision where the kit keeps them off
-
-
 def blocks(cpu_kernels, dtype: torch.dtype, block: int):
     """The kit's short attention with causal blocks of ``block`` queries in ``dtype`` (0: the whole square)."""
     def fn(*args, **kwargs):
-        before = cpu_kernels.CAUSAL_BLOCK.get(dtype)
-        cpu_kernels.CAUSAL_BLOCK[dtype] = block
-        try:
+        with cpu_kernels.causal_blocks(dtype, block):
             return cpu_kernels.short_attention_forward(*args, **kwargs)
-        finally:
-            if before is None:
-                cpu_kernels.CAUSAL_BLOCK.pop(dtype)
-            else:
-                cpu_kernels.CAUSAL_BLOCK[dtype] = before
     return fn
 
 
@@ -103,7 +93,7 @@ def main(argv=None) -> None:
                 print(f"\n{model} ({heads} heads, {kv_heads} key/value, size {d}), {dtype_name}: "
                       f"ms per layer, forward + backward")
                 kit_block = cpu_kernels.causal_block(dtype)
-                block = kit_block or CAUSAL_BLOCK_TRIED
+                block = kit_block or cpu_kernels.CAUSAL_BLOCK_TRIED
                 print(f"causal blocks of {block} queries ({'the kit' if kit_block else 'tried: the kit keeps them off'}"
                       f" in {dtype_name}), from {2 * block + 1} tokens")
                 print(f"{'tokens':>6} {'square':>8} {'blocks':>8} {'SDPA':>8} {'square/blocks':>13} "

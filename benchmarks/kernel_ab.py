@@ -18,7 +18,7 @@ SwiGLU and rotary kernels against PyTorch's operations; ``INSTRUCTLAB_CPU_FUSED_
 a CPU with AVX2 alone would run, ``INSTRUCTLAB_DTYPE=float32`` the fp32 path such a CPU takes), ``softmax``
 (``cpu_fused.masked_softmax``, the attention's masked softmax compiled, against the kit's two PyTorch operations),
 ``causal-blocks`` (the short attention's causal blocks, ``cpu_kernels.CAUSAL_BLOCK``, against the whole square;
-in bf16, where the kit keeps them off until measured, blocks of :data:`CAUSAL_BLOCK_TRIED` queries).
+in bf16, where the kit keeps them off until measured, blocks of ``cpu_kernels.CAUSAL_BLOCK_TRIED`` queries).
 """
 
 from __future__ import annotations
@@ -79,19 +79,9 @@ def switch(trainer, kernel: str, on: bool):
                 trainer.kit_fused_rotary = trainer.kit_fused_softmax = True
         return fused()
     if kernel == "causal-blocks":
-        @contextlib.contextmanager
-        def causal_blocks():
-            dtype = _attention_dtype(trainer)
-            before = cpu_kernels.CAUSAL_BLOCK.get(dtype)
-            cpu_kernels.CAUSAL_BLOCK[dtype] = (before or CAUSAL_BLOCK_TRIED) if on else 0
-            try:
-                yield
-            finally:
-                if before is None:
-                    cpu_kernels.CAUSAL_BLOCK.pop(dtype)
-                else:
-                    cpu_kernels.CAUSAL_BLOCK[dtype] = before
-        return causal_blocks()
+        dtype = tt.attention_dtype(trainer)
+        block = cpu_kernels.causal_block(dtype) or cpu_kernels.CAUSAL_BLOCK_TRIED
+        return cpu_kernels.causal_blocks(dtype, block if on else 0)
     if kernel == "softmax":
         @contextlib.contextmanager
         def softmax():
@@ -104,14 +94,6 @@ def switch(trainer, kernel: str, on: bool):
     raise SystemExit(f"unknown --kernel {kernel!r}: dropout, dropout-draw, attention, lora, fused, softmax or "
                      "causal-blocks")
 
-
-CAUSAL_BLOCK_TRIED = 64  # --kernel causal-blocks in a precision where the kit keeps them off (bf16 for now)
-
-
-def _attention_dtype(trainer) -> torch.dtype:
-    """The precision of the attention's scores in ``trainer``'s training: its autocast dtype, else fp32."""
-    bf16 = getattr(trainer.args, "bf16", False)
-    return torch.bfloat16 if bf16 else torch.float32
 
 
 class LaneMaskDropout(torch.nn.Module):

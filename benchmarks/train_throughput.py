@@ -242,13 +242,18 @@ def build(setup: str, model_name: str, examples, batch_size: int, steps: int, ou
     return trainer, bool(args.activation_checkpointing or args.gradient_checkpointing)
 
 
+def attention_dtype(trainer) -> torch.dtype:
+    """The precision of the attention's scores in ``trainer``'s training: bf16 under its bf16 autocast, else fp32."""
+    return torch.bfloat16 if trainer.args.bf16 else torch.float32
+
+
 def causal_block(trainer) -> int:
     """The short attention's causal block in ``trainer``'s precision (0: the whole square, or SDPA)."""
     from instructlab import cpu_kernels
 
     if trainer.model.get_base_model().config._attn_implementation != cpu_kernels.SHORT_ATTENTION:
         return 0
-    return cpu_kernels.causal_block(torch.bfloat16 if trainer.args.bf16 else torch.float32)
+    return cpu_kernels.causal_block(attention_dtype(trainer))
 
 
 def run(setup: str, model_name: str, examples, batch_size: int, steps: int, out: Path,

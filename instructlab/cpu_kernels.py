@@ -420,9 +420,28 @@ SHORT_LENGTH_BLOCKS = 512  # in causal blocks, in any precision
 CAUSAL_BLOCK = {torch.float32: 64}
 
 
+CAUSAL_BLOCK_TRIED = 64  # the size the benchmarks try in a precision where the blocks are off (bf16 for now)
+
+
 def causal_block(dtype: torch.dtype) -> int:
     """Queries per causal block of :func:`short_attention_forward` in ``dtype``; 0: the whole square."""
     return CAUSAL_BLOCK.get(dtype, 0)
+
+
+@contextlib.contextmanager
+def causal_blocks(dtype: torch.dtype, block: int) -> Iterator[None]:
+    """Meanwhile, :func:`short_attention_forward` runs in causal blocks of ``block`` queries in ``dtype`` (0: over
+    the whole square); :data:`CAUSAL_BLOCK` is restored afterwards. For benchmarks and experiments: it changes
+    the module's setting for every thread."""
+    before = CAUSAL_BLOCK.get(dtype)
+    CAUSAL_BLOCK[dtype] = block
+    try:
+        yield
+    finally:
+        if before is None:
+            CAUSAL_BLOCK.pop(dtype)
+        else:
+            CAUSAL_BLOCK[dtype] = before
 
 
 def short_length(dtype: torch.dtype) -> int:
@@ -444,17 +463,28 @@ class _MaskedSoftmax(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, scores, allowed):  # type: ignore[override]
-        probs = torch.softmax(scores.masked_fill(~allowed, torch.finfo(scores.dtype).min), dim=-1)
-        dead = ~allowed.any(-1, keepdim=True)  # rows with nothing allowed
-        ctx.dead = dead if bool(dead.any()) else None
+        probs, ctx.dead = _masked_softmax(scores, allowed)
         ctx.save_for_backward(probs)
         return probs
 
     @staticmethod
     def backward(ctx, grad):  # type: ignore[override]
         (probs,) = ctx.saved_tensors
-        out = torch._softmax_backward_data(grad, probs, -1, probs.dtype)
-        return (out.masked_fill_(ctx.dead, 0) if ctx.dead is not None else out), None
+        return _masked_softmax_backward(grad, probs, ctx.dead), None
+
+
+def _masked_softmax(scores: torch.Tensor, allowed: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """:class:`_MaskedSoftmax`'s forward, no graph: the probabilities, and the rows with nothing allowed (None
+    where there are none)."""
+    probs = torch.softmax(scores.masked_fill(~allowed, torch.finfo(scores.dtype).min), dim=-1)
+    dead = ~allowed.any(-1, keepdim=True)  # rows with nothing allowed
+    return probs, (dead if bool(dead.any()) else None)
+
+
+def _masked_softmax_backward(grad: torch.Tensor, probs: torch.Tensor, dead: torch.Tensor | None) -> torch.Tensor:
+    """:class:`_MaskedSoftmax`'s backward: the softmax's alone, zero on the rows with nothing allowed."""
+    out = torch._softmax_backward_data(grad, probs, -1, probs.dtype)
+    return out.masked_fill_(dead, 0) if dead is not None else out
 
 
 def short_attention_forward(module: torch.nn.Module, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
@@ -534,13 +564,9 @@ def _block_softmax(scores: torch.Tensor, allowed: torch.Tensor) -> tuple[torch.T
     found = cpu_fused.masked_softmax_rows(scores, allowed)
     if found is not None:
         return found
-    probs = torch.softmax(scores.masked_fill(~allowed, torch.finfo(scores.dtype).min), dim=-1)
-    dead = ~allowed.any(-1, keepdim=True)
-
-    def backward(grad: torch.Tensor) -> torch.Tensor:  # grad: contiguous, the probabilities' shape or a view
-        out = torch._softmax_backward_data(grad.view(probs.shape), probs, -1, probs.dtype).masked_fill_(dead, 0)
-        return out.view(grad.shape)
-    return probs, backward
+    probs, dead = _masked_softmax(scores, allowed)
+    # grad: contiguous, the probabilities' shape or a view of it
+    return probs, lambda grad: _masked_softmax_backward(grad.view(probs.shape), probs, dead).view(grad.shape)
 
 
 class _CausalBlocks(torch.autograd.Function):
