@@ -27,7 +27,6 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -49,16 +48,6 @@ def products(model: str) -> list[tuple[str, int, int, bool]]:
     if q != hidden:
         rows.insert(2, ("o", q, hidden))
     return [(name, k, n, False) for name, k, n in rows] + [("head", hidden, vocab, True)]
-
-
-def best_seconds(fn, reps: int) -> float:
-    fn()  # warm-up: the first call allocates and picks the kernel
-    best = float("inf")
-    for _ in range(reps):
-        start = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - start)
-    return best
 
 
 def operands(rows: int, k: int, n: int, dtype: torch.dtype, seed: int = 0):
@@ -109,7 +98,7 @@ def main(argv=None) -> None:
                 for label, gflop, calls in cases:
                     cells = []
                     for way in WAYS:
-                        gflops = gflop / best_seconds(calls[way], a.reps)
+                        gflops = gflop / models.best_seconds(calls[way], a.reps)
                         shares.setdefault((label, way), []).append(gflops / rate)
                         cells.append(f"{way} {gflops:7.1f}")
                     print(f"  {label:<24} " + "  ".join(cells), flush=True)

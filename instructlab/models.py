@@ -163,13 +163,19 @@ def matmul_gflops(dtype: torch.dtype = torch.float32, n: int = 1024, reps: int =
     """
     gen = torch.Generator().manual_seed(0)
     a, b = torch.randn(n, n, generator=gen).to(dtype), torch.randn(n, n, generator=gen).to(dtype)
-    a @ b  # warm-up: first call allocates and picks the kernel
+    return 2 * n ** 3 / best_seconds(lambda: a @ b, reps) / 1e9
+
+
+def best_seconds(fn: Callable[[], Any], reps: int) -> float:
+    """The fastest of ``reps`` timed calls of ``fn``, after one untimed warm-up call (the first call allocates and
+    picks the kernel; a shared machine's other jobs only ever slow a call down)."""
+    fn()
     best = float("inf")
     for _ in range(reps):
         t = time.perf_counter()
-        a @ b
+        fn()
         best = min(best, time.perf_counter() - t)
-    return 2 * n ** 3 / best / 1e9
+    return best
 
 
 def _cpu_info() -> tuple[str, set[str]]:
