@@ -8,8 +8,9 @@ many with it off, interleaved (on, off, off, on, on, off, ...), so that a change
 alike. Prints each pass's time, the medians and their ratio (off / on: above 1 means the kernel pays off), and
 the same for the process's CPU time.
 
-    .venv/bin/python benchmarks/kernel_ab.py [--kernel dropout|dropout-draw|attention|lora|fused|softmax|causal-blocks]
-                                             [--reps 12] [--all-linear] [--longest | --near TOKENS]
+    .venv/bin/python benchmarks/kernel_ab.py [--kernel dropout|dropout-draw|attention|lora|fused|softmax|causal-blocks|
+                                                        head-gemm|head-blocks]
+                                             [--reps 12] [--all-linear] [--longest | --near TOKENS] [--model NAME]
 
 Kernels: ``dropout`` (``FastDropout`` against ``nn.Dropout``), ``dropout-draw`` (``FastDropout``, which draws the
 dropped positions, against its previous version, a mask of 16-bit random lanes: :class:`LaneMaskDropout`), ``attention`` (``short_attention_forward``
@@ -18,7 +19,13 @@ SwiGLU and rotary kernels against PyTorch's operations; ``INSTRUCTLAB_CPU_FUSED_
 a CPU with AVX2 alone would run, ``INSTRUCTLAB_DTYPE=float32`` the fp32 path such a CPU takes), ``softmax``
 (``cpu_fused.masked_softmax``, the attention's masked softmax compiled, against the kit's two PyTorch operations),
 ``causal-blocks`` (the short attention's causal blocks, ``cpu_kernels.CAUSAL_BLOCK``, against the whole square;
-in bf16, where the kit keeps them off until measured, blocks of ``cpu_kernels.CAUSAL_BLOCK_TRIED`` queries).
+in bf16, where the kit keeps them off until measured, blocks of ``cpu_kernels.CAUSAL_BLOCK_TRIED`` queries),
+``head-gemm`` (``cpu_kernels.KEPT_IN_ONE_GEMM``: the vocabulary head's forward as one GEMM over all the labelled
+tokens, against one per chunk of ``_CHUNK_ELEMENTS`` logits; it matters most for Gemma-3, ``--model gemma-3-270m``,
+whose chunks are 64 tokens), ``head-blocks`` (``cpu_kernels.HEAD_BLOCKS_BELOW``: the head's logits of fewer
+tokens than that as vocabulary blocks of the transposed product, against one GEMM; in a precision where the kit
+keeps them off until measured, below ``HEAD_BLOCKS_TRIED`` tokens). The model is SmolLM2 unless ``--model``
+names another. Before timing, it says whether on and off give the loss and the gradients the same bits.
 """
 
 from __future__ import annotations
@@ -82,6 +89,29 @@ def switch(trainer, kernel: str, on: bool):
         dtype = tt.attention_dtype(trainer)
         block = cpu_kernels.causal_block(dtype) or cpu_kernels.CAUSAL_BLOCK_TRIED
         return cpu_kernels.causal_blocks(dtype, block if on else 0)
+    if kernel == "head-blocks":
+        dtype = tt.attention_dtype(trainer)  # the head's logits are computed in the autocast dtype too
+        rows = cpu_kernels.HEAD_BLOCKS_BELOW.get(dtype) or HEAD_BLOCKS_TRIED
+
+        @contextlib.contextmanager
+        def head_blocks():
+            before = dict(cpu_kernels.HEAD_BLOCKS_BELOW)
+            cpu_kernels.HEAD_BLOCKS_BELOW[dtype] = rows if on else 0
+            try:
+                yield
+            finally:
+                cpu_kernels.HEAD_BLOCKS_BELOW.clear()
+                cpu_kernels.HEAD_BLOCKS_BELOW.update(before)
+        return head_blocks()
+    if kernel == "head-gemm":
+        @contextlib.contextmanager
+        def head_gemm():
+            cpu_kernels.KEPT_IN_ONE_GEMM = on
+            try:
+                yield
+            finally:
+                cpu_kernels.KEPT_IN_ONE_GEMM = True
+        return head_gemm()
     if kernel == "softmax":
         @contextlib.contextmanager
         def softmax():
@@ -91,9 +121,23 @@ def switch(trainer, kernel: str, on: bool):
             finally:
                 trainer.kit_fused_softmax = True
         return softmax()
-    raise SystemExit(f"unknown --kernel {kernel!r}: dropout, dropout-draw, attention, lora, fused, softmax or "
-                     "causal-blocks")
+    raise SystemExit(f"unknown --kernel {kernel!r}: dropout, dropout-draw, attention, lora, fused, softmax, "
+                     "causal-blocks, head-gemm or head-blocks")
 
+
+
+HEAD_BLOCKS_TRIED = 320  # the rows below which --kernel head-blocks tries the blocks where the kit keeps them off
+
+
+def same_bits(a: list[torch.Tensor], b: list[torch.Tensor]) -> str:
+    """``identical bits``, or how far apart ``a`` and ``b`` (the loss, then gradients) are."""
+    if len(a) == len(b) and all(torch.equal(x, y) for x, y in zip(a, b)):
+        return "identical bits"
+    if len(a) != len(b):
+        return f"differ ({len(a)} tensors against {len(b)})"
+    worst = max(float((x.float() - y.float()).norm() / y.float().norm().clamp_min(1e-30)) for x, y in zip(a, b))
+    return (f"differ (loss {float(a[0]):.6f} against {float(b[0]):.6f}; largest relative difference of a "
+            f"gradient {worst:.1e})")
 
 
 class LaneMaskDropout(torch.nn.Module):
@@ -131,7 +175,8 @@ def _swapped(model, on: bool, plain):
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--kernel", default="dropout", choices=("dropout", "dropout-draw", "attention", "lora", "fused", "softmax",
-                                                             "causal-blocks"),
+                                                             "causal-blocks", "head-gemm",
+                                                             "head-blocks"),
                    help="the kernel to switch (default dropout)")
     p.add_argument("--reps", type=int, default=12, help="passes with the kernel on, and as many off")
     p.add_argument("--batch-size", type=int, default=4)
@@ -142,6 +187,7 @@ def main(argv=None) -> None:
                         "than the fp32 limit of the short attention, which bf16 takes)")
     p.add_argument("--near", type=int, metavar="TOKENS",
                    help="the pool's batch whose length is nearest TOKENS instead of the first")
+    p.add_argument("--model", default="smollm2-135m-instruct", help="the model to train (default SmolLM2)")
     a = p.parse_args(argv)
 
     from transformers.utils import logging as hf_logging
@@ -149,7 +195,7 @@ def main(argv=None) -> None:
     from instructlab import cpu_kernels, models
 
     hf_logging.set_verbosity_error()
-    model_name = "smollm2-135m-instruct"
+    model_name = a.model
     examples = tt.load_examples(model_name, tt.REPO / "data/kestrel/train.jsonl", a.pool)
     with tempfile.TemporaryDirectory() as tmp:
         trainer, _ = tt.build("c", model_name, examples, a.batch_size, 1, Path(tmp), tt.lora_targets(a.all_linear))
@@ -161,8 +207,11 @@ def main(argv=None) -> None:
         batch = max(batches, key=lambda b: b["input_ids"].shape[1]) if a.longest else next(batches)
     batch = trainer._prepare_inputs(batch)
     real = int(batch["attention_mask"].sum()) if "attention_mask" in batch else batch["input_ids"].numel()
+    labelled = int((batch["labels"][:, 1:] != -100).sum()) if "labels" in batch else "?"  # the head's tokens
 
-    def one_pass(on: bool) -> tuple[float, float]:
+    outcome: dict[bool, list[torch.Tensor]] = {}
+
+    def one_pass(on: bool, keep: bool = False) -> tuple[float, float]:
         with switch(trainer, a.kernel, on):
             trainer.model.zero_grad(set_to_none=True)
             start, cpu = time.perf_counter(), time.process_time()
@@ -171,24 +220,33 @@ def main(argv=None) -> None:
             with trainer.compute_loss_context_manager(), trainer.accelerator.autocast():
                 loss = trainer.compute_loss(trainer.model, dict(batch))
             loss.backward()
-            return time.perf_counter() - start, time.process_time() - cpu
+            took = time.perf_counter() - start, time.process_time() - cpu
+            if keep:  # the loss and every trainable gradient, to compare on with off bit for bit
+                outcome[on] = [loss.detach().clone()] + [q.grad.clone() for q in trainer.model.parameters()
+                                                          if q.grad is not None]
+            return took
 
     times: dict[bool, list[float]] = {True: [], False: []}
     cpu: dict[bool, list[float]] = {True: [], False: []}
     with cpu_kernels.reused_tiles(trainer.kit_lean_head):
-        one_pass(True), one_pass(False)  # warm-up: first calls allocate, pack, and pick kernels
+        for on in (True, False):  # warm-up (first calls allocate, pack, and pick kernels), from one seed each
+            torch.manual_seed(0)
+            one_pass(on, keep=True)
         for i in range(a.reps):
             for on in ((True, False) if i % 2 == 0 else (False, True)):
                 wall, used = one_pass(on)
                 times[on].append(wall)
                 cpu[on].append(used)
-    print(f"kernel {a.kernel}: set-up (c), LoRA on {'/'.join(t.split('_')[0] for t in tt.lora_targets(a.all_linear))}, "
-          f"batch {a.batch_size} ({real} real tokens, {batch['input_ids'].shape[1]} long), "
+    print(f"kernel {a.kernel}: {model_name}, set-up (c), "
+          f"LoRA on {'/'.join(t.split('_')[0] for t in tt.lora_targets(a.all_linear))}, batch {a.batch_size} "
+          f"({real} real tokens, {labelled} labelled, {batch['input_ids'].shape[1]} long), "
           f"{models.device_settings().description}")
     if a.kernel == "fused":
         from instructlab import cpu_fused
 
         print(f"fused CPU kernels (instructlab.cpu_fused): {cpu_fused.status(trainer.model)}")
+    print(f"loss and {len(outcome[True]) - 1} gradients, on against off from the same seed: "
+          + same_bits(outcome[True], outcome[False]))
     for on in (True, False):
         print(f"{'on ' if on else 'off'}: " + ", ".join(f"{t:.3f}" for t in times[on]) + " s")
     on, off = statistics.median(times[True]), statistics.median(times[False])

@@ -172,6 +172,41 @@ def use_fast_dropout(model: torch.nn.Module) -> int:
 _CHUNK_ELEMENTS = 1 << 24  # logits per chunk (64 MB in fp32): tokens are scored in chunks of this size
 _KEEP_ELEMENTS = 1 << 27  # up to this many logits per call (256 MB in bf16), the forward keeps d log p / d logits
 _BLOCK_ELEMENTS = 1 << 19  # logits per block of the forward's reductions (2 MB per fp32 tile, one per work tile)
+# Where the forward keeps d log p / d logits, the kept tile holds every token's logits, so its GEMM runs once over
+# all the tokens instead of a chunk at a time: the chunks exist to bound memory, which the kept tile has spent
+# already. One GEMM reads the (vocabulary x hidden) weight once instead of once per chunk, and a chunk of
+# Gemma-3's 262,144-entry vocabulary is 64 tokens, a shape that runs at 40% of the 1024^3 rate against 70-80% at
+# 256-512 tokens (AVX2, fp32). The reductions still run chunk by chunk, in the same blocks, so the bits stay the
+# chunked GEMMs' wherever the BLAS gives a row the same bits whatever the GEMM's row count (it did here, fp32 and
+# bf16; ``benchmarks/kernel_ab.py`` prints whether the loss and gradients match). The blocks matter: a block of
+# one row sums its logits split across threads, in another order than a row in a larger block.
+# False: one GEMM per chunk there too (``benchmarks/kernel_ab.py --kernel head-gemm`` times both).
+KEPT_IN_ONE_GEMM = True
+# A GEMM of few tokens against a large vocabulary (``[rows, hidden] @ [hidden, vocabulary]``) runs far below the
+# matmul rate; its transpose over blocks of the vocabulary (``weight[v:v + 1024] @ hidden.T``, each block copied
+# into the logits while it is in cache) runs near it: on the AVX2 machine, fp32, as a share of the 1024^3 rate,
+# one GEMM against the blocks: 64 tokens 41-44% against 64-79% (SmolLM2's 49,152 entries and Gemma-3's 262,144),
+# 128 tokens 54-61% against 76-91%, 256 tokens 62-73% against 81-93%, 341 about even (63-78% against 71-80%).
+# Below this many rows the head computes its logits that way; each logit is the same dot product in the same
+# order either way (the same bits, measured at 16-341 rows). Per precision, like CAUSAL_BLOCK: bf16 keeps one
+# GEMM until it is measured on a CPU that computes it natively (``benchmarks/kernel_ab.py --kernel head-blocks``).
+HEAD_BLOCKS_BELOW = {torch.float32: 320}
+HEAD_VOCAB_BLOCK = 1024
+
+
+def head_logits(hidden: torch.Tensor, weight: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+    """``out = hidden @ weight.T`` (``[rows, vocabulary]``, in ``out``'s dtype, as are both operands): one GEMM,
+    or below :data:`HEAD_BLOCKS_BELOW` rows, vocabulary blocks of ``weight @ hidden.T``, each copied in."""
+    rows, vocab = out.shape
+    if rows >= HEAD_BLOCKS_BELOW.get(out.dtype, 0) or vocab <= HEAD_VOCAB_BLOCK:
+        return torch.mm(hidden, weight.t(), out=out)
+    tile = torch.empty(HEAD_VOCAB_BLOCK, rows, dtype=out.dtype)  # 256 KB at 64 fp32 rows: it stays in cache
+    hidden_t = hidden.t()
+    for v in range(0, vocab, HEAD_VOCAB_BLOCK):
+        t = tile[: min(HEAD_VOCAB_BLOCK, vocab - v)]
+        torch.mm(weight[v: v + HEAD_VOCAB_BLOCK], hidden_t, out=t)
+        out[:, v: v + HEAD_VOCAB_BLOCK].copy_(t.t())
+    return out
 LEAN_OUTPUTS = frozenset({"log_probs", "entropy", "is_top1"})
 
 
@@ -233,14 +268,16 @@ class LeanLogProb(torch.autograd.Function):
 
     The interface is TRL's ``ChunkedLogProbFunction`` minus what it does not support here (bias, temperature,
     soft-capping, logit scale, the other outputs): :func:`lean_lm_head_on_cpu` sends those cases to TRL's.
-    The logits are computed in the autocast dtype (as TRL does), one GEMM per chunk, and reduced in fp32 a
+    The logits are computed in the autocast dtype (as TRL does), one GEMM per chunk (or one in all where the
+    forward keeps its gradient: :data:`KEPT_IN_ONE_GEMM`), and reduced in fp32 a
     block of :data:`_BLOCK_ELEMENTS` at a time, in place in two reused fp32 tiles that stay in cache (see
     :class:`_Tiles`), in as few passes as the outputs allow: one maximum (which also gives the top-1 index),
     one exponential, one sum, one product for the entropy. While a call's logits fit in :data:`_KEEP_ELEMENTS`,
     the forward also keeps ``d log p_target / d logits = onehot - softmax`` in the autocast dtype, written over
     the logits it comes from (the GEMM writes them into the kept tile), so the backward is one matmul; beyond
     that (a large vocabulary on long batches), or when the entropy receives a gradient, the backward recomputes
-    each chunk's logits, so memory stays one chunk. Rows are independent, so the block size changes no bit.
+    each chunk's logits, so memory stays one chunk. Rows are independent, so the block size changes no bit while
+    every block has more rows than there are threads (a block of one row may be summed split across threads).
     """
 
     @staticmethod
@@ -251,13 +288,14 @@ class LeanLogProb(torch.autograd.Function):
         ctx.set_materialize_grads(False)
         dtype = torch.get_autocast_dtype("cpu") if torch.is_autocast_enabled("cpu") else hidden.dtype
         n, vocab = hidden.shape[0], weight.shape[0]
-        rows = max(1, min(n, _rows(vocab)))  # n may be 0: a micro-batch without a labelled token
         w = weight.to(dtype)
         log_z = torch.empty(n, dtype=torch.float32)
         log_probs = torch.empty(n, dtype=torch.float32)
         entropy = torch.empty(n, dtype=torch.float32) if "entropy" in outputs else None
         is_top1 = torch.empty(n, dtype=torch.bool) if "is_top1" in outputs else None
         keep = grad_enabled and any(ctx.needs_input_grad[:2]) and 0 < n * vocab <= _KEEP_ELEMENTS
+        rows = max(1, min(n, _rows(vocab)))  # n may be 0: a micro-batch without a labelled token
+        one_gemm = keep and KEPT_IN_ONE_GEMM
         kept = _TILES.take("d_logits", n * vocab, dtype) if keep else None
         # the logits go straight into the kept tile (each block's d log p / d logits then overwrites its own
         # logits, which it has read); without one, into a reused tile of their own
@@ -265,10 +303,13 @@ class LeanLogProb(torch.autograd.Function):
         block = max(1, min(rows, _BLOCK_ELEMENTS // vocab))
         work = _TILES.take("work", 2 * block * vocab, torch.float32)
         with torch.autocast("cpu", enabled=False):
+            if one_gemm:  # every token's logits at once (the chunks below then only reduce them)
+                head_logits(hidden.to(dtype), w, logits)
             for s in range(0, n, rows):
                 e = min(s + rows, n)
                 z = logits[s:e] if keep else logits[: (e - s) * vocab].view(e - s, vocab)
-                torch.mm(hidden[s:e].to(dtype), w.t(), out=z)
+                if not one_gemm:
+                    head_logits(hidden[s:e].to(dtype), w, z)
                 for b in range(s, e, block):  # the reductions block by block, in tiles that stay in cache
                     f = min(b + block, e)
                     zb = z[b - s: f - s]
@@ -328,10 +369,11 @@ class LeanLogProb(torch.autograd.Function):
         grad_hidden = torch.empty(hidden.shape, dtype=hidden.dtype) if want_hidden else None
         grad_weight = torch.zeros(weight.shape, dtype=torch.float32) if want_weight else None
         work = _TILES.take("work", 2 * rows * vocab, torch.float32)
+        logits = _TILES.take("logits", rows * vocab, dtype)
         for s in range(0, n, rows):
             e = min(s + rows, n)
             h = hidden[s:e].to(dtype)
-            z = h @ w.t()
+            z = head_logits(h, w, logits[: (e - s) * vocab].view(e - s, vocab))
             p = work[: (e - s) * vocab].view(e - s, vocab).copy_(z).sub_(log_z[s:e, None]).exp_()
             g = work[rows * vocab: (rows + e - s) * vocab].view(e - s, vocab).zero_()
             if grad_log_probs is not None:  # d log p_t / dz = onehot(t) - p
@@ -346,6 +388,7 @@ class LeanLogProb(torch.autograd.Function):
             if grad_weight is not None:
                 grad_weight.add_((g.t() @ h).float())
         _TILES.give_back("work", work)
+        _TILES.give_back("logits", logits)
         return grad_hidden, (grad_weight.to(weight.dtype) if grad_weight is not None else None), None, None, None
 
 

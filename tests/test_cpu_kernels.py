@@ -182,6 +182,64 @@ def test_lean_log_prob_gives_the_same_bits_whatever_its_blocks(autocast, monkeyp
             assert torch.equal(a, b)
 
 
+@pytest.mark.parametrize("autocast", [False, True])
+@pytest.mark.parametrize("kept", [True, False])
+@pytest.mark.parametrize("vocab, n, rows, block", [(501, 36, 4, 4), (40000, 8, 4, 3)])
+def test_lean_log_prob_scores_the_kept_tile_in_one_gemm_with_the_chunked_bits(autocast, kept, vocab, n, rows,
+                                                                               block, monkeypatch):
+    """Where the forward keeps d log p / d logits (its tile holds every token's logits), one GEMM computes them
+    all (KEPT_IN_ONE_GEMM); the reductions keep the chunks' blocks, so the bits are the chunked GEMMs' wherever
+    this BLAS gives a row the same bits in a GEMM of any row count. Without the kept tile, one GEMM per chunk.
+    The second case has blocks of one row (3 + 1 per chunk of 4) over a vocabulary large enough for a row's sum
+    to be split across threads: blocks counted from the start instead of each chunk's would change its bits."""
+    monkeypatch.setattr(cpu_kernels, "_CHUNK_ELEMENTS", rows * vocab)
+    monkeypatch.setattr(cpu_kernels, "_BLOCK_ELEMENTS", block * vocab)
+    if not kept:
+        monkeypatch.setattr(cpu_kernels, "_KEEP_ELEMENTS", 0)
+    dtype = torch.bfloat16 if autocast else torch.float32
+    h, weight, targets = _head_case(dtype, n=n, hidden=16, vocab=vocab)
+    gemms, logits = [], cpu_kernels.head_logits
+    monkeypatch.setattr(cpu_kernels, "head_logits", lambda h, *a: gemms.append(h.shape[0]) or logits(h, *a))
+    out = {}
+    for one in (True, False):
+        monkeypatch.setattr(cpu_kernels, "KEPT_IN_ONE_GEMM", one)
+        gemms.clear()
+        with cpu_kernels.reused_tiles():
+            out[one] = _run("lean", h, weight, targets, autocast, weight_grad=True, entropy_grad=False)
+        # the logits' GEMMs, by their rows (the backward recomputes them where the forward keeps nothing)
+        assert gemms == ([n] if one and kept else [rows] * (n // rows) * (1 if kept else 2))
+    x, w = h.to(dtype), weight.to(dtype)
+    rows_agree = torch.equal(x @ w.t(), torch.cat([x[s:s + rows] @ w.t() for s in range(0, n, rows)]))
+    for a, b in zip(out[True], out[False]):
+        if rows_agree:
+            assert torch.equal(a, b)
+        else:  # another BLAS: a row's bits depend on the GEMM's row count, so only the values agree
+            torch.testing.assert_close(a.float(), b.float(), rtol=2e-2, atol=2e-2)
+
+
+@pytest.mark.parametrize("rows", [1, 16, 63, 64])
+def test_head_logits_below_the_row_limit_are_vocabulary_blocks_with_the_gemms_bits_in_fp32(rows, monkeypatch):
+    """Few tokens against a large vocabulary: the transposed product over blocks of the vocabulary, each block
+    copied in; every logit is the same dot product in the same order, so fp32 gives the one GEMM's bits (the
+    kit's claim where it computes the head this way: HEAD_BLOCKS_BELOW). A precision left out of the table, or
+    rows at the limit, take the one GEMM."""
+    monkeypatch.setattr(cpu_kernels, "HEAD_BLOCKS_BELOW", {torch.float32: 64})
+    monkeypatch.setattr(cpu_kernels, "HEAD_VOCAB_BLOCK", 100)
+    g = torch.Generator().manual_seed(0)
+    hidden, weight = torch.randn(rows, 96, generator=g), torch.randn(1050, 96, generator=g) * 0.1
+    calls, mm = [], torch.mm
+    monkeypatch.setattr(torch, "mm", lambda a, b, **k: calls.append(tuple(a.shape)) or mm(a, b, **k))
+    for dtype in (torch.float32, torch.bfloat16):
+        calls.clear()
+        out = cpu_kernels.head_logits(hidden.to(dtype), weight.to(dtype), torch.empty(rows, 1050, dtype=dtype))
+        blocked = dtype == torch.float32 and rows < 64
+        assert calls == ([(100, 96)] * 10 + [(50, 96)] if blocked else [(rows, 96)])
+        one = mm(hidden.to(dtype), weight.to(dtype).t())
+        if dtype == torch.float32:
+            assert torch.equal(out, one)
+        torch.testing.assert_close(out, one)
+
+
 def test_lean_log_prob_takes_zero_tokens_and_keeps_nothing_without_a_graph():
     h, weight, targets = _head_case(torch.float32)
     lp, ent, top, g_h, g_w = _run("lean", h[:0], weight, targets[:0], autocast=False, weight_grad=True)
