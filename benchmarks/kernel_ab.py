@@ -125,7 +125,6 @@ def switch(trainer, kernel: str, on: bool):
                      "causal-blocks, head-gemm or head-blocks")
 
 
-
 HEAD_BLOCKS_TRIED = 320  # the rows below which --kernel head-blocks tries the blocks where the kit keeps them off
 
 

@@ -172,23 +172,26 @@ def use_fast_dropout(model: torch.nn.Module) -> int:
 _CHUNK_ELEMENTS = 1 << 24  # logits per chunk (64 MB in fp32): tokens are scored in chunks of this size
 _KEEP_ELEMENTS = 1 << 27  # up to this many logits per call (256 MB in bf16), the forward keeps d log p / d logits
 _BLOCK_ELEMENTS = 1 << 19  # logits per block of the forward's reductions (2 MB per fp32 tile, one per work tile)
+LEAN_OUTPUTS = frozenset({"log_probs", "entropy", "is_top1"})
 # Where the forward keeps d log p / d logits, the kept tile holds every token's logits, so its GEMM runs once over
 # all the tokens instead of a chunk at a time: the chunks exist to bound memory, which the kept tile has spent
 # already. One GEMM reads the (vocabulary x hidden) weight once instead of once per chunk, and a chunk of
-# Gemma-3's 262,144-entry vocabulary is 64 tokens, a shape that runs at 40% of the 1024^3 rate against 70-80% at
-# 256-512 tokens (AVX2, fp32). The reductions still run chunk by chunk, in the same blocks, so the bits stay the
-# chunked GEMMs' wherever the BLAS gives a row the same bits whatever the GEMM's row count (it did here, fp32 and
-# bf16; ``benchmarks/kernel_ab.py`` prints whether the loss and gradients match). The blocks matter: a block of
-# one row sums its logits split across threads, in another order than a row in a larger block.
+# Gemma-3's 262,144-entry vocabulary is 64 tokens, a shape that ran at 41-44% of the 1024^3 rate against 56-86%
+# at 256-512 tokens (AVX2, fp32). The reductions still run chunk by chunk, in the same blocks, so the bits stay the
+# chunked GEMMs' wherever the BLAS gives a row the same bits whatever the GEMM's row count (MKL's fp32 did on the
+# AVX2 machine, and bf16 in its emulated path there; ``benchmarks/kernel_ab.py`` prints whether the loss and
+# gradients match). The blocks matter: a block of one row sums its logits split across threads, in another order
+# than a row in a larger block.
 # False: one GEMM per chunk there too (``benchmarks/kernel_ab.py --kernel head-gemm`` times both).
 KEPT_IN_ONE_GEMM = True
 # A GEMM of few tokens against a large vocabulary (``[rows, hidden] @ [hidden, vocabulary]``) runs far below the
 # matmul rate; its transpose over blocks of the vocabulary (``weight[v:v + 1024] @ hidden.T``, each block copied
 # into the logits while it is in cache) runs near it: on the AVX2 machine, fp32, as a share of the 1024^3 rate,
-# one GEMM against the blocks: 64 tokens 41-44% against 64-79% (SmolLM2's 49,152 entries and Gemma-3's 262,144),
+# one GEMM against the blocks: 64 tokens 35-44% against 64-79% (SmolLM2's 49,152 entries and Gemma-3's 262,144),
 # 128 tokens 54-61% against 76-91%, 256 tokens 62-73% against 81-93%, 341 about even (63-78% against 71-80%).
-# Below this many rows the head computes its logits that way; each logit is the same dot product in the same
-# order either way (the same bits, measured at 16-341 rows). Per precision, like CAUSAL_BLOCK: bf16 keeps one
+# Below this many rows the head computes its logits that way. Each logit came out with one GEMM's bits in every
+# case measured (16-341 rows, both vocabularies, MKL's fp32 on the AVX2 machine; ``tests/test_cpu_kernels.py``
+# checks it on each machine it runs on). Per precision, like CAUSAL_BLOCK: bf16 keeps one
 # GEMM until it is measured on a CPU that computes it natively (``benchmarks/kernel_ab.py --kernel head-blocks``).
 HEAD_BLOCKS_BELOW = {torch.float32: 320}
 HEAD_VOCAB_BLOCK = 1024
@@ -207,7 +210,6 @@ def head_logits(hidden: torch.Tensor, weight: torch.Tensor, out: torch.Tensor) -
         torch.mm(weight[v: v + HEAD_VOCAB_BLOCK], hidden_t, out=t)
         out[:, v: v + HEAD_VOCAB_BLOCK].copy_(t.t())
     return out
-LEAN_OUTPUTS = frozenset({"log_probs", "entropy", "is_top1"})
 
 
 def _rows(vocab: int) -> int:
