@@ -37,6 +37,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from unittest import mock
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -89,29 +90,12 @@ def switch(trainer, kernel: str, on: bool):
         dtype = tt.attention_dtype(trainer)
         block = cpu_kernels.causal_block(dtype) or cpu_kernels.CAUSAL_BLOCK_TRIED
         return cpu_kernels.causal_blocks(dtype, block if on else 0)
-    if kernel == "head-blocks":
-        dtype = tt.attention_dtype(trainer)  # the head's logits are computed in the autocast dtype too
+    if kernel == "head-blocks":  # the head's logits are computed in the autocast dtype too
+        dtype = tt.attention_dtype(trainer)
         rows = cpu_kernels.HEAD_BLOCKS_BELOW.get(dtype) or HEAD_BLOCKS_TRIED
-
-        @contextlib.contextmanager
-        def head_blocks():
-            before = dict(cpu_kernels.HEAD_BLOCKS_BELOW)
-            cpu_kernels.HEAD_BLOCKS_BELOW[dtype] = rows if on else 0
-            try:
-                yield
-            finally:
-                cpu_kernels.HEAD_BLOCKS_BELOW.clear()
-                cpu_kernels.HEAD_BLOCKS_BELOW.update(before)
-        return head_blocks()
+        return mock.patch.dict(cpu_kernels.HEAD_BLOCKS_BELOW, {dtype: rows if on else 0})
     if kernel == "head-gemm":
-        @contextlib.contextmanager
-        def head_gemm():
-            cpu_kernels.KEPT_IN_ONE_GEMM = on
-            try:
-                yield
-            finally:
-                cpu_kernels.KEPT_IN_ONE_GEMM = True
-        return head_gemm()
+        return mock.patch.object(cpu_kernels, "KEPT_IN_ONE_GEMM", on)
     if kernel == "softmax":
         @contextlib.contextmanager
         def softmax():
