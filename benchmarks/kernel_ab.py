@@ -21,8 +21,9 @@ a CPU with AVX2 alone would run, ``INSTRUCTLAB_DTYPE=float32`` the fp32 path suc
 ``causal-blocks`` (the short attention's causal blocks, ``cpu_kernels.CAUSAL_BLOCK``, against the whole square;
 in bf16, where the kit keeps them off until measured, blocks of ``cpu_kernels.CAUSAL_BLOCK_TRIED`` queries),
 ``head-gemm`` (``cpu_kernels.KEPT_IN_ONE_GEMM``: the vocabulary head's forward as one GEMM over all the labelled
-tokens, against one per chunk of ``_CHUNK_ELEMENTS`` logits; it matters most for Gemma-3, ``--model gemma-3-270m``,
-whose chunks are 64 tokens), ``head-blocks`` (``cpu_kernels.HEAD_BLOCKS_BELOW``: the head's logits of fewer
+tokens, against one per chunk of ``_CHUNK_ELEMENTS`` logits, in the training's precision, which the kit keeps to
+one GEMM per chunk in bf16 until measured; it matters most for Gemma-3, ``--model gemma-3-270m``, whose chunks
+are 64 tokens), ``head-blocks`` (``cpu_kernels.HEAD_BLOCKS_BELOW``: the head's logits of fewer
 tokens than that as vocabulary blocks of the transposed product, against one GEMM; in a precision where the kit
 keeps them off until measured, below ``HEAD_BLOCKS_TRIED`` tokens). The model is SmolLM2 unless ``--model``
 names another. Before timing, it says whether on and off give the loss and the gradients the same bits.
@@ -94,8 +95,10 @@ def switch(trainer, kernel: str, on: bool):
         dtype = tt.attention_dtype(trainer)
         rows = cpu_kernels.HEAD_BLOCKS_BELOW.get(dtype) or HEAD_BLOCKS_TRIED
         return mock.patch.dict(cpu_kernels.HEAD_BLOCKS_BELOW, {dtype: rows if on else 0})
-    if kernel == "head-gemm":
-        return mock.patch.object(cpu_kernels, "KEPT_IN_ONE_GEMM", on)
+    if kernel == "head-gemm":  # in the autocast dtype, like the blocks
+        dtype = tt.attention_dtype(trainer)
+        precisions = cpu_kernels.KEPT_IN_ONE_GEMM | {dtype} if on else cpu_kernels.KEPT_IN_ONE_GEMM - {dtype}
+        return mock.patch.object(cpu_kernels, "KEPT_IN_ONE_GEMM", precisions)
     if kernel == "softmax":
         @contextlib.contextmanager
         def softmax():

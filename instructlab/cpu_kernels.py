@@ -173,25 +173,30 @@ _CHUNK_ELEMENTS = 1 << 24  # logits per chunk (64 MB in fp32): tokens are scored
 _KEEP_ELEMENTS = 1 << 27  # up to this many logits per call (256 MB in bf16), the forward keeps d log p / d logits
 _BLOCK_ELEMENTS = 1 << 19  # logits per block of the forward's reductions (2 MB per fp32 tile, one per work tile)
 LEAN_OUTPUTS = frozenset({"log_probs", "entropy", "is_top1"})
-# Where the forward keeps d log p / d logits, the kept tile holds every token's logits, so its GEMM runs once over
+# Where the forward keeps d log p / d logits, the kept tile holds every token's logits, so its GEMM can run once over
 # all the tokens instead of a chunk at a time: the chunks exist to bound memory, which the kept tile has spent
 # already. One GEMM reads the (vocabulary x hidden) weight once instead of once per chunk, and a chunk of
 # Gemma-3's 262,144-entry vocabulary is 64 tokens, a shape that ran at 41-44% of the 1024^3 rate against 56-86%
-# at 256-512 tokens (AVX2, fp32). The reductions still run chunk by chunk, in the same blocks, so the bits stay the
-# chunked GEMMs' wherever the BLAS gives a row the same bits whatever the GEMM's row count (MKL's fp32 did on the
-# AVX2 machine, and bf16 in its emulated path there; ``benchmarks/kernel_ab.py`` prints whether the loss and
-# gradients match). The blocks matter: a block of one row sums its logits split across threads, in another order
-# than a row in a larger block.
-# False: one GEMM per chunk there too (``benchmarks/kernel_ab.py --kernel head-gemm`` times both).
-KEPT_IN_ONE_GEMM = True
+# at 256-512 tokens (AVX2, fp32). The reductions still run chunk by chunk, in the same blocks. The logits keep the
+# chunked GEMMs' bits only where the BLAS gives a row the same bits whatever the GEMM's row count, and MKL's fp32
+# does not below 12 rows: a last chunk of 1-11 tokens (SmolLM2: 342-352 labelled tokens, 18 of the quick demo's
+# 450 batches) had its own bits before, and has the one GEMM's rows' now (a few 1e-10 in the gradients; the fp32
+# demo's refusals moved by one answer, docs/training.md's fifteenth session). The blocks matter too: a block of
+# one row sums its logits split across threads, in another order than a row in a larger block.
+# The precisions where the kept tile's logits are one GEMM: fp32, measured on the AVX2 machine. bf16 keeps one
+# GEMM per chunk, the code the published demo ran, until a CPU that computes it natively has measured both
+# (``benchmarks/kernel_ab.py --kernel head-gemm`` times them and says whether the bits agree).
+KEPT_IN_ONE_GEMM = frozenset({torch.float32})
 # A GEMM of few tokens against a large vocabulary (``[rows, hidden] @ [hidden, vocabulary]``) runs far below the
 # matmul rate; its transpose over blocks of the vocabulary (``weight[v:v + 1024] @ hidden.T``, each block copied
 # into the logits while it is in cache) runs near it: on the AVX2 machine, fp32, as a share of the 1024^3 rate,
 # one GEMM against the blocks: 64 tokens 35-44% against 64-79% (SmolLM2's 49,152 entries and Gemma-3's 262,144),
 # 128 tokens 54-61% against 76-91%, 256 tokens 62-73% against 81-93%, 341 about even (63-78% against 71-80%).
 # Below this many rows the head computes its logits that way. Each logit came out with one GEMM's bits in every
-# case measured (16-341 rows, both vocabularies, MKL's fp32 on the AVX2 machine; ``tests/test_cpu_kernels.py``
-# checks it on each machine it runs on). Per precision, like CAUSAL_BLOCK: bf16 keeps one
+# case measured from 12 to 341 rows (both vocabularies, MKL's fp32 on the AVX2 machine; ``tests/test_cpu_kernels.py``
+# checks it on each machine it runs on). Below 12 rows MKL's fp32 GEMM has kernels of its own, and the blocks'
+# logits round like neither it nor a larger GEMM (a chunk's last 2-11 tokens, where the head is computed chunk by
+# chunk: Gemma-3's long batches, the recomputing backward). Per precision, like CAUSAL_BLOCK: bf16 keeps one
 # GEMM until it is measured on a CPU that computes it natively (``benchmarks/kernel_ab.py --kernel head-blocks``).
 HEAD_BLOCKS_BELOW = {torch.float32: 320}
 HEAD_VOCAB_BLOCK = 1024
@@ -271,7 +276,7 @@ class LeanLogProb(torch.autograd.Function):
     The interface is TRL's ``ChunkedLogProbFunction`` minus what it does not support here (bias, temperature,
     soft-capping, logit scale, the other outputs): :func:`lean_lm_head_on_cpu` sends those cases to TRL's.
     The logits are computed in the autocast dtype (as TRL does), one GEMM per chunk (or one in all where the
-    forward keeps its gradient: :data:`KEPT_IN_ONE_GEMM`), and reduced in fp32 a
+    forward keeps its gradient, in the precisions of :data:`KEPT_IN_ONE_GEMM`), and reduced in fp32 a
     block of :data:`_BLOCK_ELEMENTS` at a time, in place in two reused fp32 tiles that stay in cache (see
     :class:`_Tiles`), in as few passes as the outputs allow: one maximum (which also gives the top-1 index),
     one exponential, one sum, one product for the entropy. While a call's logits fit in :data:`_KEEP_ELEMENTS`,
@@ -297,7 +302,7 @@ class LeanLogProb(torch.autograd.Function):
         is_top1 = torch.empty(n, dtype=torch.bool) if "is_top1" in outputs else None
         keep = grad_enabled and any(ctx.needs_input_grad[:2]) and 0 < n * vocab <= _KEEP_ELEMENTS
         rows = max(1, min(n, _rows(vocab)))  # n may be 0: a micro-batch without a labelled token
-        one_gemm = keep and KEPT_IN_ONE_GEMM
+        one_gemm = keep and dtype in KEPT_IN_ONE_GEMM
         kept = _TILES.take("d_logits", n * vocab, dtype) if keep else None
         # the logits go straight into the kept tile (each block's d log p / d logits then overwrites its own
         # logits, which it has read); without one, into a reused tile of their own

@@ -88,7 +88,7 @@ PROFILES: dict[str, Profile] = {
         description="SmolLM2-135M-Instruct, all 1,800 training examples once (the data's own mix: 15% declines, "
                     "22% look-alikes, every minimal pair), LoRA r=16 on every linear layer, 450 steps of 4 at "
                     "max_length 512: the recipe chosen on the dev split (configs/recipes_quick.yaml), "
-                    "~14 min of training on a 2-core CPU with native bf16",
+                    "10-16 min of training on a 2-core CPU with native bf16, 27-38 min in fp32 on one without",
         model="smollm2-135m-instruct", base_model="gemma-3-270m", instruct_model="smollm2-135m-instruct",
         train=dict(epochs=1, learning_rate=1e-3, batch_size=4, grad_accum=1, max_length=512, n_examples=None,
                    lora_r=16, lora_alpha=32, target_modules=_ALL_LINEAR, warmup_ratio=0.05, save_steps=50),

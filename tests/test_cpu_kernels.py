@@ -188,10 +188,11 @@ def test_lean_log_prob_gives_the_same_bits_whatever_its_blocks(autocast, monkeyp
 def test_lean_log_prob_scores_the_kept_tile_in_one_gemm_with_the_chunked_bits(autocast, kept, vocab, n, rows,
                                                                                block, monkeypatch):
     """Where the forward keeps d log p / d logits (its tile holds every token's logits), one GEMM computes them
-    all (KEPT_IN_ONE_GEMM); the reductions keep the chunks' blocks, so the bits are the chunked GEMMs' wherever
-    this BLAS gives a row the same bits in a GEMM of any row count. Without the kept tile, one GEMM per chunk.
-    The second case has blocks of one row (3 + 1 per chunk of 4) over a vocabulary large enough for a row's sum
-    to be split across threads: blocks counted from the start instead of each chunk's would change its bits."""
+    all in the precisions of KEPT_IN_ONE_GEMM; the reductions keep the chunks' blocks, so the bits are the chunked
+    GEMMs' wherever this BLAS gives a row the same bits in a GEMM of any row count. Without the kept tile, one GEMM
+    per chunk. The second case has blocks of one row (3 + 1 per chunk of 4) over a vocabulary large enough for a
+    row's sum to be split across threads: blocks counted from the start instead of each chunk's would change its
+    bits."""
     monkeypatch.setattr(cpu_kernels, "_CHUNK_ELEMENTS", rows * vocab)
     monkeypatch.setattr(cpu_kernels, "_BLOCK_ELEMENTS", block * vocab)
     if not kept:
@@ -202,7 +203,7 @@ def test_lean_log_prob_scores_the_kept_tile_in_one_gemm_with_the_chunked_bits(au
     monkeypatch.setattr(cpu_kernels, "head_logits", lambda h, *a: gemms.append(h.shape[0]) or logits(h, *a))
     out = {}
     for one in (True, False):
-        monkeypatch.setattr(cpu_kernels, "KEPT_IN_ONE_GEMM", one)
+        monkeypatch.setattr(cpu_kernels, "KEPT_IN_ONE_GEMM", frozenset({dtype} if one else ()))
         gemms.clear()
         with cpu_kernels.reused_tiles():
             out[one] = _run("lean", h, weight, targets, autocast, weight_grad=True, entropy_grad=False)
@@ -215,6 +216,21 @@ def test_lean_log_prob_scores_the_kept_tile_in_one_gemm_with_the_chunked_bits(au
             assert torch.equal(a, b)
         else:  # another BLAS: a row's bits depend on the GEMM's row count, so only the values agree
             torch.testing.assert_close(a.float(), b.float(), rtol=2e-2, atol=2e-2)
+
+
+def test_lean_log_prob_keeps_one_gemm_per_chunk_in_bf16_where_the_published_demo_did(monkeypatch):
+    """The kept tile's one GEMM is on in fp32 only: in bf16 the head runs one GEMM per chunk, the code that
+    trained the published demo, until a CPU that computes bf16 natively has measured both (a last chunk of
+    a few tokens rounds differently in one GEMM on MKL's fp32, so it may in bf16 too)."""
+    monkeypatch.setattr(cpu_kernels, "_CHUNK_ELEMENTS", 4 * 501)
+    h, weight, targets = _head_case(torch.float32, n=9, hidden=16, vocab=501)
+    gemms, logits = [], cpu_kernels.head_logits
+    monkeypatch.setattr(cpu_kernels, "head_logits", lambda h, *a: gemms.append((h.shape[0], h.dtype)) or logits(h, *a))
+    for autocast, dtype, expected in ((False, torch.float32, [9]), (True, torch.bfloat16, [4, 4, 1])):
+        gemms.clear()
+        with cpu_kernels.reused_tiles():
+            _run("lean", h, weight, targets, autocast, weight_grad=True, entropy_grad=False)
+        assert gemms == [(r, dtype) for r in expected]
 
 
 @pytest.mark.parametrize("rows", [1, 16, 63, 64])

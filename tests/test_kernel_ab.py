@@ -24,17 +24,18 @@ def test_same_bits_says_identical_only_for_equal_tensors_and_otherwise_how_far_a
     assert kernel_ab.same_bits([loss], [loss, grad]) == "differ (1 tensors against 2)"
 
 
-def test_head_gemm_switches_the_one_gemm_head_and_puts_it_back():
+def test_head_gemm_switches_the_one_gemm_head_in_the_trainers_precision_and_puts_it_back():
     from instructlab import cpu_kernels
 
-    trainer = types.SimpleNamespace(model=None)
-    assert cpu_kernels.KEPT_IN_ONE_GEMM
-    with kernel_ab.switch(trainer, "head-gemm", False):
-        assert not cpu_kernels.KEPT_IN_ONE_GEMM
-    assert cpu_kernels.KEPT_IN_ONE_GEMM
-    with kernel_ab.switch(trainer, "head-gemm", True):
-        assert cpu_kernels.KEPT_IN_ONE_GEMM
-    assert cpu_kernels.KEPT_IN_ONE_GEMM
+    before = cpu_kernels.KEPT_IN_ONE_GEMM
+    assert before == {torch.float32}  # bf16 keeps one GEMM per chunk until measured on a CPU with native bf16
+    for bf16, dtype in ((False, torch.float32), (True, torch.bfloat16)):
+        trainer = types.SimpleNamespace(model=None, args=types.SimpleNamespace(bf16=bf16))
+        with kernel_ab.switch(trainer, "head-gemm", False):
+            assert cpu_kernels.KEPT_IN_ONE_GEMM == before - {dtype}
+        with kernel_ab.switch(trainer, "head-gemm", True):
+            assert cpu_kernels.KEPT_IN_ONE_GEMM == before | {dtype}
+        assert cpu_kernels.KEPT_IN_ONE_GEMM is before
 
 
 def test_head_blocks_switches_the_blocked_head_in_the_trainers_precision_and_puts_the_table_back():
