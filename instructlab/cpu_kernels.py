@@ -180,7 +180,7 @@ LEAN_OUTPUTS = frozenset({"log_probs", "entropy", "is_top1"})
 # at 256-512 tokens (AVX2, fp32). The reductions still run chunk by chunk, in the same blocks. The logits keep the
 # chunked GEMMs' bits only where the BLAS gives a row the same bits whatever the GEMM's row count, and MKL's fp32
 # does not below 12 rows: a last chunk of 1-11 tokens (SmolLM2: 342-352 labelled tokens, 18 of the quick demo's
-# 450 batches) had its own bits before, and has the one GEMM's rows' now (a few 1e-10 in the gradients; the fp32
+# 450 batches) had its own bits before, and has the one GEMM's rows' now (up to 1.3e-9 in the gradients; the fp32
 # demo's refusals moved by one answer, docs/training.md's fifteenth session). The blocks matter too: a block of
 # one row sums its logits split across threads, in another order than a row in a larger block.
 # The precisions where the kept tile's logits are one GEMM: fp32, measured on the AVX2 machine. bf16 keeps one
